@@ -1,0 +1,78 @@
+"""ModelInfo: the one object that travels with a trained model.
+
+Training fills it, ``export`` packs it into the ``.tflite`` (as tflite-support
+metadata plus an associated ``mobile_derm.json``), and ``predict`` reads it back
+from the model file alone. Plain data, JSON round-trippable, no TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mobile_derm.errors import ConfigError
+
+MODEL_INFO_FILENAME = "mobile_derm.json"  # name of the associated file inside the .tflite
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    version: str
+    backbone: str
+    input_size: int
+    mean: tuple[float, float, float]  # pixel units, model input = (pixel - mean) / std
+    std: tuple[float, float, float]
+    labels: list[str]
+    # label -> {"display_name": str, "malignant": bool, "treatments": [str, ...]}
+    taxonomy: dict[str, dict] = field(default_factory=dict)
+    # operating points on the malignancy score, chosen on the validation split:
+    # {"sensitive": t, "specific": t} (score >= t means "refer")
+    malignancy_thresholds: dict[str, float] = field(default_factory=dict)
+    # abstain ("unknown") when the top probability is below this; chosen on validation
+    ood_threshold: float | None = None
+    gate_config: dict | None = None  # quality_checks.GateConfig as a dict
+    description: str = "Skin-disorder image classifier (decision support, not a diagnosis)."
+    author: str = "mobile_derm"
+    licence: str = "See the training data licences; research use only unless checked."
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | Path | None = None) -> "ModelInfo":
+        known = set(cls.__dataclass_fields__)
+        missing = [k for k in ("name", "version", "backbone", "input_size", "mean", "std", "labels") if k not in data]
+        if missing:
+            raise ConfigError(source, f"model info lacks {', '.join(missing)}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["mean"] = tuple(float(x) for x in values["mean"])
+        values["std"] = tuple(float(x) for x in values["std"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str, source: str | Path | None = None) -> "ModelInfo":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(source, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(source, "model info must be a JSON object")
+        return cls.from_dict(data, source)
+
+    def save(self, path: str | Path) -> None:
+        from mobile_derm.io_utils import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelInfo":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(path, "model info file not found")
+        return cls.from_json(path.read_text(), path)
