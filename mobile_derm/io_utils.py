@@ -15,7 +15,8 @@ def atomic_path(path: str | Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # Keep the real suffix last: Keras and h5py choose the format by extension.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -32,3 +33,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """``$MOBILE_DERM_CACHE`` or ``~/.cache/mobile_derm``: converted weights and
+    decoded-pixel caches live here, never in the repo or an output folder."""
+    root = Path(os.environ.get("MOBILE_DERM_CACHE") or Path.home() / ".cache" / "mobile_derm")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -38,6 +38,19 @@ class ModelInfo:
     licence: str = "See the training data licences; research use only unless checked."
     schema_version: int = SCHEMA_VERSION
 
+    def malignant_mask(self) -> "np.ndarray":
+        """Boolean per label: malignancy score = probabilities @ this mask."""
+        import numpy as np
+
+        return np.array([bool(self.taxonomy.get(l, {}).get("malignant", False)) for l in self.labels])
+
+    def treatment_masks(self) -> dict[str, "np.ndarray"]:
+        """Treatment option -> boolean per label (a class may carry several)."""
+        import numpy as np
+
+        names = sorted({t for l in self.labels for t in self.taxonomy.get(l, {}).get("treatments", [])})
+        return {t: np.array([t in self.taxonomy.get(l, {}).get("treatments", []) for l in self.labels]) for t in names}
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -1,0 +1,137 @@
+"""What each variant costs on your data: accuracy, agreement, size, latency.
+
+Every number is measured in the run that prints it: the Keras float model and
+each .tflite on the same test images, latency on LiteRT with batch 1.
+Writes benchmark.json, benchmark.md (the table) and benchmark.png.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mobile_derm.evaluation import evaluate_probs
+from mobile_derm.io_utils import atomic_path, atomic_write_text
+from mobile_derm.model_info import ModelInfo
+
+TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "agreement_with_float",
+                 "size_bytes", "latency_ms_p50", "latency_ms_p95", "latency_ms_p50_2threads")
+
+
+def latency_ms(model_path: str | Path, num_threads: int, runs: int = 50, warmup: int = 5) -> tuple[float, float]:
+    """p50 and p95 of single-image invoke time on LiteRT."""
+    from mobile_derm.predict import Predictor
+
+    predictor = Predictor(model_path, num_threads=num_threads)
+    interp = predictor.interpreter
+    x = predictor.input_tensor(np.full((predictor.info.input_size,) * 2 + (3,), 128, np.uint8))
+    index = predictor._input["index"]
+    times = []
+    for i in range(warmup + runs):
+        interp.set_tensor(index, x)
+        start = time.perf_counter()
+        interp.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
+    from mobile_derm.predict import Predictor
+
+    predictor = Predictor(model_path, num_threads=2)
+    name = Path(model_path).stem
+    return np.stack([predictor.predict_probs(p) for p in tqdm(pixels, desc=f"eval {name}", disable=not progress, leave=False)])
+
+
+def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, models: dict[str, Path],
+                  out_dir: str | Path, keras_probs: np.ndarray | None = None, latency_runs: int = 50,
+                  progress: bool = True) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    reference = keras_probs.argmax(axis=1) if keras_probs is not None else None
+
+    def summarise(probs, extra):
+        report = evaluate_probs(probs, y_test, info)
+        row = {k: report[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
+        row["n_test"] = int(len(y_test))
+        if reference is not None:
+            row["agreement_with_float"] = float(np.mean(probs.argmax(axis=1) == reference))
+        row.update(extra)
+        return row
+
+    if keras_probs is not None:
+        results["keras_float"] = summarise(keras_probs, {})
+    for variant, path in models.items():
+        probs = tflite_probs(path, test_pixels, progress)
+        p50, p95 = latency_ms(path, 1, latency_runs)
+        p50_2, _ = latency_ms(path, 2, latency_runs)
+        results[variant] = summarise(probs, {
+            "size_bytes": Path(path).stat().st_size,
+            "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ms_p50_2threads": p50_2,
+        })
+    if "float32" in results and "int8" in results:
+        results["int8"]["size_vs_float32"] = results["int8"]["size_bytes"] / results["float32"]["size_bytes"]
+        results["int8"]["latency_vs_float32"] = results["int8"]["latency_ms_p50"] / results["float32"]["latency_ms_p50"]
+    document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size,
+                "n_test": int(len(y_test)), "variants": results}
+    atomic_write_text(out_dir / "benchmark.json", json.dumps(document, indent=2))
+    atomic_write_text(out_dir / "benchmark.md", markdown_table(document))
+    plot_benchmark(document, out_dir / "benchmark.png")
+    return document
+
+
+def _fmt(value, column):
+    if value is None:
+        return "-"
+    if column == "size_bytes":
+        return f"{value / 1e6:.2f} MB"
+    if column.startswith("latency"):
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def markdown_table(document: dict) -> str:
+    header = ["variant", *TABLE_COLUMNS]
+    lines = [f"Benchmark of {document['model']} ({document['backbone']} at {document['input_size']} px), "
+             f"n_test = {document['n_test']}; latency in ms on LiteRT, batch 1.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in document["variants"].items():
+        lines.append("| " + " | ".join([name] + [_fmt(row.get(c), c) for c in TABLE_COLUMNS]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_benchmark(document: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {k: v for k, v in document["variants"].items() if "size_bytes" in v}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, row in rows.items():
+        axes[0].scatter(row["size_bytes"] / 1e6, row["balanced_accuracy"])
+        axes[0].annotate(name, (row["size_bytes"] / 1e6, row["balanced_accuracy"]), fontsize=8)
+        axes[1].scatter(row["latency_ms_p50"], row["balanced_accuracy"])
+        axes[1].annotate(name, (row["latency_ms_p50"], row["balanced_accuracy"]), fontsize=8)
+    if "keras_float" in document["variants"]:
+        for ax in axes:
+            ax.axhline(document["variants"]["keras_float"]["balanced_accuracy"], ls="--", c="grey", label="keras_float")
+            ax.legend(loc="lower right")
+    axes[0].set_xlabel("file size (MB)")
+    axes[1].set_xlabel("LiteRT latency p50, 1 thread (ms)")
+    for ax in axes:
+        ax.set_ylabel("balanced accuracy")
+    fig.suptitle(f"{document['model']}: accuracy vs size vs latency")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def print_table(document: dict) -> None:
+    print(markdown_table(document))

@@ -1,0 +1,53 @@
+"""Export a trained run to .tflite files, each carrying the run's ModelInfo."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from export.convert import check_variants
+from mobile_derm.errors import ConfigError
+from mobile_derm.model_info import ModelInfo
+from mobile_derm.preprocess import normalize
+
+
+def representative_sample(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """A fixed random subset of training pixels for int8 calibration, plus one
+    black and one white frame: they pin the input range to the full 0..255, so
+    a uint8 input tensor maps raw pixels exactly as the float model's
+    normalization does (MediaPipe feeds raw pixels to uint8 models)."""
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(pixels), size=min(n, len(pixels)), replace=False)
+    extremes = np.stack([np.zeros_like(pixels[0]), np.full_like(pixels[0], 255)])
+    return np.concatenate([pixels[np.sort(take)], extremes])
+
+
+def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calibration_pixels: np.ndarray,
+                    io_type: str = "uint8", qat_model=None) -> dict[str, Path]:
+    """Convert ``model`` into each variant and write ``<variant>.tflite`` with
+    metadata. ``calibration_pixels`` are uint8 training images; ``qat_model``
+    is needed for ``qat_int8``."""
+    from export.convert import convert
+    from export.metadata import write_model_file
+
+    variants = check_variants(variants)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    representative = normalize(calibration_pixels, info.mean, info.std)
+    written = {}
+    ptq = [v for v in variants if v != "qat_int8"]
+    with tqdm(total=len(variants), desc="export", unit="model") as bar:
+        for variant in ptq:
+            bar.set_postfix_str(variant)
+            written[variant] = write_model_file(
+                out_dir / f"{variant}.tflite", convert(model, variant, representative, io_type), info)
+            bar.update()
+        if "qat_int8" in variants:
+            if qat_model is None:
+                raise ConfigError(None, "variant qat_int8 needs a quantization-aware-trained model")
+            bar.set_postfix_str("qat_int8")
+            written["qat_int8"] = write_model_file(
+                out_dir / "qat_int8.tflite", convert(qat_model, "qat_int8", representative, io_type), info)
+            bar.update()
+    return written

@@ -1,0 +1,206 @@
+"""``mobile-derm``: one command line for training, export, benchmark, predict
+and the photo-quality gate.
+
+Every failure a user can cause ends as one line ``error: <file>: <problem>``
+with exit status 2: no traceback from deep inside OpenCV or TensorFlow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mobile_derm.errors import ConfigError, DataError, MobileDermError
+
+
+# ------------------------------------------------------------------ helpers
+def _load_dataset(spec: str, data_root: str | None):
+    """A preset name (ham10000, pad_ufes20, derm7pt, sd198), a labels CSV, or a
+    class-per-folder tree."""
+    from mobile_derm import datasets
+
+    path = Path(spec)
+    if spec in datasets.PRESETS:
+        return datasets.load_preset(spec, data_root)
+    if path.suffix.lower() == ".csv":
+        return datasets.read_csv(path)
+    if path.is_dir():
+        return datasets.read_folder(path)
+    raise DataError(path, f"not found (give a preset: {', '.join(datasets.PRESETS)}; a labels .csv; or a folder)")
+
+
+def _require_new_or_empty_dir(path: Path, what: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(path, f"{what} exists and is not a folder")
+
+
+# ------------------------------------------------------------------ commands
+def cmd_demo(args) -> int:
+    from export.convert import check_variants
+    from mobile_derm.demo import DEMO_VARIANTS, TINY, DemoSize, run_demo
+
+    variants = check_variants(args.variants.split(",") if args.variants else DEMO_VARIANTS)
+    _require_new_or_empty_dir(Path(args.out), "--out")
+    run_demo(args.out, TINY if args.tiny else DemoSize(), variants, allow_random_weights=args.random_weights)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from mobile_derm.config import TrainConfig
+    from mobile_derm.train import train
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    overrides = {k: v for k, v in {
+        "backbone": args.backbone, "input_size": args.input_size, "finetune_epochs": args.epochs,
+        "seed": args.seed, "batch_size": args.batch_size,
+    }.items() if v is not None}
+    if args.random_weights:
+        overrides["allow_random_weights"] = True
+    config = TrainConfig.from_dict({**config.to_dict(), **overrides}, args.config)
+    dataset = _load_dataset(args.data, args.data_root)
+    result = train(dataset, config, args.out)
+    print(json.dumps({k: result.test_report[k] for k in ("n", "top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}, indent=2))
+    print(f"run saved in {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from export.convert import check_variants
+    from export.exporter import export_variants, representative_sample
+    from mobile_derm.train import load_run, run_arrays
+
+    variants = check_variants(args.variants.split(","))
+    model, config, info = load_run(args.run)
+    dataset = _load_dataset(args.data, args.data_root)
+    pixels, y, split = run_arrays(dataset, args.run)
+    train_idx = split.train
+    calibration = representative_sample(pixels[train_idx], config.representative_size, config.seed)
+    qat_model = None
+    if "qat_int8" in variants:
+        from export.qat import quantization_aware_finetune
+        from mobile_derm.train import class_weights
+
+        w = class_weights(y[train_idx], len(info.labels), config.class_weighting)
+        qat_model = quantization_aware_finetune(model, config, pixels[train_idx], y[train_idx], pixels[split.val], y[split.val],
+                                                epochs=args.qat_epochs, class_weight_per_sample=w[y[train_idx]])
+    written = export_variants(model, info, args.out, variants, calibration, io_type=args.io_type, qat_model=qat_model)
+    for variant, path in written.items():
+        print(f"{variant:9s} {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    import numpy as np
+
+    from export.benchmark import print_table, run_benchmark
+    from export.convert import ALL_VARIANTS
+    from mobile_derm.train import load_run, predict_probs, run_arrays
+
+    model, config, info = load_run(args.run)
+    dataset = _load_dataset(args.data, args.data_root)
+    pixels, y, split = run_arrays(dataset, args.run)
+    models_dir = Path(args.models)
+    models = {v: models_dir / f"{v}.tflite" for v in ALL_VARIANTS if (models_dir / f"{v}.tflite").is_file()}
+    if not models:
+        raise DataError(models_dir, "no <variant>.tflite files found (run mobile-derm export first)")
+    test = np.asarray(split.test)
+    keras_probs = predict_probs(model, pixels[test], config.spec.mean, config.spec.std)
+    document = run_benchmark(info, pixels[test], y[test], models, args.out or models_dir, keras_probs=keras_probs)
+    print_table(document)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mobile_derm.predict import Predictor
+
+    predictor = Predictor(args.model, num_threads=args.threads)
+    results = []
+    for image in args.images:
+        try:
+            results.append(predictor.predict_file(image, top_k=args.top_k, gate=not args.no_gate, force=args.force))
+        except MobileDermError as exc:
+            results.append({"image": image, "error": exc.problem})
+    print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    return 0 if all("error" not in r for r in results) else 2
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    from mobile_derm import __version__
+
+    parser = argparse.ArgumentParser(prog="mobile-derm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mobile-derm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="whole pipeline on generated demo data")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--variants", help="comma-separated: float32,dynamic,float16,int8,int16x8")
+    p.add_argument("--tiny", action="store_true", help="a seconds-long version (used by the tests)")
+    p.add_argument("--random-weights", action="store_true", help="allow random init if the ImageNet weights extra is missing")
+    p.set_defaults(func=cmd_demo)
+
+    def data_args(p):
+        p.add_argument("--data", required=True, help="preset (ham10000, pad_ufes20, derm7pt, sd198), labels CSV, or class folders")
+        p.add_argument("--data-root", help="folder holding the presets (default $MOBILE_DERM_DATA or ../shared/data)")
+
+    p = sub.add_parser("train", help="train a classifier (head first, then fine-tune; resumes if killed)")
+    data_args(p)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", help="TrainConfig JSON file")
+    p.add_argument("--backbone")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--random-weights", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="convert a run to .tflite variants with metadata")
+    p.add_argument("run", help="training run folder")
+    data_args(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--variants", default="float32,dynamic,float16,int8,int16x8")
+    p.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
+    p.add_argument("--qat-epochs", type=int, default=1)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("benchmark", help="accuracy / size / latency of every exported variant")
+    p.add_argument("run", help="training run folder")
+    data_args(p)
+    p.add_argument("--models", required=True, help="folder with <variant>.tflite files")
+    p.add_argument("--out", help="where benchmark.json/.md/.png go (default: --models)")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("predict", help="classify photos with a .tflite (LiteRT only), JSON out")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", required=True)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--force", action="store_true", help="classify even when the quality gate rejects")
+    p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
+    p.set_defaults(func=cmd_predict)
+
+    from quality_checks import cli as quality_cli
+
+    quality_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from quality_checks.errors import QualityCheckError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (MobileDermError, QualityCheckError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Training hyperparameters as one dataclass (MediaPipe Model Maker style).
+
+Saved as ``train_config.json`` in every run; ``mobile-derm train --config``
+reads the same format, so a run can be repeated from its own folder.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from mobile_derm.errors import ConfigError
+from mobile_derm.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = DEFAULT_BACKBONE
+    input_size: int | None = None  # None: the backbone's native size
+    weights: str | None = "imagenet"  # "imagenet", None (random) or a weights file
+    allow_random_weights: bool = False  # fall back to random init if the weights extra is missing
+    batch_size: int = 32
+    # Stage 1: a softmax head on cached backbone features (seconds, even on 2 cores).
+    head_epochs: int = 40
+    head_learning_rate: float = 1e-3
+    # Stage 2: end-to-end fine-tuning with augmentation; 0 epochs skips it.
+    finetune_epochs: int = 10
+    finetune_learning_rate: float = 5e-4
+    warmup_epochs: float = 0.5
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.1
+    class_weighting: str = "sqrt"  # "none", "sqrt" or "balanced" inverse frequency
+    augment: bool = True
+    early_stopping_patience: int = 3
+    dropout_rate: float | None = None  # None: the backbone spec's
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    # Operating points chosen on the validation split.
+    min_sensitivity: float = 0.90
+    min_specificity: float = 0.90
+    # Abstain when the top probability is below the value that keeps this
+    # fraction of validation images.
+    ood_keep_fraction: float = 0.95
+    # Images per calibration set for integer quantization.
+    representative_size: int = 200
+
+    def __post_init__(self):
+        get_backbone_spec(self.backbone)  # fail early on a typo
+        if self.class_weighting not in ("none", "sqrt", "balanced"):
+            raise ConfigError(None, f"class_weighting must be none, sqrt or balanced, not {self.class_weighting!r}")
+        self.split_fractions = tuple(float(f) for f in self.split_fractions)
+        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
+            raise ConfigError(None, "split_fractions must be three numbers that sum to 1")
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return get_backbone_spec(self.backbone)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.input_size or self.spec.input_size)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from mobile_derm.io_utils import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def from_dict(cls, data: dict, source=None) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(source, f"unknown option(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(source, str(exc)) from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(path, "config file not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(path, "config must be a JSON object")
+        return cls.from_dict(data, path)

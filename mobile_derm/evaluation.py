@@ -1,0 +1,123 @@
+"""Evaluate probabilities from any model (Keras or .tflite) on a labelled split.
+
+Writes ``report.json`` plus PNG plots (confusion matrix, malignancy ROC,
+reliability diagram) next to the numbers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mobile_derm import metrics
+from mobile_derm.io_utils import atomic_path, atomic_write_text
+from mobile_derm.model_info import ModelInfo
+from mobile_derm.taxonomy import choose_thresholds
+
+
+def operating_points(val_probs: np.ndarray, y_val: np.ndarray, malignant: np.ndarray, config) -> dict:
+    """Malignancy thresholds (sensitive / specific) and the abstention threshold,
+    all chosen on validation data so the test split stays untouched."""
+    scores = val_probs @ malignant.astype(np.float64)
+    y_mal = malignant[y_val]
+    thresholds = {}
+    if y_mal.any() and (~y_mal).any():  # e.g. the demo data may have no malignant class in val
+        thresholds = choose_thresholds(y_mal, scores, config.min_sensitivity, config.min_specificity)
+    top = val_probs.max(axis=1)
+    ood = float(np.quantile(top, 1.0 - config.ood_keep_fraction)) if len(top) else None
+    return {"malignancy_thresholds": thresholds, "ood_threshold": ood}
+
+
+def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: str | Path | None = None, title: str = "") -> dict:
+    n = len(info.labels)
+    pred = probs.argmax(axis=1)
+    cm = metrics.confusion_matrix(y, pred, n)
+    recall = metrics.per_class_recall(cm)
+    malignant = info.malignant_mask()
+    y_mal = malignant[y]
+    mal_scores = probs @ malignant.astype(np.float64)
+    report: dict = {
+        "n": int(len(y)),
+        "top1": metrics.topk_accuracy(probs, y, 1),
+        "top3": metrics.topk_accuracy(probs, y, 3),
+        "balanced_accuracy": metrics.balanced_accuracy(y, pred, n),
+        "per_class_recall": {l: (None if np.isnan(r) else float(r)) for l, r in zip(info.labels, recall)},
+        "confusion_matrix": cm.tolist(),
+        "labels": list(info.labels),
+        "ece": metrics.expected_calibration_error(probs, y),
+        "malignancy_auc": metrics.roc_auc(y_mal, mal_scores),
+    }
+    for name, t in info.malignancy_thresholds.items():
+        sens, spec = metrics.sensitivity_specificity(y_mal, mal_scores, t)
+        report[f"malignancy_{name}"] = {"threshold": t, "sensitivity": sens, "specificity": spec}
+    treatments = {}
+    for name, mask in info.treatment_masks().items():
+        treatments[name] = metrics.roc_auc(mask[y], probs @ mask.astype(np.float64))
+    report["treatment_auc"] = treatments
+    if info.ood_threshold is not None:
+        report["abstain_rate"] = float(np.mean(probs.max(axis=1) < info.ood_threshold))
+    report = _jsonable(report)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
+        plot_report(probs, y, info, report, out_dir, title)
+    return report
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def plot_report(probs, y, info: ModelInfo, report: dict, out_dir: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    cm = np.asarray(report["confusion_matrix"], dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax = axes[0]
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(info.labels)), info.labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(info.labels)), info.labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion (row-normalised)\nbalanced acc {report['balanced_accuracy']:.3f}")
+    malignant = info.malignant_mask()
+    ax = axes[1]
+    if report["malignancy_auc"] is not None:
+        fpr, tpr, _ = metrics.roc_curve(malignant[y], probs @ malignant.astype(np.float64))
+        ax.plot(fpr, tpr, label=f"AUC {report['malignancy_auc']:.3f}")
+        for name in ("sensitive", "specific"):
+            point = report.get(f"malignancy_{name}")
+            if point:
+                ax.plot(1 - point["specificity"], point["sensitivity"], "o", label=f"{name} point")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title("malignancy ROC")
+    ax.legend(loc="lower right")
+    bins = metrics.reliability_bins(probs, y)
+    ax = axes[2]
+    centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
+    ax.bar(centres, np.nan_to_num(bins["accuracy"]), width=1 / len(centres), edgecolor="k", alpha=0.7)
+    ax.plot([0, 1], [0, 1], "r--", lw=1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {report['ece']:.3f})")
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out_dir / "evaluation.png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""Image -> model input, identical for training, evaluation and the app.
+
+numpy + OpenCV only: ``predict`` uses this without TensorFlow. Training decodes
+every image through ``load_rgb_square`` once and caches the result, so the
+pixels the model learns from are made exactly like the pixels it sees later.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mobile_derm.errors import DataError
+
+
+def center_square(rgb: np.ndarray) -> np.ndarray:
+    """Crop the largest centred square: phone photos centre the lesion, and a
+    square crop keeps its shape instead of stretching it."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return rgb[top : top + side, left : left + side]
+
+
+def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to ``size`` x ``size``.
+
+    INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging
+    (HAM10000's 200x150 copies are below most model inputs).
+    """
+    square = center_square(rgb)
+    if square.shape[0] == size:
+        return np.ascontiguousarray(square)
+    interpolation = cv2.INTER_AREA if square.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interpolation)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode a photo as RGB uint8 the way the quality gate does (EXIF
+    orientation applied, pixel-count limit), raising DataError on failure."""
+    from quality_checks import read_image
+    from quality_checks.errors import ImageReadError
+
+    try:
+        return read_image(path)
+    except ImageReadError as exc:
+        raise DataError(path, exc.problem if hasattr(exc, "problem") else str(exc)) from None
+
+
+def load_rgb_square(path: str | Path, size: int) -> np.ndarray:
+    return resize_square(load_rgb(path), size)
+
+
+def normalize(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """(pixel - mean) / std in float32, per channel; the backbone spec owns the numbers."""
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    return (pixels.astype(np.float32) - mean) / std

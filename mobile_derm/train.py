@@ -1,0 +1,309 @@
+"""Training on a 2-core CPU: cache pixels, fit the head on cached features,
+then fine-tune end to end; every stage resumes after a kill.
+
+Run folder layout (everything a later export/benchmark needs):
+  train_config.json  the TrainConfig            split.json      the grouped split
+  head.weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
+  weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
+  history.json       Keras histories            eval/           test-split report + plots
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobile_derm.config import TrainConfig
+from mobile_derm.errors import DataError
+from mobile_derm.io_utils import atomic_path, atomic_write_text, user_cache_dir
+from mobile_derm.model_info import ModelInfo
+from mobile_derm.preprocess import load_rgb, normalize, resize_square
+
+# SD-198 photos carry a grey "DermQuest" banner along the bottom edge; cropping
+# it away before the square crop means the model can never see (or learn) it.
+BOTTOM_CROP_BY_DATASET = {"sd198": 0.12}
+
+
+# ---------------------------------------------------------------- pixel cache
+def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        stat = Path(p).stat()
+        digest.update(f"{p}|{stat.st_size}|{int(stat.st_mtime)}\n".encode())
+    digest.update(f"{size}|{crop_bottom}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode_one(path: str, size: int, crop_bottom: float) -> np.ndarray:
+    rgb = load_rgb(path)
+    if crop_bottom:
+        rgb = rgb[: max(1, int(round(rgb.shape[0] * (1.0 - crop_bottom))))]
+    return resize_square(rgb, size)
+
+
+def cached_pixels(paths: list[str], size: int, cache_dir: Path, crop_bottom: float = 0.0, progress: bool = True) -> np.ndarray:
+    """Decode + resize every image once; later runs load the .npy in a second."""
+    cache_dir = Path(cache_dir)
+    cache_file = cache_dir / f"pixels-{size}-{_cache_key(paths, size, crop_bottom)}.npy"
+    if cache_file.is_file():
+        return np.load(cache_file)
+    from tqdm import tqdm
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    # cv2 releases the GIL while decoding, so two threads use both cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda p: _decode_one(p, size, crop_bottom), paths)
+        for i, image in enumerate(tqdm(results, total=len(paths), desc=f"decode {size}px", disable=not progress)):
+            out[i] = image
+    with atomic_path(cache_file) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, out)
+    return out
+
+
+# ---------------------------------------------------------------- model
+def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = None):
+    """Backbone + dropout + softmax, as one flat functional model (tfmot's
+    quantize_model refuses nested models)."""
+    from mobile_derm.backbones import build_backbone
+    from mobile_derm.tf_setup import keras
+
+    spec = config.spec
+    backbone = build_backbone(
+        spec, config.image_size, weights=config.weights if weights is None else weights,
+        allow_random=config.allow_random_weights,
+    )
+    dropout = spec.dropout_rate if config.dropout_rate is None else config.dropout_rate
+    x = keras.layers.Dropout(dropout, name="head_dropout")(backbone.output)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
+    return keras.Model(backbone.input, outputs, name=f"{spec.name}_classifier")
+
+
+def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
+    """Per-class loss weights, mean 1 over the training images."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    if mode == "none":
+        w = np.ones(n_classes)
+    else:
+        inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+        w = np.sqrt(inv) if mode == "sqrt" else inv
+    w = w / max(np.sum(w * counts) / max(counts.sum(), 1), 1e-12)
+    return w.astype(np.float32)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: object  # keras.Model
+    info: ModelInfo
+    test_report: dict
+
+
+def _smoothed_loss(label_smoothing: float, n_classes: int):
+    from mobile_derm.tf_setup import keras, tf
+
+    cce = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+    def loss(y_true, y_pred):
+        y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), n_classes)
+        return cce(y, y_pred)
+
+    return loss
+
+
+def _warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int):
+    from mobile_derm.tf_setup import keras, tf
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = base_lr * (step + 1.0) / max(warmup_steps, 1)
+            progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+            cosine = 0.5 * base_lr * (1.0 + tf.cos(np.pi * tf.clip_by_value(progress, 0.0, 1.0)))
+            return tf.where(step < warmup_steps, warm, cosine)
+
+        def get_config(self):
+            return {"base_lr": base_lr, "total_steps": total_steps, "warmup_steps": warmup_steps}
+
+    return WarmupCosine()
+
+
+def _fit_head(model, features_train, y_train, features_val, y_val, config, n_classes, weights_per_class):
+    """Stage 1: the softmax layer alone, on features computed once."""
+    from mobile_derm.tf_setup import keras
+
+    keras.utils.set_random_seed(config.seed)
+    head = keras.Sequential([keras.Input(features_train.shape[1:]), keras.layers.Dense(n_classes, activation="softmax")])
+    head.compile(
+        optimizer=keras.optimizers.Adam(config.head_learning_rate),
+        loss=_smoothed_loss(config.label_smoothing, n_classes),
+        metrics=["accuracy"],
+    )
+    history = head.fit(
+        features_train, y_train,
+        sample_weight=weights_per_class[y_train],
+        validation_data=(features_val, y_val),
+        epochs=config.head_epochs, batch_size=64, verbose=2,
+        callbacks=[keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)],
+    )
+    model.get_layer("head").set_weights(head.layers[-1].get_weights())
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) -> np.ndarray:
+    from mobile_derm.pipeline import make_dataset
+
+    return model.predict(make_dataset(pixels, None, mean, std, batch_size, training=False), verbose=0)
+
+
+def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True) -> TrainResult:
+    """Train (or resume) a classifier on ``dataset`` into ``run_dir``."""
+    from mobile_derm import splits as splits_mod
+    from mobile_derm.evaluation import evaluate_probs, operating_points
+    from mobile_derm.taxonomy import Taxonomy
+    from mobile_derm.tf_setup import keras
+
+    run_dir = Path(run_dir)
+    spec, size = config.spec, config.image_size
+    labels = list(dataset.classes)
+    n_classes = len(labels)
+    taxonomy = taxonomy or Taxonomy.load()
+    taxonomy_entries = {label: entry.to_dict() for label, entry in taxonomy.for_labels(labels).items()}
+
+    # The split is decided once and saved: a resumed run, export and the
+    # benchmark all use exactly these test images.
+    split_file = run_dir / "split.json"
+    if split is None:
+        if split_file.is_file():
+            split = splits_mod.Split.load(split_file, dataset)
+        else:
+            split = splits_mod.split_grouped(dataset, config.split_fractions, seed=config.seed)
+
+    # Decode everything before writing anything: a bad image stops the run
+    # with its name and leaves no half-made run folder.
+    paths = [str(s.path) for s in dataset.samples]
+    y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
+    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
+    crop_bottom = BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0)
+    pixels = cached_pixels(paths, size, cache, crop_bottom, progress)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split.save(split_file)
+    config.save(run_dir / "train_config.json")
+    idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
+    x_train, y_train = pixels[idx_train], y_all[idx_train]
+    x_val, y_val = pixels[idx_val], y_all[idx_val]
+    weights_per_class = class_weights(y_train, n_classes, config.class_weighting)
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_classifier(config, n_classes)
+    history: dict = {}
+    history_file = run_dir / "history.json"
+    if history_file.is_file():
+        history = json.loads(history_file.read_text())
+
+    # ---- stage 1: head on cached features
+    head_file = run_dir / "head.weights.h5"
+    if head_file.is_file():
+        model.load_weights(head_file)
+    else:
+        feature_model = keras.Model(model.input, model.get_layer("head_dropout").input)
+        print(f"stage 1: features for {len(x_train)} train / {len(x_val)} val images")
+        f_train = predict_probs(feature_model, x_train, spec.mean, spec.std)
+        f_val = predict_probs(feature_model, x_val, spec.mean, spec.std)
+        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, weights_per_class)
+        with atomic_path(head_file) as tmp:
+            model.save_weights(str(tmp))
+        atomic_write_text(history_file, json.dumps(history))
+
+    # ---- stage 2: fine-tune everything, resumable
+    final_file = run_dir / "weights.h5"
+    if final_file.is_file():
+        model.load_weights(final_file)
+    elif config.finetune_epochs > 0:
+        from mobile_derm.pipeline import make_dataset
+
+        steps = int(np.ceil(len(x_train) / config.batch_size))
+        schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+            loss=_smoothed_loss(config.label_smoothing, n_classes),
+            metrics=["accuracy"],
+        )
+        train_ds = make_dataset(
+            x_train, y_train, spec.mean, spec.std, config.batch_size, training=config.augment,
+            seed=config.seed, sample_weights=weights_per_class[y_train],
+        )
+        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True),
+        ]
+        print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs")
+        fit = model.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks, verbose=2 if not progress else 1)
+        history["finetune"] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        atomic_write_text(history_file, json.dumps(history))
+    if not final_file.is_file():
+        with atomic_path(final_file) as tmp:
+            model.save_weights(str(tmp))
+
+    # ---- operating points on validation, report on test
+    val_probs = predict_probs(model, x_val, spec.mean, spec.std)
+    malignant = np.array([bool(taxonomy_entries[l]["malignant"]) for l in labels])
+    points = operating_points(val_probs, y_val, malignant, config)
+    from quality_checks import GateConfig
+
+    info = ModelInfo(
+        name=f"mobile_derm_{dataset.name}_{spec.name}",
+        version="1",
+        backbone=spec.name,
+        input_size=size,
+        mean=spec.mean,
+        std=spec.std,
+        labels=labels,
+        taxonomy=taxonomy_entries,
+        malignancy_thresholds=points["malignancy_thresholds"],
+        ood_threshold=points["ood_threshold"],
+        gate_config=GateConfig.default().to_dict(),
+        description=f"{dataset.name} classifier ({n_classes} classes, {spec.name} at {size}px). Decision support, not a diagnosis.",
+    )
+    info.save(run_dir / "model_info.json")
+
+    test_probs = predict_probs(model, pixels[idx_test], spec.mean, spec.std)
+    report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval", title=f"{info.name} (Keras float, test split)")
+    return TrainResult(run_dir, model, info, report)
+
+
+def load_run(run_dir: str | Path):
+    """Rebuild the trained Keras model of a run from its own config and weights."""
+    run_dir = Path(run_dir)
+    for name in ("train_config.json", "model_info.json", "weights.h5"):
+        if not (run_dir / name).is_file():
+            raise DataError(run_dir, f"not a finished training run (no {name})")
+    config = TrainConfig.load(run_dir / "train_config.json")
+    info = ModelInfo.load(run_dir / "model_info.json")
+    model = build_classifier(config, len(info.labels), weights=None)
+    model.load_weights(run_dir / "weights.h5")
+    return model, config, info
+
+
+def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = True):
+    """Pixels, label indices and the saved split of a run, for export and the
+    benchmark (the pixel cache makes this a file load, not a re-decode)."""
+    from mobile_derm.splits import Split
+
+    run_dir = Path(run_dir)
+    config = TrainConfig.load(run_dir / "train_config.json")
+    info = ModelInfo.load(run_dir / "model_info.json")
+    split = Split.load(run_dir / "split.json", dataset)
+    if list(dataset.classes) != list(info.labels):
+        raise DataError(run_dir, f"dataset classes {dataset.classes} differ from the run's labels {info.labels}")
+    paths = [str(s.path) for s in dataset.samples]
+    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
+    pixels = cached_pixels(paths, config.image_size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
+    y = np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64)
+    return pixels, y, split

@@ -1,0 +1,112 @@
+"""Calibrate the gate's thresholds from photos a user considers good.
+
+For every check except ``resolution`` (a physical limit, not a taste), the threshold becomes
+the ``alpha`` quantile of that check's scores on the good photos, with one ``alpha`` shared by
+all checks and found by bisection so that the share of good photos passing *every* check is
+``target_pass_rate``. Thresholds are kept in [``MIN_THRESHOLD``, ``MAX_THRESHOLD``] so a folder
+of poor photos cannot switch a check off and a folder of perfect ones cannot make it absurdly
+strict. The ramps (raw value -> score) are untouched.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from quality_checks.config import CHECK_NAMES, GateConfig
+from quality_checks.errors import GateConfigError, ImageReadError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
+CALIBRATED = tuple(n for n in CHECK_NAMES if n != "resolution")
+MIN_THRESHOLD = 0.05
+MAX_THRESHOLD = 0.9
+
+
+def list_images(folder_or_paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    if isinstance(folder_or_paths, (str, Path)):
+        p = Path(folder_or_paths)
+        if p.is_dir():
+            return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+        if p.is_file():
+            return [p]
+        raise GateConfigError(p, "calibration folder not found")
+    return [Path(x) for x in folder_or_paths]
+
+
+def thresholds_for(scores: Sequence[dict[str, float]], target_pass_rate: float, base: GateConfig) -> tuple[dict, float, float]:
+    """(thresholds, alpha, achieved pass rate) for per-image score dicts."""
+    if not scores:
+        raise GateConfigError(None, "no readable photos to calibrate from")
+    names = [n for n in CALIBRATED]
+    table = np.array([[s[n] for n in names] for s in scores], dtype=np.float64)
+    fixed = {n: base.thresholds[n] for n in CHECK_NAMES if n not in names}
+    fixed_ok = np.ones(len(scores), bool)
+    for n, t in fixed.items():
+        fixed_ok &= np.array([s[n] >= t for s in scores])
+
+    def thr_at(alpha: float) -> np.ndarray:
+        q = np.quantile(table, alpha, axis=0, method="lower")
+        return np.clip(q, MIN_THRESHOLD, MAX_THRESHOLD)
+
+    def pass_rate(thr: np.ndarray) -> float:
+        return float(((table >= thr[None, :]).all(axis=1) & fixed_ok).mean())
+
+    lo, hi = 0.0, 1.0 - target_pass_rate  # alpha in [0, 1 - target]
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if pass_rate(thr_at(mid)) >= target_pass_rate:
+            lo = mid
+        else:
+            hi = mid
+    thr = thr_at(lo)
+    out = dict(fixed)
+    out.update({n: float(round(t, 4)) for n, t in zip(names, thr)})
+    return out, lo, pass_rate(thr)
+
+
+def calibrate(
+    folder_or_paths: str | Path | Iterable[str | Path],
+    target_pass_rate: float = 0.95,
+    base: GateConfig | None = None,
+    min_model_input: int | None = None,
+    progress: bool = False,
+) -> GateConfig:
+    """A new GateConfig whose thresholds pass ``target_pass_rate`` of the given good photos."""
+    from quality_checks.decode import read_image
+    from quality_checks.features import measure
+    from quality_checks.gate import scores_from_measurements
+
+    if not 0.0 < target_pass_rate < 1.0:
+        raise GateConfigError(None, f"target pass rate must be between 0 and 1, got {target_pass_rate}")
+    base = base or GateConfig.default()
+    paths = list_images(folder_or_paths)
+    it = paths
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(paths, desc="calibrate", unit="img")
+    scores, unreadable = [], []
+    for p in it:
+        try:
+            rgb = read_image(p, max_pixels=base.max_pixels, min_long_side=base.decode_min_long_side)
+        except ImageReadError as exc:
+            unreadable.append(str(exc))
+            continue
+        scores.append(scores_from_measurements(measure(rgb, base.analysis_size), base, min_model_input))
+    thresholds, alpha, achieved = thresholds_for(scores, target_pass_rate, base)
+    cfg = GateConfig.from_dict(base.to_dict())
+    cfg.thresholds = thresholds
+    major, minor, *_ = (base.version.split(".") + ["0", "0"])[:3]
+    cfg.version = f"{major}.{int(minor) + 1 if minor.isdigit() else 1}.0-cal"
+    cfg.calibration = {
+        "n_images": len(scores),
+        "n_unreadable": len(unreadable),
+        "target_pass_rate": target_pass_rate,
+        "achieved_pass_rate": round(achieved, 4),
+        "alpha": round(alpha, 5),
+        "base_version": base.version,
+        "date": _dt.date.today().isoformat(),
+    }
+    return cfg

@@ -1,0 +1,160 @@
+"""Subcommands of ``mobile-derm`` for the quality gate: check-photo, calibrate-gate, gate-eval.
+
+The main CLI calls ``register(subparsers)`` and then ``args.func(args)``. This module can also
+run on its own: ``python -m quality_checks.cli check-photo IMAGE``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from quality_checks.errors import QualityCheckError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_REJECTED = 3
+
+
+def _load_config(path):
+    from quality_checks.config import GateConfig
+
+    return GateConfig.load(path) if path else GateConfig.default()
+
+
+def _err(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def cmd_check_photo(args) -> int:
+    from quality_checks.gate import check_photo
+
+    try:
+        config = _load_config(args.config)
+    except QualityCheckError as exc:
+        return _err(exc)
+    results, any_rejected, any_error = [], False, False
+    for image in args.images:
+        try:
+            v = check_photo(image, config, min_model_input=args.min_model_input)
+        except QualityCheckError as exc:
+            any_error = True
+            if args.json:
+                results.append({"path": str(image), "error": exc.problem})
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        any_rejected |= v.decision == "reject"
+        if args.json:
+            results.append(v.to_dict())
+            continue
+        print(f"{image}: {v.decision.upper()}")
+        for c in v.checks:
+            flag = "ok  " if c.passed and not c.warn else ("warn" if c.passed else ("n/a " if not c.applicable else "FAIL"))
+            reason = f"  {c.reason}" if c.reason and flag != "ok  " else ""
+            print(f"  {flag} {c.name:<12} {c.score:5.2f} (>= {c.threshold:.2f}){reason}")
+        for g in v.guidance:
+            print(f"  -> {g}")
+    if args.json:
+        print(json.dumps(results if len(results) != 1 else results[0], indent=2))
+    if any_error:
+        return EXIT_ERROR
+    return EXIT_REJECTED if any_rejected else EXIT_OK
+
+
+def cmd_calibrate_gate(args) -> int:
+    from quality_checks.calibrate import calibrate
+
+    try:
+        base = _load_config(args.config)
+        cfg = calibrate(args.folder, target_pass_rate=args.target_pass_rate, base=base, progress=not args.quiet)
+        cfg.save(args.out)
+    except QualityCheckError as exc:
+        return _err(exc)
+    cal = cfg.calibration or {}
+    print(
+        f"wrote {args.out}: version {cfg.version}, {cal.get('n_images')} photos, "
+        f"pass rate {cal.get('achieved_pass_rate')} (target {args.target_pass_rate})"
+    )
+    for k, v in sorted(cfg.thresholds.items()):
+        print(f"  {k:<12} {v:.3f}")
+    return EXIT_OK
+
+
+def cmd_gate_eval(args, predictor=None) -> int:
+    from quality_checks.evaluate import gate_eval
+
+    try:
+        config = _load_config(args.config)
+        if predictor is None and args.model:
+            try:
+                from mobile_derm.predict import Predictor
+            except ImportError as exc:
+                return _err(QualityCheckError(args.model, f"cannot load the classifier runtime ({exc})"))
+            predictor = Predictor(args.model, num_threads=1)
+        rep = gate_eval(
+            data_root=args.data_root,
+            out_dir=args.out,
+            config=config,
+            predictor=predictor,
+            limit=args.limit,
+            degrade_per_set=args.degrade_per_set,
+            seed=args.seed,
+            progress=not args.quiet,
+            plots=not args.no_plots,
+        )
+    except QualityCheckError as exc:
+        return _err(exc)
+    except Exception as exc:  # a model runtime error etc.: one line, not a traceback
+        if type(exc).__module__.startswith(("mobile_derm", "export")) and hasattr(exc, "problem"):
+            return _err(exc)
+        raise
+    print(f"wrote {Path(args.out) / 'gate_eval.json'}")
+    print(f"clean_pass_rate {rep['clean_pass_rate']}  " + "  ".join(f"{k} {v['pass_rate']}" for k, v in rep["clean"].items()))
+    print("auc " + "  ".join(f"{k} {v['auc']}" for k, v in rep["degradations"].items()))
+    print(f"ood_reject_rate {rep['ood_reject_rate']}  ms_per_image {rep['ms_per_image']}")
+    if rep.get("classifier"):
+        print(f"classifier accuracy {rep['classifier']['accuracy']}")
+    return EXIT_OK
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("check-photo", help="judge photo quality: accept / warn / reject with guidance")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--config", help="gate config JSON (default: built-in)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--min-model-input", type=int, default=None, help="model input size (default: from config)")
+    p.set_defaults(func=cmd_check_photo)
+
+    p = subparsers.add_parser("calibrate-gate", help="set gate thresholds from a folder of good photos")
+    p.add_argument("folder")
+    p.add_argument("--target-pass-rate", type=float, default=0.95)
+    p.add_argument("--out", required=True, metavar="CONFIG.json")
+    p.add_argument("--config", help="base config JSON (default: built-in)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_calibrate_gate)
+
+    p = subparsers.add_parser("gate-eval", help="evaluate the gate on real photos with controlled degradations")
+    p.add_argument("--data-root", default=None, help="default: $MOBILE_DERM_DATA or ../shared/data")
+    p.add_argument("--out", default="runs/gate_eval")
+    p.add_argument("--model", default=None, metavar="FILE.tflite", help="also report classifier accuracy")
+    p.add_argument("--config", default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most N photos per dataset (quick run)")
+    p.add_argument("--degrade-per-set", type=int, default=120, help="photos per dataset that get degraded")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_gate_eval)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m quality_checks.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""GateConfig: every number the quality gate uses, in one versioned JSON-able object.
+
+Each check turns a raw measurement into a score in [0, 1] with a linear ramp between a
+``bad`` value (score 0) and a ``good`` value (score 1), then compares the score with its
+``threshold``: below it the check fails; within ``warn_margin`` above it the check warns.
+Calibration (``calibrate-gate``) moves thresholds only; the ramps stay fixed, so scores mean
+the same thing in every config. The export packs ``to_dict()`` into the model file, so a
+phone app applies exactly these numbers.
+
+The defaults are built here in code (the only source); ``GateConfig.default().save(path)``
+writes them out as JSON.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quality_checks._atomic import atomic_write_text
+from quality_checks.errors import GateConfigError
+
+SCHEMA_VERSION = 1
+CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "noise", "framing", "not_skin")
+
+# Ramps: raw measurement -> score. "good"/"bad" are raw values (see features.Measurements).
+_DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
+    # sharpness: blur radius (Gaussian sigma, px of the photo at 600 px) of the ROI's sharpest edges
+    "sharpness": {"blur": {"good": 1.0, "bad": 3.0}},
+    # exposure: brightest 5% of the ROI too dark; median too bright; clipped highlights
+    "exposure": {
+        "luma_p95": {"good": 130.0, "bad": 70.0},
+        "luma_median": {"good": 200.0, "bad": 250.0},
+        "bright_clip": {"good": 0.02, "bad": 0.30},
+    },
+    # glare: share of the ROI where every channel is near saturation
+    "glare": {"glare_fraction": {"good": 0.005, "bad": 0.06}},
+    # colour_cast: how far the frame's mean chromaticity lies outside the skin-photo region
+    "colour_cast": {"cast_distance": {"good": 0.0, "bad": 0.06}},
+    # noise: Immerkaer noise sigma (grey levels, analysis scale); JPEG 8x8 blockiness
+    "noise": {"noise_sigma": {"good": 3.0, "bad": 9.0}, "blockiness": {"good": 0.45, "bad": 1.0}},
+    # framing: skin share of the frame; distance of the skin centroid from the centre
+    "framing": {"skin_fraction": {"good": 0.35, "bad": 0.05}, "roi_offset": {"good": 0.15, "bad": 0.5}},
+    # not_skin: skin-coloured share, hue entropy (many colours), vivid non-skin colours
+    "not_skin": {
+        "skin_fraction": {"good": 0.2, "bad": 0.0},
+        "hue_entropy": {"good": 2.0, "bad": 3.2},
+        "colourful_fraction": {"good": 0.08, "bad": 0.3},
+    },
+}
+
+# Chosen on the real skin sets (../shared/data: PAD-UFES-20, SD-198, Derm7pt) so that each
+# check alone fails about 0.5-1% of clean photos (not_skin ~2.5%, framing ~1.2%); see
+# runs/gate_eval for the numbers. Recalibrate with `mobile-derm calibrate-gate`.
+_DEFAULT_THRESHOLDS = {
+    "resolution": 0.5,  # score = min side / (2 * model input): passes at min side >= model input
+    "exposure": 0.2,
+    "sharpness": 0.3,
+    "glare": 0.3,
+    "colour_cast": 0.3,
+    "noise": 0.5,
+    "framing": 0.1,
+    "not_skin": 0.3,
+}
+
+# Chromaticity box of photos of skin under plausible light (r, g, b = channel / sum).
+_DEFAULT_CAST_BOX = {"r_minus_b_min": 0.01, "g_min": 0.27, "g_max": 0.35, "b_max": 0.345}
+
+
+@dataclass
+class GateConfig:
+    version: str = "1.0.0"
+    schema_version: int = SCHEMA_VERSION
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_THRESHOLDS))
+    warn_margin: dict[str, float] = field(default_factory=lambda: {k: 0.1 for k in CHECK_NAMES})
+    ramps: dict[str, dict[str, dict[str, float]]] = field(default_factory=lambda: copy.deepcopy(_DEFAULT_RAMPS))
+    cast_box: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_CAST_BOX))
+    # checks whose failure only warns (never rejects)
+    warn_only: list[str] = field(default_factory=list)
+    min_model_input: int = 224
+    max_pixels: int = 100_000_000
+    analysis_size: int = 320
+    decode_min_long_side: int = 800
+    calibration: dict | None = None  # provenance written by calibrate()
+
+    @classmethod
+    def default(cls) -> "GateConfig":
+        return cls()
+
+    def to_dict(self) -> dict:
+        return {
+            "version": self.version,
+            "schema_version": self.schema_version,
+            "thresholds": dict(self.thresholds),
+            "warn_margin": dict(self.warn_margin),
+            "ramps": copy.deepcopy(self.ramps),
+            "cast_box": dict(self.cast_box),
+            "warn_only": list(self.warn_only),
+            "min_model_input": self.min_model_input,
+            "max_pixels": self.max_pixels,
+            "analysis_size": self.analysis_size,
+            "decode_min_long_side": self.decode_min_long_side,
+            "calibration": copy.deepcopy(self.calibration),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str | Path | None = None) -> "GateConfig":
+        if not isinstance(d, dict):
+            raise GateConfigError(source, "gate config must be a JSON object")
+        if int(d.get("schema_version", SCHEMA_VERSION)) > SCHEMA_VERSION:
+            raise GateConfigError(source, f"gate config schema {d.get('schema_version')} is newer than this code ({SCHEMA_VERSION})")
+        base = cls()
+        try:
+            thresholds = dict(base.thresholds)
+            thresholds.update({str(k): float(v) for k, v in (d.get("thresholds") or {}).items()})
+            warn = dict(base.warn_margin)
+            warn.update({str(k): float(v) for k, v in (d.get("warn_margin") or {}).items()})
+            ramps = copy.deepcopy(base.ramps)
+            for check, table in (d.get("ramps") or {}).items():
+                ramps.setdefault(check, {})
+                for key, gb in table.items():
+                    ramps[check][key] = {"good": float(gb["good"]), "bad": float(gb["bad"])}
+            cast_box = dict(base.cast_box)
+            cast_box.update({str(k): float(v) for k, v in (d.get("cast_box") or {}).items()})
+            cfg = cls(
+                version=str(d.get("version", base.version)),
+                schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+                thresholds=thresholds,
+                warn_margin=warn,
+                ramps=ramps,
+                cast_box=cast_box,
+                warn_only=[str(x) for x in d.get("warn_only", [])],
+                min_model_input=int(d.get("min_model_input", base.min_model_input)),
+                max_pixels=int(d.get("max_pixels", base.max_pixels)),
+                analysis_size=int(d.get("analysis_size", base.analysis_size)),
+                decode_min_long_side=int(d.get("decode_min_long_side", base.decode_min_long_side)),
+                calibration=d.get("calibration"),
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise GateConfigError(source, f"bad gate config value ({exc})") from None
+        cfg.validate(source)
+        return cfg
+
+    def validate(self, source: str | Path | None = None) -> None:
+        unknown = sorted(set(self.thresholds) - set(CHECK_NAMES))
+        if unknown:
+            raise GateConfigError(source, f"unknown checks in thresholds: {', '.join(unknown)}")
+        for k, v in self.thresholds.items():
+            if not 0.0 <= v <= 1.0:
+                raise GateConfigError(source, f"threshold for {k} must be in [0, 1], got {v}")
+        for check, table in self.ramps.items():
+            for key, gb in table.items():
+                if gb["good"] == gb["bad"]:
+                    raise GateConfigError(source, f"ramp {check}.{key} has good == bad")
+        if self.min_model_input < 1 or self.max_pixels < 1 or self.analysis_size < 32:
+            raise GateConfigError(source, "min_model_input, max_pixels must be >= 1 and analysis_size >= 32")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GateConfig":
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise GateConfigError(p, "gate config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GateConfigError(p, f"cannot read gate config ({exc})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GateConfigError(p, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, p)

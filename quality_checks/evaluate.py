@@ -1,0 +1,443 @@
+"""gate-eval: how well the gate separates good photos from degraded and non-skin ones.
+
+Clean photos: the skin sets under the data root whose shorter side is >= ``CLEAN_MIN_SIDE``
+(PAD-UFES-20 phone photos, SD-198, Derm7pt). HAM10000 copies (200x150) are below the model
+input and test the resolution check instead. Each clean photo in a per-dataset sample is
+degraded (see ``degrade.DEGRADATIONS``) at several severities; the report gives reject rates,
+per-degradation ROC AUC of the relevant check's score (clean vs degraded, pooled over the
+"clearly bad" severities), the non-skin reject rate, and the analysis time of a 4000x3000
+photo on one core. With a classifier it also reports accuracy on accepted vs rejected images.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from quality_checks import degrade
+from quality_checks._atomic import atomic_write_text
+from quality_checks.config import GateConfig
+from quality_checks.decode import read_image
+from quality_checks.errors import ImageReadError, QualityCheckError
+from quality_checks.features import measure
+from quality_checks.gate import verdict_from_measurements
+
+CLEAN_SETS = ("pad_ufes20_subset", "sd198_subset", "derm7pt_dermoscopic")
+LOWRES_SET = "ham10000_200px"
+OOD_SET = "ood"
+CLEAN_MIN_SIDE = 300
+
+
+def default_data_root() -> Path:
+    env = os.environ.get("MOBILE_DERM_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def roc_auc(pos_scores, neg_scores) -> float | None:
+    """P(score of a clean image > score of a degraded one), ties count half (Mann-Whitney)."""
+    pos = np.asarray(pos_scores, np.float64)
+    neg = np.asarray(neg_scores, np.float64)
+    if pos.size == 0 or neg.size == 0:
+        return None
+    allv = np.concatenate([pos, neg])
+    order = allv.argsort(kind="mergesort")
+    ranks = np.empty_like(order, dtype=np.float64)
+    sv = allv[order]
+    i = 0
+    while i < len(sv):  # average ranks of ties
+        j = i
+        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
+            j += 1
+        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
+        i = j + 1
+    r_pos = ranks[: pos.size].sum()
+    return float((r_pos - pos.size * (pos.size + 1) / 2.0) / (pos.size * neg.size))
+
+
+def roc_curve(pos_scores, neg_scores) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) for "degraded" = score below threshold."""
+    pos = np.asarray(pos_scores, np.float64)
+    neg = np.asarray(neg_scores, np.float64)
+    thr = np.unique(np.concatenate([pos, neg, [-np.inf, np.inf]]))
+    fpr = np.array([(pos < t).mean() for t in thr])
+    tpr = np.array([(neg < t).mean() for t in thr])
+    return fpr, tpr
+
+
+def read_rows(folder: Path) -> list[dict]:
+    f = folder / "labels.csv"
+    if not f.is_file():
+        raise QualityCheckError(f, "labels.csv not found (is the data root right?)")
+    with f.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _sample(rows: list, n: int | None, seed: int) -> list:
+    if n is None or n >= len(rows):
+        return list(rows)
+    idx = np.random.default_rng(seed).permutation(len(rows))[:n]
+    return [rows[i] for i in sorted(idx)]
+
+
+def _label_column(rows: list[dict], labels: list[str]) -> str | None:
+    best, best_n = None, 0
+    for col in ("label", "diagnosis_group", "dx"):
+        n = sum(1 for r in rows if r.get(col) in labels)
+        if n > best_n:
+            best, best_n = col, n
+    return best
+
+
+def time_analysis(rgb_src: np.ndarray, config: GateConfig, repeats: int = 15) -> dict:
+    """ms to analyse an already-decoded 4000x3000 photo on one core (and to decode its JPEG)."""
+    from quality_checks.decode import decode_image_bytes
+    from quality_checks.gate import assess
+
+    big = cv2.resize(rgb_src, (4000, 3000), interpolation=cv2.INTER_CUBIC)
+    noise = np.random.default_rng(0).normal(0, 2.0, big.shape[:2] + (1,)).astype(np.float32)
+    big = np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)  # sensor grain
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        assess(big, config)
+        times, cpu = [], []
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            assess(big, config)
+            times.append((time.perf_counter() - t0) * 1000.0)
+            cpu.append((time.thread_time() - c0) * 1000.0)
+        ok, buf = cv2.imencode(".jpg", big[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+        data = buf.tobytes()
+        dtimes = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            dec = decode_image_bytes(data, "synthetic.jpg", config.max_pixels, config.decode_min_long_side)
+            dtimes.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        cv2.setNumThreads(old)
+    return {
+        # CPU time of the calling thread (OpenCV limited to 1 thread): what one core spends,
+        # unaffected by other processes on a shared machine; wall time beside it.
+        "ms_per_image": round(float(np.median(cpu)), 3),
+        "ms_per_image_wall": round(float(np.median(times)), 3),
+        "ms_per_image_p90": round(float(np.percentile(cpu, 90)), 3),
+        "decode_ms_4000x3000_jpeg": round(float(np.median(dtimes)), 2),
+        "decoded_size": [int(dec.shape[1]), int(dec.shape[0])],
+        "threads": 1,
+    }
+
+
+def gate_eval(
+    data_root: str | Path | None = None,
+    out_dir: str | Path = "runs/gate_eval",
+    config: GateConfig | None = None,
+    predictor: Any = None,
+    limit: int | None = None,
+    degrade_per_set: int = 120,
+    seed: int = 0,
+    progress: bool = True,
+    plots: bool = True,
+) -> dict:
+    """Run the evaluation; write gate_eval.json, gate_eval.md and plots to ``out_dir``; return the report."""
+    config = config or GateConfig.default()
+    root = Path(data_root) if data_root is not None else default_data_root()
+    if not root.is_dir():
+        raise QualityCheckError(root, "data root not found (set --data-root or MOBILE_DERM_DATA)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    labels = list(getattr(getattr(predictor, "info", None), "labels", []) or []) if predictor is not None else []
+    n_deg = degrade_per_set if limit is None else min(degrade_per_set, limit)
+
+    def verdict(rgb):
+        return verdict_from_measurements(measure(rgb, config.analysis_size), config)
+
+    def predict_label(rgb) -> str:
+        probs = np.asarray(predictor.predict_probs(rgb)).ravel()
+        return labels[int(np.argmax(probs))]
+
+    clean: dict[str, dict] = {}
+    clean_scores: dict[str, list[float]] = {}  # check -> scores of clean images in the degradation sample
+    deg_scores: dict[tuple[str, Any], list[float]] = {}
+    deg_reject: dict[tuple[str, Any], list[bool]] = {}
+    deg_reasons: dict[tuple[str, Any], dict[str, int]] = {}
+    clf = {"clean": [], "degraded_accepted": [], "degraded_rejected": [], "clean_accepted": [], "clean_rejected": []}
+    clf_by_deg: dict[str, dict[str, list[bool]]] = {}
+    unreadable: list[str] = []
+    timing_src = None
+
+    for ds in CLEAN_SETS:
+        folder = root / ds
+        if not folder.is_dir():
+            continue
+        rows = read_rows(folder)
+        label_col = _label_column(rows, labels) if labels else None
+        rows = _sample(rows, limit, seed)
+        deg_rows = {r["image"] for r in _sample(rows, n_deg, seed + 1)}
+        stats = {"n_total": 0, "n_below_min_side": 0, "n": 0, "accepted": 0, "warned": 0, "reasons": {}}
+        it = tqdm(rows, desc=f"gate-eval {ds}", unit="img", disable=not progress)
+        for i, r in enumerate(it):
+            p = folder / r["image"]
+            try:
+                rgb = read_image(p, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
+            except ImageReadError as exc:
+                unreadable.append(str(exc))
+                continue
+            stats["n_total"] += 1
+            if min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
+                stats["n_below_min_side"] += 1
+                continue
+            if timing_src is None and ds == "pad_ufes20_subset":
+                timing_src = rgb
+            v = verdict(rgb)
+            stats["n"] += 1
+            stats["accepted"] += v.decision != "reject"
+            stats["warned"] += v.decision == "warn"
+            for reason in v.reasons if v.decision == "reject" else []:
+                stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
+            truth = r.get(label_col) if label_col else None
+            has_truth = truth in labels if truth else False
+            if has_truth:
+                ok = predict_label(rgb) == truth
+                clf["clean"].append(ok)
+                clf["clean_accepted" if v.decision != "reject" else "clean_rejected"].append(ok)
+            if r["image"] not in deg_rows:
+                continue
+            for c in v.checks:
+                clean_scores.setdefault(c.name, []).append(c.score)
+            for name, spec in degrade.DEGRADATIONS.items():
+                for level in spec["levels"]:
+                    d = degrade.apply(rgb, name, level, seed=seed * 100003 + i)
+                    dv = verdict(d)
+                    key = (name, level)
+                    deg_scores.setdefault(key, []).append(dv.check(spec["check"]).score)
+                    rej = dv.decision == "reject"
+                    deg_reject.setdefault(key, []).append(rej)
+                    for reason in dv.reasons if rej else []:
+                        deg_reasons.setdefault(key, {}).setdefault(reason, 0)
+                        deg_reasons[key][reason] += 1
+                    if has_truth:
+                        ok = predict_label(d) == truth
+                        clf["degraded_accepted" if not rej else "degraded_rejected"].append(ok)
+                        clf_by_deg.setdefault(name, {"accepted": [], "rejected": []})["accepted" if not rej else "rejected"].append(ok)
+        clean[ds] = stats
+
+    if not clean:
+        raise QualityCheckError(root, f"none of {', '.join(CLEAN_SETS)} found under the data root")
+
+    # Low-resolution set: every HAM10000 copy (200x150) is below a 224 model input.
+    lowres = None
+    if (root / LOWRES_SET).is_dir():
+        rows = _sample(read_rows(root / LOWRES_SET), min(limit or 300, 300), seed)
+        rej = []
+        for r in tqdm(rows, desc=f"gate-eval {LOWRES_SET}", unit="img", disable=not progress):
+            try:
+                v = verdict(read_image(root / LOWRES_SET / r["image"]))
+            except ImageReadError as exc:
+                unreadable.append(str(exc))
+                continue
+            rej.append(not v.check("resolution").passed)
+        lowres = {"n": len(rej), "resolution_reject_rate": round(float(np.mean(rej)), 4) if rej else None}
+
+    ood = None
+    ood_scores: list[float] = []
+    if (root / OOD_SET).is_dir():
+        rows = read_rows(root / OOD_SET)
+        n, rejected, reasons, per_image = 0, 0, {}, []
+        for r in tqdm(rows, desc=f"gate-eval {OOD_SET}", unit="img", disable=not progress):
+            try:
+                v = verdict(read_image(root / OOD_SET / r["image"]))
+            except ImageReadError as exc:
+                unreadable.append(str(exc))
+                continue
+            n += 1
+            rejected += v.decision == "reject"
+            ood_scores.append(v.check("not_skin").score)
+            for reason in v.reasons if v.decision == "reject" else []:
+                reasons[reason] = reasons.get(reason, 0) + 1
+            per_image.append({"image": r["image"], "decision": v.decision, "reasons": v.reasons})
+        ood = {
+            "n": n,
+            "ood_reject_rate": round(rejected / n, 4) if n else None,
+            "not_skin_fail_rate": round(float(np.mean([s < config.thresholds["not_skin"] for s in ood_scores])), 4) if n else None,
+            "reasons": reasons,
+            "per_image": per_image,
+        }
+
+    total_n = sum(s["n"] for s in clean.values())
+    total_acc = sum(s["accepted"] for s in clean.values())
+    degradations = {}
+    for name, spec in degrade.DEGRADATIONS.items():
+        check = spec["check"]
+        levels = {}
+        for level in spec["levels"]:
+            key = (name, level)
+            if key not in deg_scores:
+                continue
+            levels[str(level)] = {
+                "n": len(deg_reject[key]),
+                "reject_rate": round(float(np.mean(deg_reject[key])), 4),
+                "auc": _r(roc_auc(clean_scores.get(check, []), deg_scores[key])),
+                "reasons": deg_reasons.get(key, {}),
+            }
+        pooled = [s for lv in spec["auc_levels"] for s in deg_scores.get((name, lv), [])]
+        degradations[name] = {
+            "check": check,
+            "auc_levels": spec["auc_levels"],
+            "auc": _r(roc_auc(clean_scores.get(check, []), pooled)),
+            "levels": levels,
+        }
+
+    timing = time_analysis(timing_src if timing_src is not None else np.full((300, 300, 3), 150, np.uint8), config)
+
+    report: dict = {
+        "config_version": config.version,
+        "config": config.to_dict(),
+        "data_root": str(root),
+        "clean_min_side": CLEAN_MIN_SIDE,
+        "clean_pass_rate": round(total_acc / total_n, 4) if total_n else None,
+        "clean": {
+            ds: {**s, "pass_rate": round(s["accepted"] / s["n"], 4) if s["n"] else None} for ds, s in clean.items()
+        },
+        "degradations": degradations,
+        "lowres": lowres,
+        "ood": {k: v for k, v in (ood or {}).items() if k != "per_image"} if ood else None,
+        "ood_reject_rate": ood["ood_reject_rate"] if ood else None,
+        **timing,
+        "limit": limit,
+        "degrade_per_set": n_deg,
+        "seed": seed,
+        "unreadable": unreadable,
+    }
+    if predictor is not None:
+        acc = {k: (round(float(np.mean(v)), 4) if v else None) for k, v in clf.items()}
+        report["classifier"] = {
+            "labels": labels,
+            "accuracy": acc,
+            "n": {k: len(v) for k, v in clf.items()},
+            "gap_clean_minus_degraded_accepted": (
+                round(acc["clean"] - acc["degraded_accepted"], 4)
+                if acc["clean"] is not None and acc["degraded_accepted"] is not None
+                else None
+            ),
+            "by_degradation": {
+                name: {k: (round(float(np.mean(v)), 4) if v else None) for k, v in d.items()}
+                | {f"n_{k}": len(v) for k, v in d.items()}
+                for name, d in clf_by_deg.items()
+            },
+        }
+    atomic_write_text(out_dir / "gate_eval.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if ood:
+        atomic_write_text(out_dir / "gate_eval_ood.json", json.dumps(ood["per_image"], indent=1) + "\n")
+    atomic_write_text(out_dir / "gate_eval.md", render_markdown(report))
+    if plots:
+        write_plots(out_dir, report, clean_scores, deg_scores, ood_scores, config)
+    return report
+
+
+def _r(x):
+    return None if x is None else round(float(x), 4)
+
+
+def render_markdown(rep: dict) -> str:
+    L = [f"# Photo-quality gate evaluation (config {rep['config_version']})", ""]
+    L += [f"Data: `{rep['data_root']}`; clean photos = shorter side >= {rep['clean_min_side']} px.", ""]
+    L += ["## Clean photos", "", "| dataset | n | pass rate | warned | main reject reasons |", "|---|---|---|---|---|"]
+    for ds, s in rep["clean"].items():
+        top = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items(), key=lambda t: -t[1])[:4])
+        L.append(f"| {ds} | {s['n']} | {s['pass_rate']} | {s['warned']} | {top} |")
+    L += ["", f"**clean_pass_rate: {rep['clean_pass_rate']}**", ""]
+    L += ["## Degradations", "", "| degradation | check | severity | n | reject rate | AUC (this severity) |", "|---|---|---|---|---|---|"]
+    for name, d in rep["degradations"].items():
+        for lv, x in d["levels"].items():
+            L.append(f"| {name} | {d['check']} | {lv} | {x['n']} | {x['reject_rate']} | {x['auc']} |")
+    L += ["", "| degradation | check | AUC pooled over severities | severities |", "|---|---|---|---|"]
+    for name, d in rep["degradations"].items():
+        L.append(f"| {name} | {d['check']} | {d['auc']} | {d['auc_levels']} |")
+    L.append("")
+    if rep.get("lowres"):
+        L += [f"HAM10000 200x150 copies rejected by the resolution check: {rep['lowres']['resolution_reject_rate']} (n={rep['lowres']['n']})", ""]
+    if rep.get("ood"):
+        L += [f"**ood_reject_rate: {rep['ood_reject_rate']}** (n={rep['ood']['n']}; reasons {rep['ood']['reasons']})", ""]
+    L += [
+        f"**ms_per_image: {rep['ms_per_image']}** (analysis of an already-decoded 4000x3000 photo, 1 thread, median CPU time; "
+        f"p90 {rep['ms_per_image_p90']}; wall {rep['ms_per_image_wall']}); reduced JPEG decode of it: {rep['decode_ms_4000x3000_jpeg']} ms -> {rep['decoded_size']}",
+        "",
+    ]
+    if rep.get("classifier"):
+        c = rep["classifier"]
+        L += ["## Classifier", "", "| subset | accuracy | n |", "|---|---|---|"]
+        for k, v in c["accuracy"].items():
+            L.append(f"| {k} | {v} | {c['n'][k]} |")
+        L += ["", f"clean minus gate-accepted degraded: {c['gap_clean_minus_degraded_accepted']}", ""]
+    return "\n".join(L) + "\n"
+
+
+def write_plots(out_dir: Path, rep: dict, clean_scores, deg_scores, ood_scores, config: GateConfig) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    from quality_checks._atomic import atomic_write_bytes
+    import io
+
+    def save(fig, name):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out_dir / name, buf.getvalue())
+
+    names = list(rep["degradations"])
+    cols = 4
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows))
+    for ax, name in zip(np.ravel(axes), names):
+        d = rep["degradations"][name]
+        lv = list(d["levels"])
+        ax.plot(range(len(lv)), [d["levels"][x]["reject_rate"] for x in lv], "o-")
+        ax.set_xticks(range(len(lv)), lv)
+        ax.set_ylim(0, 1.05)
+        ax.axhline(1 - (rep["clean_pass_rate"] or 0), color="grey", ls="--", lw=0.8)
+        ax.set_title(f"{name} (AUC {d['auc']})", fontsize=9)
+        ax.set_ylabel("reject rate", fontsize=8)
+    for ax in np.ravel(axes)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle("Reject rate by degradation severity (dashed: clean reject rate)")
+    save(fig, "reject_rates.png")
+
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows))
+    for ax, name in zip(np.ravel(axes), names):
+        d = rep["degradations"][name]
+        pooled = [s for lvl in d["auc_levels"] for s in deg_scores.get((name, lvl), [])]
+        if pooled and clean_scores.get(d["check"]):
+            fpr, tpr = roc_curve(clean_scores[d["check"]], pooled)
+            ax.plot(fpr, tpr)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.6)
+        ax.set_title(f"{name} -> {d['check']} AUC {d['auc']}", fontsize=9)
+        ax.set_xlabel("clean rejected", fontsize=8)
+        ax.set_ylabel("degraded rejected", fontsize=8)
+    for ax in np.ravel(axes)[len(names) :]:
+        ax.axis("off")
+    save(fig, "roc.png")
+
+    if ood_scores and clean_scores.get("not_skin"):
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        bins = np.linspace(0, 1, 26)
+        ax.hist(clean_scores["not_skin"], bins=bins, alpha=0.6, density=True, label="clean skin")
+        ax.hist(ood_scores, bins=bins, alpha=0.6, density=True, label="ood (not skin)")
+        ax.axvline(config.thresholds["not_skin"], color="k", ls="--", lw=0.8)
+        ax.legend(fontsize=8)
+        ax.set_title("not_skin score")
+        save(fig, "not_skin_scores.png")

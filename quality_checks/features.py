@@ -1,0 +1,343 @@
+"""Raw measurements on one photo, made on a small "analysis" copy of it.
+
+Everything here is a handful of OpenCV calls on an image whose longer side is at most
+``analysis_size`` (320 px by default), so a 4000x3000 photo costs a few milliseconds on
+one core. The shrink uses exact 2x halvings (nearest, then bilinear, which at exactly 1/2 is
+a 2x2 box filter) followed by one INTER_AREA step from at most twice the target size:
+INTER_AREA on a full 12 MP frame costs ~25 ms, this chain ~3 ms.
+
+The measurements are raw numbers (pixels, fractions, grey levels); ``gate.py`` turns them
+into scores in [0, 1] with the parameters of the GateConfig.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SKIN_MIN_PIXELS = 64
+
+
+def _quantile(values: np.ndarray, q: float, max_n: int = 8192) -> float:
+    """Percentile ``q`` (0-100) of a strided subsample: exact enough, much faster than a full sort."""
+    v = values.ravel()
+    if v.size > max_n:
+        v = v[:: v.size // max_n]
+    return float(np.percentile(v, q))
+
+
+def _u8_percentiles(values: np.ndarray, qs) -> list[float]:
+    """Percentiles of uint8 values from a 256-bin histogram (lower value at each rank)."""
+    hist = np.bincount(values.ravel(), minlength=256)
+    cdf = np.cumsum(hist)
+    n = cdf[-1]
+    return [float(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * n))))) for q in qs]
+MAX_BLUR = 12.0  # px at the analysis scale; reported when there are no edges at all
+REFERENCE_SIZE = 600  # blur is reported in px of a photo whose longer side is 600 px
+
+
+def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Shrink so the longer side is at most ``size``; never enlarges."""
+    h, w = rgb.shape[:2]
+    long_side = max(h, w)
+    if long_side <= size:
+        return rgb
+    x = rgb
+    # One nearest-neighbour step by an integer factor down to 2-4x the target (point samples;
+    # ~1 ms on 12 MP), then exact bilinear halvings (= 2x2 box average, anti-aliased).
+    k = int(long_side // (2 * size))
+    if k >= 2:
+        x = cv2.resize(x, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_NEAREST)
+    while max(x.shape[:2]) >= 2 * size:
+        x = cv2.resize(x, (max(1, x.shape[1] // 2), max(1, x.shape[0] // 2)), interpolation=cv2.INTER_LINEAR)
+    h, w = x.shape[:2]
+    s = size / max(h, w)
+    if s < 1.0:
+        x = cv2.resize(x, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return x
+
+
+@dataclass
+class Measurements:
+    width: int  # of the photo given to assess()
+    height: int
+    analysis_long_side: int
+    skin_fraction: float  # of the frame, skin-coloured pixels (gain-invariant chromaticity)
+    skin_fraction_centre: float  # in the central 50% x 50% window
+    roi_offset: float  # distance of the skin region's centroid from the frame centre / half-diagonal
+    colourful_fraction: float  # saturated pixels whose hue is far from skin (greens, blues, purples)
+    edge_density: float  # fraction of strong-gradient pixels (texture/scene cue)
+    chroma_spread: float  # 75th percentile of chromaticity distance from the median colour
+    dominant_fraction: float  # share of pixels within 0.03 of the median chromaticity
+    median_r: float  # median chromaticity of the frame
+    median_g: float
+    luma_cv: float  # luminance std / mean over the frame
+    skin_edge_density: float  # strong-gradient fraction inside the skin mask (skin is smooth)
+    sat_median: float  # median HSV saturation (0..255) of the frame
+    hue_entropy: float  # entropy (bits) of the hue histogram of coloured pixels, 18 bins
+    largest_skin_blob: float  # largest connected skin region / frame
+    blur: float  # Gaussian blur radius of the ROI's strongest edges, worst axis, in px of the photo shrunk/grown to 600 px
+    blur_h: float
+    blur_v: float
+    luma_median: float  # luminance median over the ROI + central window, 0..255
+    luma_p05: float
+    luma_p95: float
+    dark_clip: float  # fraction of ROI pixels with luma <= 8
+    bright_clip: float  # fraction of ROI pixels with luma >= 250
+    glare_fraction: float  # near-white, low-saturation pixels in the ROI (specular hot spots)
+    cast_r: float  # mean chromaticity r = R/(R+G+B) over the frame
+    cast_g: float
+    cast_b: float
+    noise_sigma: float  # estimated Gaussian noise sigma (grey levels) at the analysis scale
+    blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
+    grey: bool  # the photo has no colour at all
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def skin_mask(rgb: np.ndarray) -> np.ndarray:
+    """Skin-coloured pixels (uint8 0/255) in normalised rg chromaticity.
+
+    Chromaticity (r = R/S, g = G/S, b = B/S) ignores exposure gain, so a dark or bright photo
+    of skin still gives a skin mask. Skin of every Fitzpatrick type under daylight, flash or
+    indoor light is reddish to neutral-warm: r >= g >= b (loosely) with r well above b. Very
+    dark pixels (chromaticity is noise there) and clipped near-white pixels are not counted.
+    Call it on a smoothed/shrunken image so sensor noise does not break the mask.
+    """
+    f = rgb.astype(np.float32)
+    s = f.sum(axis=2) + 1e-3
+    r = f[:, :, 0] / s
+    g = f[:, :, 1] / s
+    b = 1.0 - r - g
+    bright = float(s.max()) if s.size else 0.0
+    valid = (s > max(45.0, 0.08 * bright)) & (f.min(axis=2) < 248)
+    m = valid & (r > 0.345) & (r < 0.66) & (g > 0.22) & (g < 0.38) & (r >= g - 0.005) & (b <= g + 0.012) & (r - b > 0.025)
+    return m.astype(np.uint8) * 255
+
+
+def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, reblur_sigma: float = 1.0) -> tuple[float, float]:
+    """Blur radius (Gaussian sigma, px at this scale) of the strongest edges, per direction.
+
+    A step edge blurred by sigma has a peak gradient proportional to 1/sigma; re-blurring by
+    s_r lowers it to 1/sqrt(sigma^2 + s_r^2). The ratio rho of the two gradients at the
+    strongest edges therefore gives sigma = s_r / sqrt(rho^2 - 1), independent of contrast.
+    Horizontal and vertical gradients are measured apart, so motion blur along one axis shows.
+    ``g`` is the float32 grey image, ``ax``/``ay`` its absolute Sobel gradients.
+    """
+    gr = cv2.GaussianBlur(g, (0, 0), reblur_sigma, borderType=cv2.BORDER_REFLECT)
+    # Edges: at least a step of ~3% of the mean brightness per pixel (relative, so exposure
+    # does not matter), and among the strongest 10% of the ROI's gradients.
+    floor = max(6.0, 0.12 * float(cv2.mean(g)[0]))
+    # Evaluate on every 2nd pixel of every 2nd row: thousands of edge pixels remain.
+    m = mask[2:-2:2, 2:-2:2]
+    use_mask = cv2.countNonZero(m.view(np.uint8)) >= SKIN_MIN_PIXELS // 4
+    out = []
+    for d1_full, (dx, dy) in ((ax, (1, 0)), (ay, (0, 1))):
+        d1 = d1_full[2:-2:2, 2:-2:2]
+        v = d1[m] if use_mask else d1
+        thr = max(_quantile(v, 90), floor)
+        sel = d1 >= thr
+        if use_mask:
+            sel &= m
+        ys, xs = np.nonzero(sel)
+        if ys.size < 8:
+            out.append(MAX_BLUR)  # no edges at all: nothing is in focus
+            continue
+        d2 = np.abs(cv2.Sobel(gr, cv2.CV_32F, dx, dy, ksize=3))[2:-2:2, 2:-2:2]
+        rho = d1[ys, xs] / np.maximum(d2[ys, xs], 1e-3)
+        sigma = reblur_sigma / np.sqrt(np.maximum(rho * rho - 1.0, 1e-4))
+        # The sharpest edges (20th percentile) tell where the focus is; depth of field and
+        # soft lesion borders make the rest blurrier on perfectly good photos.
+        out.append(float(min(MAX_BLUR, _quantile(sigma, 20))))
+    return out[0], out[1]
+
+
+def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
+    """Immerkaer (1996) fast noise estimate, on the flattest half of the ROI (every 2nd pixel)."""
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    r = np.abs(cv2.filter2D(g, -1, k, borderType=cv2.BORDER_REFLECT))[1:-1:2, 1:-1:2]
+    gr = grad[1:-1:2, 1:-1:2]
+    inner = g[1:-1:2, 1:-1:2]
+    sel = mask[1:-1:2, 1:-1:2]
+    if int(sel.sum()) < SKIN_MIN_PIXELS:
+        sel = np.ones_like(sel)
+    sel = sel & (inner > 6) & (inner < 249)  # clipped pixels hide noise
+    if int(sel.sum()) < 16:
+        return 0.0
+    gsel = gr[sel]
+    vals = r[sel][gsel <= _quantile(gsel, 50)]
+    if vals.size == 0:
+        return 0.0
+    # |conv| of Gaussian noise sigma has std 6*sigma; mean |N(0, s)| = s*sqrt(2/pi).
+    return float(np.mean(vals) * np.sqrt(np.pi / 2.0) / 6.0)
+
+
+def _blockiness(gray_native: np.ndarray) -> float:
+    """Strength of 8x8 JPEG block edges: mean step across block borders minus the mean step
+    elsewhere, relative to the mean step (0 for an unblocked image)."""
+    h, w = gray_native.shape[:2]
+    c = 256
+    y0, x0 = max(0, (h - c) // 2) // 8 * 8, max(0, (w - c) // 2) // 8 * 8
+    crop = gray_native[y0 : y0 + c, x0 : x0 + c].astype(np.float32)
+    if crop.shape[0] < 32 or crop.shape[1] < 32:
+        return 0.0
+    dx = np.abs(np.diff(crop, axis=1))
+    dy = np.abs(np.diff(crop, axis=0))
+    on_x = dx[:, 7::8].mean()
+    on_y = dy[7::8, :].mean()
+    all_x = dx.mean()
+    all_y = dy.mean()
+    denom = all_x + all_y + 1.0
+    return float(max(0.0, (on_x - all_x) + (on_y - all_y)) / denom)
+
+
+def _chroma_features(tiny: np.ndarray, skin: np.ndarray) -> dict:
+    """Colour statistics of a small (~96 px) copy: what a close-up of skin looks like."""
+    f = tiny.reshape(-1, 3).astype(np.float32)
+    s = f.sum(axis=1) + 1e-3
+    valid = s > 45.0
+    if valid.sum() < 16:
+        valid = np.ones_like(valid)
+    r = f[valid, 0] / s[valid]
+    g = f[valid, 1] / s[valid]
+    mr, mg = float(np.median(r)), float(np.median(g))
+    d = np.hypot(r - mr, g - mg)
+    lum = f.mean(axis=1)
+    return {
+        "chroma_spread": float(np.percentile(d, 75)),  # how many different colours
+        "dominant_fraction": float((d < 0.03).mean()),  # share of the main colour
+        "median_r": mr,
+        "median_g": mg,
+        "luma_cv": float(lum.std() / (lum.mean() + 1.0)),
+    }
+
+
+def measure(rgb: np.ndarray, analysis_size: int = 320) -> Measurements:
+    """All raw measurements for one RGB uint8 image (any size >= 1x1)."""
+    h0, w0 = rgb.shape[:2]
+    small = shrink(rgb, analysis_size)
+    if min(small.shape[:2]) < 16:  # thumbnails: measure something; resolution rejects them anyway
+        small = cv2.resize(small, (max(16, small.shape[1]), max(16, small.shape[0])), interpolation=cv2.INTER_NEAREST)
+    h, w = small.shape[:2]
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    # Colour decisions on a ~96 px copy: 4x4 averaging removes sensor noise from chromaticity.
+    tiny = shrink(small, 96) if max(h, w) > 96 else small
+    grey_photo = bool(
+        cv2.absdiff(tiny[:, :, 0], tiny[:, :, 1]).max() <= 3 and cv2.absdiff(tiny[:, :, 2], tiny[:, :, 1]).max() <= 3
+    )
+    skin_t = skin_mask(tiny)
+    skin = cv2.resize(skin_t, (w, h), interpolation=cv2.INTER_NEAREST) if skin_t.shape[:2] != (h, w) else skin_t
+    skin_b = skin > 0
+    n_skin = int(skin_b.sum())
+    skin_fraction = n_skin / float(h * w)
+    cy0, cy1, cx0, cx1 = h // 4, h - h // 4, w // 4, w - w // 4
+    centre = skin_b[cy0:cy1, cx0:cx1]
+    skin_fraction_centre = float(centre.mean()) if centre.size else skin_fraction
+    if n_skin >= SKIN_MIN_PIXELS:
+        ys, xs = np.nonzero(skin_t)
+        th, tw = skin_t.shape[:2]
+        dy = (ys.mean() + 0.5) / th - 0.5
+        dx = (xs.mean() + 0.5) / tw - 0.5
+        roi_offset = float(np.hypot(dx, dy) / np.hypot(0.5, 0.5))
+        # ROI: the skin region, closed so lesions, hairs and pen marks inside it count too.
+        k = max(3, (min(th, tw) // 8) | 1)
+        roi_t = cv2.morphologyEx(skin_t, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
+        roi = (cv2.resize(roi_t, (w, h), interpolation=cv2.INTER_NEAREST) if roi_t.shape[:2] != (h, w) else roi_t) > 0
+    else:
+        roi_offset = 1.0
+        roi = np.zeros((h, w), bool)
+        roi[cy0:cy1, cx0:cx1] = True
+        if not roi.any():
+            roi[:] = True
+
+    hsv = cv2.cvtColor(tiny, cv2.COLOR_RGB2HSV)
+    hue = hsv[:, :, 0].astype(np.int16)  # 0..179
+    sat = hsv[:, :, 1]
+    val = hsv[:, :, 2]
+    far_hue = (hue > 30) & (hue < 160)  # greens, blues, purples: not skin, not lesion, not pen-free
+    colourful_fraction = float(((sat > 70) & (val > 40) & far_hue).mean())
+    chroma = _chroma_features(tiny, skin_t)
+
+    g32 = gray.astype(np.float32)
+    ax = np.abs(cv2.Sobel(g32, cv2.CV_32F, 1, 0, ksize=3))
+    ay = np.abs(cv2.Sobel(g32, cv2.CV_32F, 0, 1, ksize=3))
+    grad = ax + ay
+    edges = grad > 80.0  # mean of |gx|, |gy| above 40 (Sobel units)
+    edge_density = float(cv2.countNonZero(edges.view(np.uint8)) / edges.size)
+
+    skin_edge_density = float(edges[skin_b].mean()) if n_skin >= SKIN_MIN_PIXELS else 1.0
+    coloured = sat > 40
+    if int(coloured.sum()) >= 16:
+        hist = np.bincount((hue[coloured] // 10).ravel(), minlength=18)[:18].astype(np.float64)
+        p = hist / hist.sum()
+        hue_entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
+    else:
+        hue_entropy = 0.0
+    n_lab, _, stats, _ = cv2.connectedComponentsWithStats(skin_t, connectivity=4)
+    largest_skin_blob = float(stats[1:, cv2.CC_STAT_AREA].max() / skin_t.size) if n_lab > 1 else 0.0
+    blur_h, blur_v = _edge_blur(g32, ax, ay, roi)
+    to_ref = REFERENCE_SIZE / float(max(h, w))  # resolution-independent: px at 600 px
+
+    # Exposure and glare are judged on the ROI plus the central window: clipped highlights
+    # drop out of the skin mask (no colour left), so the mask alone would hide them.
+    judge = roi.copy()
+    judge[cy0:cy1, cx0:cx1] = True
+    luma = gray[judge]
+    p05, med, p95 = _u8_percentiles(luma, (5, 50, 95))
+    dark_clip = float((luma <= 8).mean())
+    bright_clip = float((luma >= 250).mean())
+    # Specular hot spots: every channel near saturation (white, not just bright skin).
+    white = cv2.inRange(small, (245, 245, 245), (255, 255, 255)) > 0
+    glare = white[judge]
+    glare_fraction = float(glare.mean()) if glare.size else 0.0
+
+    means = tiny.reshape(-1, 3).astype(np.float32).mean(axis=0)
+    tot = float(means.sum()) + 1e-6
+    cast_r, cast_g, cast_b = (float(means[i] / tot) for i in range(3))
+
+    noise = _noise_sigma(g32, grad, roi)
+    if (h0, w0) == (h, w):
+        gray_native = gray
+    else:
+        cy, cx = h0 // 2, w0 // 2
+        y0, x0 = max(0, cy - 128) // 8 * 8, max(0, cx - 128) // 8 * 8
+        crop = rgb[y0 : y0 + 256, x0 : x0 + 256]
+        gray_native = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
+    blockiness = _blockiness(gray_native)
+
+    return Measurements(
+        width=int(w0),
+        height=int(h0),
+        analysis_long_side=int(max(h, w)),
+        skin_fraction=float(skin_fraction),
+        skin_fraction_centre=float(skin_fraction_centre),
+        roi_offset=roi_offset,
+        colourful_fraction=colourful_fraction,
+        edge_density=edge_density,
+        chroma_spread=chroma["chroma_spread"],
+        dominant_fraction=chroma["dominant_fraction"],
+        median_r=chroma["median_r"],
+        median_g=chroma["median_g"],
+        luma_cv=chroma["luma_cv"],
+        skin_edge_density=skin_edge_density,
+        sat_median=float(np.median(sat)),
+        hue_entropy=hue_entropy,
+        largest_skin_blob=largest_skin_blob,
+        blur=float(max(blur_h, blur_v)) * to_ref,
+        blur_h=float(blur_h) * to_ref,
+        blur_v=float(blur_v) * to_ref,
+        luma_median=med,
+        luma_p05=p05,
+        luma_p95=p95,
+        dark_clip=dark_clip,
+        bright_clip=bright_clip,
+        glare_fraction=glare_fraction,
+        cast_r=cast_r,
+        cast_g=cast_g,
+        cast_b=cast_b,
+        noise_sigma=noise,
+        blockiness=blockiness,
+        grey=grey_photo,
+    )

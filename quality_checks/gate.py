@@ -1,0 +1,266 @@
+"""The gate: measurements -> per-check scores -> one verdict with reasons and guidance."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from quality_checks.config import CHECK_NAMES, GateConfig
+from quality_checks.errors import ImageReadError
+from quality_checks.features import Measurements, measure
+
+# reason code -> what the person should do
+GUIDANCE = {
+    "too_small": "Use the phone's normal camera at full resolution (no screenshot or thumbnail)",
+    "too_dark": "Move to better light",
+    "too_bright": "Avoid direct sunlight or bright lamps; tap the skin on the screen to set exposure",
+    "clipped_highlights": "Avoid direct sunlight or bright lamps; tap the skin on the screen to set exposure",
+    "blurred": "Hold the phone still and tap the spot on the screen to focus",
+    "motion_blur": "Hold the phone still",
+    "glare": "Turn off the flash and avoid reflections on the skin",
+    "colour_cast": "Move to daylight or white light (no coloured lamps or filters)",
+    "noisy": "Move to better light",
+    "compressed": "Send the original photo, not a compressed copy",
+    "too_far": "Move closer",
+    "off_centre": "Centre the spot in the frame",
+    "not_skin": "Point the camera at the skin spot so skin fills the frame",
+}
+
+# Checks whose verdict depends on brightness being sane; when exposure fails, their failure is
+# reported as inconclusive (applicable=False) instead of adding a misleading reason.
+_DEPENDENT = ("framing", "not_skin")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    score: float  # 0 (bad) .. 1 (good)
+    passed: bool
+    reason: str | None  # reason code when failed or warned, else None
+    guidance: str | None
+    threshold: float
+    warn: bool = False  # passed, but within the warn margin
+    applicable: bool = True  # False: not judged (another failure makes it unreliable)
+    raw: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "score": round(float(self.score), 4),
+            "passed": bool(self.passed),
+            "warn": bool(self.warn),
+            "applicable": bool(self.applicable),
+            "reason": self.reason,
+            "guidance": self.guidance,
+            "threshold": round(float(self.threshold), 4),
+            "raw": {k: round(float(v), 5) for k, v in self.raw.items()},
+        }
+
+
+@dataclass
+class Verdict:
+    decision: str  # "accept" | "warn" | "reject"
+    checks: list[CheckResult]
+    reasons: list[str]
+    guidance: list[str]
+    width: int
+    height: int
+    config_version: str
+    path: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.decision != "reject"
+
+    def check(self, name: str) -> CheckResult:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def scores(self) -> dict[str, float]:
+        return {c.name: float(c.score) for c in self.checks}
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "decision": self.decision,
+            "reasons": list(self.reasons),
+            "guidance": list(self.guidance),
+            "width": self.width,
+            "height": self.height,
+            "config_version": self.config_version,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+def ramp(value: float, good: float, bad: float) -> float:
+    """Linear score: 1 at ``good``, 0 at ``bad``, clipped to [0, 1] (either direction)."""
+    if not np.isfinite(value):
+        return 0.0
+    t = (value - bad) / (good - bad)
+    return float(min(1.0, max(0.0, t)))
+
+
+def cast_distance(m: Measurements, box: dict) -> float:
+    """How far the frame's mean chromaticity lies outside the box of skin photos (0 inside)."""
+    return float(
+        max(
+            0.0,
+            box["r_minus_b_min"] - (m.cast_r - m.cast_b),
+            box["g_min"] - m.cast_g,
+            m.cast_g - box["g_max"],
+            m.cast_b - box["b_max"],
+        )
+    )
+
+
+def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dict[str, dict[str, float]]:
+    return {
+        "resolution": {"min_side": float(min(m.width, m.height)), "min_model_input": float(min_model_input)},
+        "exposure": {"luma_p95": m.luma_p95, "luma_median": m.luma_median, "bright_clip": m.bright_clip},
+        "sharpness": {"blur": m.blur, "blur_h": m.blur_h, "blur_v": m.blur_v},
+        "glare": {"glare_fraction": m.glare_fraction},
+        "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey)},
+        "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness},
+        "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset},
+        "not_skin": {
+            "skin_fraction": m.skin_fraction,
+            "hue_entropy": m.hue_entropy,
+            "colourful_fraction": m.colourful_fraction,
+        },
+    }
+
+
+# which ramp term, when it is the lowest, gives which reason code
+_REASONS = {
+    ("exposure", "luma_p95"): "too_dark",
+    ("exposure", "luma_median"): "too_bright",
+    ("exposure", "bright_clip"): "clipped_highlights",
+    ("sharpness", "blur"): "blurred",
+    ("glare", "glare_fraction"): "glare",
+    ("colour_cast", "cast_distance"): "colour_cast",
+    ("noise", "noise_sigma"): "noisy",
+    ("noise", "blockiness"): "compressed",
+    ("framing", "skin_fraction"): "too_far",
+    ("framing", "roi_offset"): "off_centre",
+    ("not_skin", "skin_fraction"): "not_skin",
+    ("not_skin", "hue_entropy"): "not_skin",
+    ("not_skin", "colourful_fraction"): "not_skin",
+}
+
+
+def _score_check(name: str, raw: dict, config: GateConfig) -> tuple[float, str]:
+    if name == "resolution":
+        return min(1.0, raw["min_side"] / (2.0 * raw["min_model_input"])), "too_small"
+    terms = config.ramps[name]
+    best_key, best = None, 2.0
+    for key, gb in terms.items():
+        s = ramp(raw[key], gb["good"], gb["bad"])
+        if s < best:
+            best_key, best = key, s
+    reason = _REASONS.get((name, best_key), name)
+    if name == "sharpness" and raw["blur_h"] > 0 and raw["blur_v"] > 0:
+        ratio = max(raw["blur_h"], raw["blur_v"]) / min(raw["blur_h"], raw["blur_v"])
+        if ratio > 1.6:
+            reason = "motion_blur"
+    return best, reason
+
+
+def scores_from_measurements(m: Measurements, config: GateConfig, min_model_input: int | None = None) -> dict[str, float]:
+    mmi = int(min_model_input or config.min_model_input)
+    raws = raw_values(m, config, mmi)
+    return {name: _score_check(name, raws[name], config)[0] for name in CHECK_NAMES}
+
+
+def verdict_from_measurements(
+    m: Measurements, config: GateConfig, min_model_input: int | None = None, path: str | None = None
+) -> Verdict:
+    mmi = int(min_model_input or config.min_model_input)
+    raws = raw_values(m, config, mmi)
+    results: list[CheckResult] = []
+    for name in CHECK_NAMES:
+        score, reason = _score_check(name, raws[name], config)
+        if name == "colour_cast" and m.grey:
+            score, reason = 0.0, "colour_cast"  # a black-and-white photo has no usable colour
+        thr = float(config.thresholds.get(name, 0.5))
+        passed = score >= thr
+        warn = passed and score < thr + float(config.warn_margin.get(name, 0.0))
+        results.append(
+            CheckResult(
+                name=name,
+                score=float(score),
+                passed=bool(passed),
+                reason=None if (passed and not warn) else reason,
+                guidance=None if (passed and not warn) else GUIDANCE.get(reason),
+                threshold=thr,
+                warn=bool(warn),
+                raw={k: v for k, v in raws[name].items()},
+            )
+        )
+    by = {c.name: c for c in results}
+    if not by["exposure"].passed:
+        for n in _DEPENDENT:
+            if not by[n].passed:
+                by[n].applicable = False
+    failing = [c for c in results if c.applicable and not c.passed]
+    rejecting = [c for c in failing if c.name not in config.warn_only]
+    warned = [c for c in results if c.applicable and (c.warn or (not c.passed and c.name in config.warn_only))]
+    decision = "reject" if rejecting else ("warn" if warned or failing else "accept")
+    reasons: list[str] = []
+    guidance: list[str] = []
+    for c in failing + [c for c in warned if c not in failing]:
+        if c.reason and c.reason not in reasons:
+            reasons.append(c.reason)
+            g = GUIDANCE.get(c.reason)
+            if g and g not in guidance:
+                guidance.append(g)
+    return Verdict(
+        decision=decision,
+        checks=results,
+        reasons=reasons,
+        guidance=guidance,
+        width=m.width,
+        height=m.height,
+        config_version=config.version,
+        path=path,
+    )
+
+
+def _as_rgb(rgb) -> np.ndarray:
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8:
+        raise ValueError(f"assess() needs an RGB uint8 image, got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"assess() needs an HxWx3 RGB image, got shape {a.shape}")
+    if a.shape[2] == 4:
+        a = a[:, :, :3]
+    return np.ascontiguousarray(a)
+
+
+def assess(rgb: np.ndarray, config: GateConfig | None = None, min_model_input: int | None = None, path: str | None = None) -> Verdict:
+    """Judge one decoded photo (RGB uint8, HxWx3) and return the gate's verdict."""
+    config = config or GateConfig.default()
+    a = _as_rgb(rgb)
+    m = measure(a, analysis_size=config.analysis_size)
+    return verdict_from_measurements(m, config, min_model_input, path=path)
+
+
+def check_photo(
+    path: str | Path, config: GateConfig | None = None, min_model_input: int | None = None
+) -> Verdict:
+    """Read a photo file (EXIF-upright, reduced decode, pixel limit) and judge it.
+
+    Raises ImageReadError for anything that cannot be decoded.
+    """
+    from quality_checks.decode import read_image
+
+    config = config or GateConfig.default()
+    rgb = read_image(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
+    return assess(rgb, config, min_model_input, path=str(path))
+
+
+__all__ = ["CheckResult", "Verdict", "assess", "check_photo", "GUIDANCE", "ImageReadError"]

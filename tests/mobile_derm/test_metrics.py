@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from mobile_derm import metrics
+
+
+def test_topk_accuracy_counts_hits_in_the_first_k():
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.7, 0.2]])
+    y = np.array([0, 0, 2])
+    assert metrics.topk_accuracy(probs, y, 1) == pytest.approx(1 / 3)
+    assert metrics.topk_accuracy(probs, y, 2) == pytest.approx(2 / 3)
+    assert metrics.topk_accuracy(probs, y, 3) == 1.0
+
+
+def test_balanced_accuracy_punishes_the_majority_class_guess():
+    y = np.array([0] * 8 + [1, 2])
+    always_zero = np.zeros(10, dtype=int)
+    assert metrics.topk_accuracy(np.eye(3)[always_zero], y, 1) == pytest.approx(0.8)
+    assert metrics.balanced_accuracy(y, always_zero, 3) == pytest.approx(1 / 3)
+
+
+def test_confusion_matrix_rows_are_true_labels():
+    cm = metrics.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+
+
+def test_roc_auc_matches_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    y = rng.random(200) < 0.3
+    scores = rng.random(200) + 0.4 * y
+    scores[:20] = 0.5  # ties count one half
+    pos, neg = scores[y], scores[~y]
+    pairwise = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
+    assert metrics.roc_auc(y, scores) == pytest.approx(pairwise, abs=1e-12)
+
+
+def test_roc_auc_extremes_and_degenerate_input():
+    assert metrics.roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert metrics.roc_auc(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert np.isnan(metrics.roc_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+
+
+def test_sensitivity_specificity_at_threshold():
+    y = np.array([1, 1, 1, 0, 0])
+    s = np.array([0.9, 0.6, 0.2, 0.7, 0.1])
+    sens, spec = metrics.sensitivity_specificity(y, s, 0.5)
+    assert sens == pytest.approx(2 / 3)
+    assert spec == pytest.approx(1 / 2)
+
+
+def test_ece_zero_when_confidence_equals_accuracy_and_large_when_overconfident():
+    # 10 predictions at confidence 0.8, 8 of them right: perfectly calibrated.
+    probs = np.tile([0.8, 0.2], (10, 1))
+    y = np.array([0] * 8 + [1] * 2)
+    assert metrics.expected_calibration_error(probs, y) == pytest.approx(0.0, abs=1e-12)
+    overconfident = np.tile([0.99, 0.01], (10, 1))
+    assert metrics.expected_calibration_error(overconfident, y) == pytest.approx(0.19, abs=1e-9)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from mobile_derm.tf_setup import tf
+from mobile_derm import pipeline
+
+
+@pytest.fixture(scope="module")
+def textured():
+    rng = np.random.default_rng(0)
+    return tf.constant(rng.integers(0, 256, (32, 32, 3)).astype(np.float32))
+
+
+def test_gaussian_blur_smooths_and_keeps_the_mean(textured):
+    out = pipeline.gaussian_blur(textured, tf.constant(1.0)).numpy()
+    assert out.shape == (32, 32, 3)
+    assert out.std() < 0.6 * textured.numpy().std()
+    # interior mean is preserved (zero padding only darkens the border)
+    assert abs(out[4:-4, 4:-4].mean() - textured.numpy()[4:-4, 4:-4].mean()) < 3
+
+
+def test_random_lighting_stays_in_pixel_range(textured):
+    tf.random.set_seed(1)
+    for _ in range(5):
+        out = pipeline.random_lighting(textured).numpy()
+        assert out.min() >= 0 and out.max() <= 255
+
+
+def test_random_rotation_keeps_shape_and_content(textured):
+    out = pipeline.random_rotation(textured).numpy()
+    assert out.shape == (32, 32, 3)
+    # a rotation with reflection padding keeps the colour distribution close
+    assert abs(out.mean() - textured.numpy().mean()) < 10
+
+
+def test_jpeg_artefacts_change_pixels_but_not_the_picture(textured):
+    out = pipeline.jpeg_artefacts(textured, 40, 40).numpy()
+    diff = np.abs(out - textured.numpy())
+    assert diff.mean() > 1
+    assert abs(out.mean() - textured.numpy().mean()) < 5
+
+
+def test_augment_returns_requested_size(textured):
+    out = pipeline.augment(tf.cast(textured, tf.uint8), 24)
+    assert out.shape == (24, 24, 3)
+
+
+def test_eval_dataset_normalizes_exactly_and_keeps_order():
+    pixels = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (0, 127, 255)])
+    ds = pipeline.make_dataset(pixels, np.array([0, 1, 2]), (127.0,) * 3, (128.0,) * 3, batch_size=3, training=False)
+    x, y = next(iter(ds))
+    np.testing.assert_allclose(x.numpy()[:, 0, 0, 0], [-127 / 128, 0.0, 1.0])
+    assert y.numpy().tolist() == [0, 1, 2]

@@ -1,0 +1,149 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from quality_checks import GateConfig, assess, degrade
+from quality_checks.features import measure, shrink
+from quality_checks.gate import GUIDANCE, ramp
+
+
+def test_clean_synthetic_skin_is_accepted(skin):
+    v = assess(skin)
+    assert v.decision in ("accept", "warn"), v.to_dict()
+    assert all(0.0 <= c.score <= 1.0 for c in v.checks)
+    json.dumps(v.to_dict())
+
+
+def test_gaussian_blur_lowers_sharpness_below_threshold(skin):
+    sharp = assess(skin).check("sharpness")
+    blurred = assess(degrade.gaussian_blur(skin, 5.0)).check("sharpness")
+    assert sharp.passed and not blurred.passed
+    assert blurred.score < sharp.score
+    assert blurred.reason in ("blurred", "motion_blur")
+
+
+def test_motion_blur_gives_hold_still(skin):
+    k = np.zeros((1, 31), np.float32)
+    k[0, :] = 1 / 31
+    moved = cv2.filter2D(skin, -1, k)
+    v = assess(moved)
+    c = v.check("sharpness")
+    assert not c.passed and c.reason == "motion_blur"
+    assert GUIDANCE["motion_blur"] in v.guidance and v.decision == "reject"
+
+
+def test_underexposure_fails_with_reason(skin):
+    v = assess(degrade.gain(skin, 0.3))
+    c = v.check("exposure")
+    assert not c.passed and c.reason == "too_dark"
+    assert "Move to better light" in v.guidance
+    # colour/framing checks are not blamed for what exposure caused
+    assert "not_skin" not in v.reasons
+
+
+def test_overexposure_fails(skin):
+    c = assess(degrade.gain(skin, 3.0)).check("exposure")
+    assert not c.passed and c.reason in ("too_bright", "clipped_highlights")
+
+
+def test_glare_spot_fails_glare(skin):
+    img = skin.copy()
+    cv2.circle(img, (200, 150), 60, (255, 255, 255), -1)
+    c = assess(img).check("glare")
+    assert not c.passed and c.reason == "glare" and c.guidance == "Turn off the flash and avoid reflections on the skin"
+
+
+def test_blue_cast_fails_colour_cast(skin):
+    cast = degrade.colour_cast(skin, 0.35, np.random.default_rng(1))  # rng picks a direction
+    img = np.clip(skin.astype(np.float32) * np.array([0.7, 1.0, 1.45]), 0, 255).astype(np.uint8)
+    assert not assess(img).check("colour_cast").passed
+    assert cast.shape == skin.shape
+
+
+def test_noise_fails_noise(skin):
+    noisy = degrade.noise(skin, 35.0, np.random.default_rng(0))
+    c = assess(noisy).check("noise")
+    assert not c.passed and c.reason == "noisy"
+
+
+def test_heavy_jpeg_is_compressed(skin):
+    big = cv2.resize(skin, (600, 450))
+    c = assess(degrade.jpeg(big, 5)).check("noise")
+    assert not c.passed and c.reason == "compressed"
+
+
+def test_resolution_uses_model_input(skin):
+    small = cv2.resize(skin, (200, 150), interpolation=cv2.INTER_AREA)
+    v = assess(small, min_model_input=224)
+    c = v.check("resolution")
+    assert not c.passed and c.reason == "too_small" and v.decision == "reject"
+    assert assess(small, min_model_input=128).check("resolution").passed
+
+
+def test_zoom_out_fails_framing_move_closer(skin):
+    far = degrade.zoom_out(skin, 0.2, np.random.default_rng(0))
+    v = assess(far)
+    assert v.decision == "reject"
+    assert {"too_far", "not_skin"} & set(v.reasons)
+
+
+def test_off_centre_reason(make_skin):
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[:] = (60, 90, 160)  # blue cloth
+    patch = make_skin(150, 200, seed=3)
+    img[:150, :200] = patch
+    c = assess(img).check("framing")
+    assert c.reason in ("off_centre", "too_far") and not c.passed
+
+
+@pytest.mark.parametrize("colour", [(128, 128, 128), (40, 80, 200), (60, 160, 70)])
+def test_grey_blue_green_images_fail_not_skin(colour):
+    rng = np.random.default_rng(0)
+    img = np.clip(np.array(colour, np.float32) + rng.normal(0, 8, (240, 320, 3)), 0, 255).astype(np.uint8)
+    v = assess(img)
+    assert v.decision == "reject"
+    assert not v.check("not_skin").passed or not v.check("colour_cast").passed
+
+
+def test_grayscale_photo_is_rejected(skin):
+    g = cv2.cvtColor(cv2.cvtColor(skin, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    v = assess(g)
+    assert v.decision == "reject" and "colour_cast" in v.reasons
+
+
+def test_ramp_and_shrink():
+    assert ramp(1.0, good=1.0, bad=3.0) == 1.0 and ramp(3.0, 1.0, 3.0) == 0.0 and ramp(2.0, 1.0, 3.0) == 0.5
+    assert ramp(float("nan"), 1.0, 3.0) == 0.0
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    assert max(shrink(big, 320).shape[:2]) == 320
+    small = np.zeros((10, 20, 3), np.uint8)
+    assert shrink(small, 320) is small
+
+
+def test_sharpness_is_resolution_independent(skin):
+    a = measure(skin).blur
+    b = measure(cv2.resize(skin, (1600, 1200), interpolation=cv2.INTER_CUBIC)).blur
+    c = measure(cv2.resize(skin, (1600, 1200), interpolation=cv2.INTER_CUBIC)).blur
+    assert b == c
+    # upscaling 4x with cubic adds a little softness but the measure stays on the same scale
+    assert abs(a - b) < 1.5
+
+
+def test_assess_rejects_bad_arrays():
+    with pytest.raises(ValueError):
+        assess(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError):
+        assess(np.zeros((10, 10, 5), np.uint8))
+
+
+def test_warn_only_and_warn_margin(skin):
+    cfg = GateConfig.default()
+    small = cv2.resize(skin, (200, 150))
+    cfg.warn_only = ["resolution"]
+    v = assess(small, cfg)
+    assert v.decision == "warn" and "too_small" in v.reasons
+    cfg2 = GateConfig.default()
+    cfg2.warn_margin["resolution"] = 1.0
+    assert assess(skin, cfg2).decision == "warn"

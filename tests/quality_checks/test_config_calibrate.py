@@ -1,0 +1,60 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from quality_checks import GateConfig, GateConfigError, calibrate
+from quality_checks.calibrate import thresholds_for
+
+
+def test_config_roundtrip(tmp_path):
+    cfg = GateConfig.default()
+    cfg.thresholds["sharpness"] = 0.42
+    p = tmp_path / "gate.json"
+    cfg.save(p)
+    again = GateConfig.load(p)
+    assert again.to_dict() == cfg.to_dict()
+    assert json.loads(p.read_text())["schema_version"] == 1
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(GateConfigError):
+        GateConfig.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(GateConfigError, match="not valid JSON"):
+        GateConfig.load(bad)
+    with pytest.raises(GateConfigError):
+        GateConfig.from_dict({"thresholds": {"sharpness": 2.0}})
+    with pytest.raises(GateConfigError):
+        GateConfig.from_dict({"thresholds": {"nonsense": 0.5}})
+    with pytest.raises(GateConfigError):
+        GateConfig.from_dict({"schema_version": 99})
+
+
+def test_thresholds_for_hits_target():
+    rng = np.random.default_rng(0)
+    base = GateConfig.default()
+    scores = [{k: float(rng.uniform(0.3, 1.0)) for k in base.thresholds} | {"resolution": 1.0} for _ in range(400)]
+    thr, alpha, achieved = thresholds_for(scores, 0.9, base)
+    assert 0.88 <= achieved <= 0.95
+    assert thr["resolution"] == base.thresholds["resolution"]
+    assert all(0.05 <= v <= 0.9 for v in thr.values())
+
+
+def test_calibrate_folder(tmp_path, make_skin):
+    for i in range(6):
+        img = make_skin(240, 320, seed=i)
+        cv2.imwrite(str(tmp_path / f"p{i}.jpg"), img[:, :, ::-1])
+    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    cfg = calibrate(tmp_path, target_pass_rate=0.8)
+    assert cfg.calibration["n_images"] == 6 and cfg.calibration["n_unreadable"] == 1
+    assert cfg.version.endswith("-cal")
+    out = tmp_path / "cal.json"
+    cfg.save(out)
+    assert GateConfig.load(out).thresholds == cfg.thresholds
+    with pytest.raises(GateConfigError):
+        calibrate(tmp_path / "nope")

@@ -1,0 +1,131 @@
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import quality_checks.cli as qcli
+from quality_checks.evaluate import gate_eval, roc_auc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_import_without_tensorflow():
+    code = textwrap.dedent(
+        """
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "tensorflow" or name.startswith("tensorflow.") or name == "mobile_derm" or name.startswith("mobile_derm."):
+                    raise ImportError("blocked " + name)
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        import quality_checks, quality_checks.cli, quality_checks.evaluate, quality_checks.calibrate
+        v = quality_checks.assess(np.full((64, 64, 3), 128, np.uint8))
+        assert v.decision == "reject"
+        assert "tensorflow" not in sys.modules and "mobile_derm" not in sys.modules
+        print("ok")
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def _parser():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    qcli.register(p.add_subparsers(dest="cmd", required=True))
+    return p
+
+
+def test_cli_check_photo(tmp_path, capsys, make_skin):
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), make_skin()[:, :, ::-1])
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), make_skin(120, 160)[:, :, ::-1])
+    args = _parser().parse_args(["check-photo", str(good), "--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decision"] in ("accept", "warn") and len(out["checks"]) == 8
+    args = _parser().parse_args(["check-photo", str(good), str(small)])
+    assert args.func(args) == 3
+    text = capsys.readouterr().out
+    assert "REJECT" in text and "too_small" in text and "->" in text
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    args = _parser().parse_args(["check-photo", str(bad)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: ")
+
+
+def test_cli_calibrate_gate(tmp_path, capsys, make_skin):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), make_skin(seed=i)[:, :, ::-1])
+    out = tmp_path / "cfg" / "gate.json"
+    args = _parser().parse_args(["calibrate-gate", str(tmp_path), "--target-pass-rate", "0.8", "--out", str(out), "--quiet"])
+    assert args.func(args) == 0
+    assert json.loads(out.read_text())["calibration"]["n_images"] == 5
+    args = _parser().parse_args(["check-photo", str(tmp_path / "0.jpg"), "--config", str(out)])
+    assert args.func(args) in (0, 3)
+    args = _parser().parse_args(["check-photo", str(tmp_path / "0.jpg"), "--config", str(tmp_path / "none.json")])
+    assert args.func(args) == 2
+
+
+def test_roc_auc():
+    assert roc_auc([1, 2, 3], [0, 0.5]) == 1.0
+    assert roc_auc([0, 0], [0, 0]) == 0.5
+    assert roc_auc([], [1]) is None
+
+
+class FakePredictor:
+    """Stands in for mobile_derm.predict.Predictor: right on sharp images, wrong on blurred ones."""
+
+    class info:
+        labels = ["mel", "nv"]
+
+    def predict_probs(self, rgb):
+        g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        sharp = cv2.Laplacian(g, cv2.CV_32F).var() > 30
+        return np.array([0.9, 0.1]) if sharp else np.array([0.1, 0.9])
+
+
+def _fake_data(root: Path, skin_texture):
+    for ds, n, size in (("pad_ufes20_subset", 4, (320, 400)), ("ood", 2, (300, 300)), ("ham10000_200px", 2, (150, 200))):
+        (root / ds / "images").mkdir(parents=True)
+        rows = ["image,label"]
+        for i in range(n):
+            if ds == "ood":
+                img = np.zeros(size + (3,), np.uint8)
+                img[:] = (30, 120 + 20 * i, 60)
+            else:
+                img = skin_texture(*size, seed=i)
+            cv2.imwrite(str(root / ds / "images" / f"{i}.jpg"), img[:, :, ::-1])
+            rows.append(f"images/{i}.jpg,mel")
+        (root / ds / "labels.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_gate_eval_with_fake_predictor(tmp_path, make_skin):
+    _fake_data(tmp_path / "data", make_skin)
+    out = tmp_path / "out"
+    rep = gate_eval(tmp_path / "data", out, predictor=FakePredictor(), degrade_per_set=2, progress=False, plots=False)
+    saved = json.loads((out / "gate_eval.json").read_text())
+    assert saved["clean"]["pad_ufes20_subset"]["n"] == 4
+    assert set(saved["degradations"]) >= {"gaussian_blur", "underexpose", "downscale", "zoom_out"}
+    assert saved["ood_reject_rate"] == 1.0 and saved["lowres"]["resolution_reject_rate"] == 1.0
+    assert saved["ms_per_image"] > 0
+    c = rep["classifier"]
+    assert c["n"]["clean"] == 4 and c["accuracy"]["clean"] == 1.0
+    assert c["n"]["degraded_accepted"] + c["n"]["degraded_rejected"] > 0
+    assert (out / "gate_eval.md").read_text().startswith("# Photo-quality gate evaluation")
+
+
+def test_gate_eval_cli_missing_root(tmp_path, capsys):
+    args = _parser().parse_args(["gate-eval", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert args.func(args) == 2
+    assert capsys.readouterr().err.startswith("error: ")
