@@ -58,8 +58,11 @@ def cmd_train(args) -> int:
     if args.random_weights:
         overrides["allow_random_weights"] = True
     config = TrainConfig.from_dict({**config.to_dict(), **overrides}, args.config)
+    from mobile_derm.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load(args.taxonomy)  # the shipped one unless given
     dataset = _load_dataset(args.data, args.data_root)
-    result = train(dataset, config, args.out)
+    result = train(dataset, config, args.out, taxonomy=taxonomy)
     print(json.dumps({k: result.test_report[k] for k in ("n", "top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}, indent=2))
     print(f"run saved in {args.out}")
     return 0
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
     p.set_defaults(func=cmd_train)
 
