@@ -211,6 +211,7 @@ def _agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
         "mean_abs_prob_diff_vs_float32": error,
         "mean_abs_top1_prob_diff_vs_float32": float(np.mean(np.abs(probs[rows, top] - reference[rows, top]))),
         "prob_error_vs_image_spread": error / spread if spread > 0 else None,
+        "float32_prob_image_spread": spread,
         "float32_top1_distinct_classes": int(len(np.unique(top))),
         "float32_mean_top1_prob": float(np.mean(ordered[:, -1])),
         "float32_mean_top1_margin": float(np.mean(ordered[:, -1] - ordered[:, -2])),
@@ -314,7 +315,8 @@ def run_backbone_benchmark(out_dir: str | Path, backbones=DEFAULT_BACKBONES, siz
                                      out_dir / name, representative, eval_pixels, runs, bar)
             document["backbones"][name] = {
                 "family": spec.family, "weights": "imagenet" if weights == "imagenet" else "random",
-                "weights_note": weights_note, "head": f"random {n_classes}-class softmax (untrained), bias centred on the calibration images",
+                "weights_note": weights_note,
+                "head": f"random {n_classes}-class softmax (untrained), bias centred on the calibration images",
                 **_params(model), "variants": rows,
             }
         for name, weights in imagenet:
@@ -362,14 +364,21 @@ def _notes(document: dict) -> list[str]:
     for name, entry in document["backbones"].items():
         if entry["weights"] != "random":
             continue
-        note = f"{name}: {entry['weights_note']}. Its int8-vs-float32 agreement is measured with random weights"
+        int8 = entry["variants"].get("int8", {})
+        measured = ""
+        if "top1_agreement_with_float32" in int8:
+            ratio = int8.get("prob_error_vs_image_spread")
+            measured = (f" Measured here with random weights: int8 top-1 agreement "
+                        f"{int8['top1_agreement_with_float32']:.3f}, error / image spread "
+                        f"{'-' if ratio is None else f'{ratio:.3g}'} (float32 probabilities vary by "
+                        f"{int8['float32_prob_image_spread']:.2g} between images).")
+        note = (f"{name}: {entry['weights_note']}. Its int8-vs-float32 numbers are measured with random weights, "
+                "whose activation ranges differ from trained ones.")
         if entry["family"] == "efficientnet_b0":
-            note += (", which need not behave like trained ones: published numbers with ImageNet weights show "
-                     "EfficientNet-B0 (swish + squeeze-excite) losing 15+ ImageNet top-1 points under post-training "
-                     "int8, so a good random-weight agreement is no evidence that a trained B0 survives int8.")
-        else:
-            note += "; trained weights have other activation ranges, so the number may differ after training."
-        notes.append(note)
+            note += (" Published numbers with ImageNet weights show EfficientNet-B0 (swish + squeeze-excite) "
+                     "losing 15+ ImageNet top-1 points under post-training int8; this run cannot check that "
+                     "without the weights file.")
+        notes.append(note + measured)
     if not document["imagenet_head"]:
         notes.append("No ImageNet-head check: no backbone in this run had packaged ImageNet weights.")
     return notes
@@ -442,7 +451,8 @@ def markdown_table(document: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.backbone_benchmark",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="output folder (backbones.json, backbones.md, .tflite files)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder (backbones.json, backbones.md, .tflite files)")
     parser.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
                         help=f"comma-separated backbone names (default {','.join(DEFAULT_BACKBONES)})")
     parser.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")

@@ -116,4 +116,10 @@ def make_dataset(
         return ((image - mean) / std, *rest)
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # A private, single-op-threaded pool for the input pipeline: on 2 cores the
+    # default lets augmentation fight the training step for threads. Measured
+    # here (Lite0, 160 px, batch 32): 15 img/s by default, 38-40 img/s with this.
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 2
+    options.threading.max_intra_op_parallelism = 1
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
