@@ -171,61 +171,17 @@ def compare_predictions(
 
 
 def _our_predictor(model_path: Path):
-    """``mobile_derm.predict.Predictor`` if present, else a minimal LiteRT runner
-    with the same preprocessing (centre square, INTER_AREA, normalize, quantize)."""
-    try:
-        from mobile_derm.predict import Predictor
-    except ImportError:
-        return _LiteRTRunner(model_path)
+    """Our app-side runner: the same preprocessing and quantization as ``predict``."""
+    from mobile_derm.predict import Predictor
+
     return Predictor(model_path, num_threads=1)
 
 
-class _LiteRTRunner:
-    def __init__(self, model_path: Path):
-        from ai_edge_litert.interpreter import Interpreter
-
-        from export.metadata import read_model_info
-
-        self.info = read_model_info(model_path)
-        self.interpreter = Interpreter(model_path=str(model_path), num_threads=1)
-        self.interpreter.allocate_tensors()
-        self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
-
-    def predict_probs(self, rgb: np.ndarray) -> np.ndarray:
-        from mobile_derm.preprocess import normalize, resize_square
-
-        x = normalize(resize_square(rgb, self.info.input_size), self.info.mean, self.info.std)
-        dtype = self._in["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero = self._in["quantization"]
-            lim = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), lim.min, lim.max)
-        self.interpreter.set_tensor(self._in["index"], x[None].astype(dtype))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._out["index"])[0]
-        if np.issubdtype(out.dtype, np.integer):
-            scale, zero = self._out["quantization"]
-            out = (out.astype(np.float32) - zero) * scale
-        return out.astype(np.float32)
-
-
 def _load_rgb(path: Path) -> np.ndarray:
-    """``mobile_derm.preprocess.load_rgb`` (the quality gate's decoder); plain
-    OpenCV decoding while that is unavailable."""
-    try:
-        from mobile_derm.preprocess import load_rgb
+    """The quality gate's decoder (EXIF orientation applied), as ``predict`` uses."""
+    from mobile_derm.preprocess import load_rgb
 
-        return load_rgb(path)
-    except ImportError:
-        import cv2
-
-        from mobile_derm.errors import DataError
-
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError(path, "cannot decode image") from None
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return load_rgb(path)
 
 
 def _center_roi(h: int, w: int) -> list[float]:

@@ -144,13 +144,11 @@ def lite_blocks(spec: BackboneSpec) -> list[LiteBlock]:
 
 
 def normalize_pixels(pixels, spec: BackboneSpec):
-    """``(pixels - spec.mean) / spec.std``: the one normalization the model expects.
+    """``(pixels - spec.mean) / spec.std``: the one normalization the model
+    expects (``mobile_derm.preprocess.normalize`` with the spec's numbers)."""
+    from mobile_derm.preprocess import normalize
 
-    Works on numpy arrays and TF tensors (float32, channels last, 0..255 pixels).
-    """
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return (pixels - mean) / std
+    return normalize(pixels, spec.mean, spec.std)
 
 
 def _require_lite(spec: BackboneSpec) -> None:
