@@ -21,7 +21,7 @@ DEMO_VARIANTS = ("float32", "dynamic", "float16", "int8")
 class DemoSize:
     lesions_per_class: int = 14
     views_per_lesion: int = 4
-    image_size: int = 160  # size of the generated photos
+    image_size: int = 320  # generated photos; smaller ones look soft to the gate (it judges sharpness at 600 px)
     input_size: int = 128  # model input (Lite0's native 224 costs 3x more on 2 cores)
     head_epochs: int = 40
     finetune_epochs: int = 3

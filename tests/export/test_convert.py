@@ -1,0 +1,81 @@
+"""Every quantization mode converts and runs; integer I/O maps raw pixels."""
+import numpy as np
+import pytest
+
+from export.convert import ALL_VARIANTS, check_variants, convert
+from export.exporter import representative_sample
+from mobile_derm.errors import ConfigError
+from mobile_derm.preprocess import normalize
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from mobile_derm.tf_setup import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3)(inputs)
+    x = keras.layers.ReLU(6.0)(x)  # a separate layer, as in the backbone: tfmot rejects activation="relu6"
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    pixels = np.random.default_rng(0).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    return normalize(representative_sample(pixels, 16), (127.0,) * 3, (128.0,) * 3)
+
+
+def run(model_bytes, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    if np.issubdtype(inp["dtype"], np.integer):
+        scale, zero = inp["quantization"]
+        x = np.clip(np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
+    interp.set_tensor(inp["index"], x[None].astype(inp["dtype"]))
+    interp.invoke()
+    y = interp.get_tensor(out["index"])[0]
+    if np.issubdtype(y.dtype, np.integer):
+        scale, zero = out["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    return y, inp
+
+
+@pytest.mark.parametrize("variant", ["float32", "dynamic", "float16", "int8", "int16x8"])
+def test_each_ptq_variant_matches_keras(tiny_model, calibration, variant):
+    model_bytes = convert(tiny_model, variant, calibration)
+    x = calibration[3]
+    y, inp = run(model_bytes, x)
+    expected = tiny_model.predict(x[None], verbose=0)[0]
+    tolerance = {"float32": 1e-5, "float16": 5e-3, "dynamic": 2e-2, "int16x8": 2e-2, "int8": 3e-2}[variant]
+    np.testing.assert_allclose(y, expected, atol=tolerance)
+    if variant == "int8":
+        assert inp["dtype"] == np.uint8
+        scale, zero = inp["quantization"]
+        assert scale == pytest.approx(1 / 128, rel=0.01) and zero in (127, 128)
+
+
+def test_qat_model_converts_to_integer_io(tiny_model, calibration):
+    import tensorflow_model_optimization as tfmot
+
+    qat = tfmot.quantization.keras.quantize_model(tiny_model)
+    y, inp = run(convert(qat, "qat_int8", calibration), calibration[0])
+    assert inp["dtype"] == np.uint8 and y.sum() == pytest.approx(1.0, abs=0.05)
+
+
+def test_variant_checks():
+    assert check_variants(["int8", "float16"]) == ["int8", "float16"]
+    assert "qat_int8" in ALL_VARIANTS
+    with pytest.raises(ConfigError, match="int4"):
+        check_variants(["int4"])
+    with pytest.raises(ConfigError, match="representative"):
+        convert(None, "int8", None)
+
+
+def test_representative_sample_pins_the_pixel_range():
+    pixels = np.full((10, 4, 4, 3), 100, np.uint8)
+    sample = representative_sample(pixels, 5)
+    assert len(sample) == 7 and sample.min() == 0 and sample.max() == 255

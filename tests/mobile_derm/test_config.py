@@ -1,0 +1,38 @@
+import json
+
+import numpy as np
+import pytest
+
+from mobile_derm.config import TrainConfig
+from mobile_derm.errors import ConfigError
+from mobile_derm.train import class_weights
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = TrainConfig(input_size=160, finetune_epochs=3, class_weighting="balanced")
+    config.save(tmp_path / "c.json")
+    assert TrainConfig.load(tmp_path / "c.json") == config
+    assert config.image_size == 160 and TrainConfig().image_size == config.spec.input_size == 224
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ('{"backbone": "resnet50"}', "resnet50"),
+    ('{"class_weighting": "loud"}', "class_weighting"),
+    ('{"split_fractions": [0.5, 0.5, 0.5]}', "split_fractions"),
+    ('{"learning_rat": 1}', "learning_rat"),
+    ("[1, 2]", "JSON object"),
+    ("{oops", "not valid JSON"),
+])
+def test_bad_config_files_name_the_problem(tmp_path, content, fragment):
+    path = tmp_path / "c.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=fragment):
+        TrainConfig.load(path)
+
+
+def test_class_weights_balance_the_loss():
+    y = np.array([0] * 90 + [1] * 10)
+    for mode, ratio in (("none", 1.0), ("sqrt", 3.0), ("balanced", 9.0)):
+        w = class_weights(y, 2, mode)
+        assert w[1] / w[0] == pytest.approx(ratio)
+        assert np.mean(w[y]) == pytest.approx(1.0)  # the loss keeps its scale

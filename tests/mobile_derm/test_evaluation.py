@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from mobile_derm.config import TrainConfig
+from mobile_derm.evaluation import evaluate_probs, operating_points
+from mobile_derm.model_info import ModelInfo
+
+
+def info_for(labels, malignant, treatments=None):
+    treatments = treatments or {}
+    taxonomy = {l: {"display_name": l.upper(), "malignant": l in malignant, "treatments": treatments.get(l, [])} for l in labels}
+    return ModelInfo(name="t", version="1", backbone="efficientnet_lite0", input_size=8,
+                     mean=(127.0,) * 3, std=(128.0,) * 3, labels=list(labels), taxonomy=taxonomy)
+
+
+def test_operating_points_meet_their_targets_on_validation():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 3, n)  # class 2 is malignant
+    logits = rng.normal(size=(n, 3)) + 2.0 * np.eye(3)[y]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    malignant = np.array([False, False, True])
+    points = operating_points(probs, y, malignant, TrainConfig())
+    scores, y_mal = probs[:, 2], y == 2
+    sens = np.mean(scores[y_mal] >= points["malignancy_thresholds"]["sensitive"])
+    spec = np.mean(scores[~y_mal] < points["malignancy_thresholds"]["specific"])
+    assert sens >= 0.90 and spec >= 0.90
+    # abstention keeps 95% of validation images
+    assert np.mean(probs.max(1) >= points["ood_threshold"]) == pytest.approx(0.95, abs=0.01)
+
+
+def test_operating_points_without_malignant_cases_leave_thresholds_empty():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    points = operating_points(probs, np.array([0, 1]), np.array([False, False]), TrainConfig())
+    assert points["malignancy_thresholds"] == {}
+
+
+def test_evaluate_probs_reports_malignancy_and_treatments(tmp_path):
+    info = info_for(["nv", "mel", "tinea"], malignant={"mel"}, treatments={"mel": ["surgery_biopsy"], "tinea": ["antifungal"]})
+    info.malignancy_thresholds = {"sensitive": 0.3, "specific": 0.6}
+    y = np.array([0, 1, 2, 1])
+    probs = np.array([[0.8, 0.1, 0.1], [0.3, 0.5, 0.2], [0.1, 0.1, 0.8], [0.5, 0.4, 0.1]])
+    report = evaluate_probs(probs, y, info, out_dir=tmp_path, title="t")
+    assert report["top1"] == 0.75
+    assert report["per_class_recall"] == {"nv": 1.0, "mel": 0.5, "tinea": 1.0}
+    assert report["malignancy_auc"] == 1.0  # mel probs 0.5, 0.4 above every other 0.1, 0.1
+    assert report["malignancy_sensitive"] == {"threshold": 0.3, "sensitivity": 1.0, "specificity": 1.0}
+    assert report["malignancy_specific"]["sensitivity"] == 0.0
+    assert report["treatment_auc"]["antifungal"] == 1.0
+    assert (tmp_path / "report.json").is_file() and (tmp_path / "evaluation.png").stat().st_size > 0
+
+
+def test_model_info_round_trips_and_masks():
+    info = info_for(["a", "b", "c"], malignant={"b"}, treatments={"a": ["steroid"], "c": ["steroid", "antiviral"]})
+    again = ModelInfo.from_json(info.to_json())
+    assert again == info
+    assert again.malignant_mask().tolist() == [False, True, False]
+    masks = again.treatment_masks()
+    assert masks["steroid"].tolist() == [True, False, True] and masks["antiviral"].tolist() == [False, False, True]
