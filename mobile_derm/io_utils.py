@@ -15,8 +15,10 @@ def atomic_path(path: str | Path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the real suffix last: Keras and h5py choose the format by extension.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
+    # Keep the real suffix last: Keras chooses the format by extension, and
+    # tf_keras reads "x.weights.h5" as its v3 format but "x.h5" as legacy HDF5.
+    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[: -len(suffix) or None]}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -1,0 +1,76 @@
+"""Training: the real code path on tiny data, and resuming after a SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobile_derm.config import TrainConfig
+from mobile_derm.train import load_run, predict_probs, train
+
+
+def test_train_on_a_tiny_real_ham10000_subset(real_data_root, tmp_path):
+    from mobile_derm.datasets import load_preset
+
+    ham = load_preset("ham10000", real_data_root)
+    # four lesions per class: the smallest set a 70/15/15 grouped split accepts
+    keep, seen = [], {}
+    for i, sample in enumerate(ham.samples):
+        groups = seen.setdefault(sample.label, set())
+        if sample.group in groups or len(groups) < 4:
+            groups.add(sample.group)
+            keep.append(i)
+    subset = ham.subset(keep, name="ham10000")
+    config = TrainConfig(input_size=64, head_epochs=3, finetune_epochs=1, batch_size=8, allow_random_weights=True)
+    result = train(subset, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    assert result.info.labels == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    assert result.info.malignant_mask().tolist() == [True, True, False, False, True, False, False]
+    assert {"top1", "balanced_accuracy", "malignancy_auc", "ece"} <= set(result.test_report)
+    for name in ("split.json", "train_config.json", "model_info.json", "weights.h5", "eval/report.json", "eval/evaluation.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    # the saved run rebuilds into the same model
+    model, _, info = load_run(tmp_path / "run")
+    x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(predict_probs(model, x, info.mean, info.std),
+                               predict_probs(result.model, x, info.mean, info.std), atol=1e-5)
+
+
+def _train_command(data: Path, out: Path, config: Path):
+    return [sys.executable, "-m", "mobile_derm.cli", "train", "--data", str(data), "--out", str(out), "--config", str(config)]
+
+
+def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
+    from mobile_derm.synthetic import generate_demo_dataset
+
+    generate_demo_dataset(tmp_path / "data", lesions_per_class=4, views_per_lesion=3, size=64)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"input_size": 48, "head_epochs": 2, "finetune_epochs": 6, "batch_size": 8,
+                                  "early_stopping_patience": 10, "allow_random_weights": True}))
+    out = tmp_path / "run"
+    env = {**os.environ, "MOBILE_DERM_CACHE": str(tmp_path / "cache")}
+    command = _train_command(tmp_path / "data" / "labels.csv", out, config)
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    backup = out / "backup"
+    deadline = time.time() + 300
+    # wait until at least one fine-tuning epoch is backed up, then kill -9
+    while time.time() < deadline and first.poll() is None:
+        if backup.is_dir() and any(backup.rglob("*.index")):
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, "training ended before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (out / "weights.h5").exists()
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (out / "weights.h5").is_file() and (out / "model_info.json").is_file()
+    history = json.loads((out / "history.json").read_text())
+    # the second process ran only the epochs that were left
+    assert 1 <= len(history["finetune"]["loss"]) < 6
+    assert not backup.exists() or not any(backup.rglob("*.index"))  # cleaned up after success
