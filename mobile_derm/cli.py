@@ -24,7 +24,16 @@ def _load_dataset(spec: str, data_root: str | None):
     if spec in datasets.PRESETS:
         return datasets.load_preset(spec, data_root)
     if path.suffix.lower() == ".csv":
-        return datasets.read_csv(path)
+        # A "group" column (lesion or patient id), when present, keeps a
+        # group's images on one side of every split.
+        import csv
+
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), [])
+        except OSError:
+            header = []  # read_csv reports the problem with the file's name
+        return datasets.read_csv(path, group_col="group" if "group" in header else None)
     if path.is_dir():
         return datasets.read_folder(path)
     raise DataError(path, f"not found (give a preset: {', '.join(datasets.PRESETS)}; a labels .csv; or a folder)")
