@@ -77,6 +77,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_crossval(args) -> int:
+    from mobile_derm.config import TrainConfig
+    from mobile_derm.crossval import cross_validate, markdown
+    from mobile_derm.taxonomy import Taxonomy
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    if args.random_weights:
+        config = TrainConfig.from_dict({**config.to_dict(), "allow_random_weights": True})
+    taxonomy = Taxonomy.load(args.taxonomy)
+    dataset = _load_dataset(args.data, args.data_root)
+    summary = cross_validate(dataset, config, args.out, k=args.folds, taxonomy=taxonomy)
+    print(markdown(summary))
+    return 0
+
+
 def cmd_export(args) -> int:
     from export.convert import check_variants
     from export.exporter import export_variants, representative_sample
@@ -168,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("crossval", help="grouped k-fold cross-validation (mean and spread over folds)")
+    data_args(p)
+    p.add_argument("--out", required=True, help="folder for the fold runs and crossval.json/.md")
+    p.add_argument("--config", help="TrainConfig JSON file")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
+    p.add_argument("--random-weights", action="store_true")
+    p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("export", help="convert a run to .tflite variants with metadata")
     p.add_argument("run", help="training run folder")
