@@ -28,6 +28,9 @@ class TrainConfig:
     finetune_learning_rate: float = 5e-4
     warmup_epochs: float = 0.5
     weight_decay: float = 1e-5
+    # False keeps BatchNorm in inference mode while fine-tuning (Keras' advice
+    # for small data: batch statistics of a few hundred photos are noisy).
+    train_batchnorm: bool = False
     label_smoothing: float = 0.1
     class_weighting: str = "sqrt"  # "none", "sqrt" or "balanced" inverse frequency
     augment: bool = True

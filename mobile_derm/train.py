@@ -3,7 +3,7 @@ then fine-tune end to end; every stage resumes after a kill.
 
 Run folder layout (everything a later export/benchmark needs):
   train_config.json  the TrainConfig            split.json      the grouped split
-  head.weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
+  head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
   weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
   history.json       Keras histories            eval/           test-split report + plots
 """
@@ -207,7 +207,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         history = json.loads(history_file.read_text())
 
     # ---- stage 1: head on cached features
-    head_file = run_dir / "head.weights.h5"
+    head_file = run_dir / "head_weights.h5"
     if head_file.is_file():
         model.load_weights(head_file)
     else:
@@ -229,6 +229,10 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
 
         steps = int(np.ceil(len(x_train) / config.batch_size))
         schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
+        if not config.train_batchnorm:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False  # tf_keras: also runs it in inference mode
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
             loss=_smoothed_loss(config.label_smoothing, n_classes),
@@ -239,13 +243,24 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             seed=config.seed, sample_weights=weights_per_class[y_train],
         )
         val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False)
+        # Fine-tuning must pay for itself: it has to beat the head alone on
+        # validation, or the head's weights are kept (small data sets overfit).
+        head_val_loss = float(model.evaluate(val_ds, verbose=0)[0])
+        head_weights = model.get_weights()
         callbacks = [
             keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
             keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True),
         ]
-        print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs")
+        print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
+              f"(head alone: val_loss {head_val_loss:.4f})")
         fit = model.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks, verbose=2 if not progress else 1)
         history["finetune"] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        history["head_val_loss"] = head_val_loss
+        best_val_loss = min(history["finetune"].get("val_loss", [np.inf]))
+        history["kept"] = "finetuned" if best_val_loss < head_val_loss else "head"
+        if history["kept"] == "head":
+            print(f"fine-tuning never beat the head on validation ({best_val_loss:.4f} >= {head_val_loss:.4f}): keeping the head")
+            model.set_weights(head_weights)
         atomic_write_text(history_file, json.dumps(history))
     if not final_file.is_file():
         with atomic_path(final_file) as tmp:

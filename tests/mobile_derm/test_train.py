@@ -74,3 +74,23 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
     # the second process ran only the epochs that were left
     assert 1 <= len(history["finetune"]["loss"]) < 6
     assert not backup.exists() or not any(backup.rglob("*.index"))  # cleaned up after success
+
+
+def test_a_fine_tune_that_does_not_beat_the_head_is_discarded(tmp_path):
+    from mobile_derm.synthetic import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
+                                 lesions_per_class=4, views_per_lesion=2, size=48)
+    # an absurd learning rate wrecks the network in the first step
+    config = TrainConfig(input_size=32, head_epochs=5, finetune_epochs=2, finetune_learning_rate=50.0,
+                         warmup_epochs=0.0, batch_size=8, allow_random_weights=True)
+    result = train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["kept"] == "head"
+    assert min(history["finetune"]["val_loss"]) >= history["head_val_loss"]
+    # the saved weights are the head's
+    head_model, _, info = load_run(tmp_path / "run")
+    head_model.load_weights(tmp_path / "run" / "head_weights.h5")
+    x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(predict_probs(result.model, x, info.mean, info.std),
+                               predict_probs(head_model, x, info.mean, info.std), atol=1e-6)
