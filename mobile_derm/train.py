@@ -106,7 +106,9 @@ class TrainResult:
 def _smoothed_loss(label_smoothing: float, n_classes: int):
     from mobile_derm.tf_setup import keras, tf
 
-    cce = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    # reduction="none": one loss per image, so Keras can apply the per-image
+    # class weights (a pre-reduced scalar would silently ignore them).
+    cce = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction="none")
 
     def loss(y_true, y_pred):
         y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), n_classes)

@@ -36,3 +36,19 @@ def test_class_weights_balance_the_loss():
         w = class_weights(y, 2, mode)
         assert w[1] / w[0] == pytest.approx(ratio)
         assert np.mean(w[y]) == pytest.approx(1.0)  # the loss keeps its scale
+
+
+def test_sample_weights_reach_the_loss():
+    """Class weighting only works if the loss is per image: a pre-reduced
+    scalar would make every weighting a no-op."""
+    from mobile_derm.tf_setup import keras
+    from mobile_derm.train import _smoothed_loss
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(loss=_smoothed_loss(0.1, 2))
+    x = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    y = np.array([0, 0])
+    per_image = _smoothed_loss(0.1, 2)(y, model(x)).numpy()
+    assert per_image.shape == (2,) and per_image[0] != pytest.approx(per_image[1])
+    weighted = model.evaluate(x, y, sample_weight=np.array([3.0, 1.0]), verbose=0)
+    assert weighted == pytest.approx((3 * per_image[0] + per_image[1]) / 2, rel=1e-4)
