@@ -96,21 +96,21 @@ class _FlatBuffer:
         self._need(pos, 1)
         return self.data[pos]
 
+    def _unpack(self, fmt: str, pos: int) -> int:
+        self._need(pos, struct.calcsize(fmt))
+        return struct.unpack_from(fmt, self.data, pos)[0]
+
     def u16(self, pos: int) -> int:
-        self._need(pos, 2)
-        return struct.unpack_from("<H", self.data, pos)[0]
+        return self._unpack("<H", pos)
 
     def u32(self, pos: int) -> int:
-        self._need(pos, 4)
-        return struct.unpack_from("<I", self.data, pos)[0]
+        return self._unpack("<I", pos)
 
     def i32(self, pos: int) -> int:
-        self._need(pos, 4)
-        return struct.unpack_from("<i", self.data, pos)[0]
+        return self._unpack("<i", pos)
 
     def u64(self, pos: int) -> int:
-        self._need(pos, 8)
-        return struct.unpack_from("<Q", self.data, pos)[0]
+        return self._unpack("<Q", pos)
 
     def root(self) -> int:
         return self.u32(0)
