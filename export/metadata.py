@@ -222,19 +222,24 @@ def _load(path_or_bytes: PathOrBytes) -> tuple[bytes, str]:
         raise ModelFileError(path, f"cannot read ({exc.strerror or exc})") from None
 
 
-def _open(path_or_bytes: PathOrBytes) -> tuple[str, _ModelLayout, dict[str, bytes]]:
-    """Validate the file and return (name, layout, associated files by name)."""
-    data, name = _load(path_or_bytes)
+def _checked_layout(data: bytes, name: str) -> _ModelLayout:
+    """The flatbuffer's layout, or a one-line ModelFileError saying what is wrong."""
     if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
         if len(data) == 0:
             raise ModelFileError(name, "empty file, not a TFLite model")
         raise ModelFileError(name, "not a TFLite model (no 'TFL3' flatbuffer identifier)")
     try:
-        layout = _parse_layout(data)
+        return _parse_layout(data)
     except _Truncated:
         raise ModelFileError(name, f"truncated TFLite model ({len(data)} bytes; the file was cut off)") from None
     except (ValueError, struct.error) as exc:
         raise ModelFileError(name, f"corrupt TFLite model ({exc})") from None
+
+
+def _open(path_or_bytes: PathOrBytes) -> tuple[str, _ModelLayout, dict[str, bytes]]:
+    """Validate the file and return (name, layout, associated files by name)."""
+    data, name = _load(path_or_bytes)
+    layout = _checked_layout(data, name)
 
     zip_start = data.find(b"PK\x03\x04", layout.flatbuffer_end)
     try:
@@ -304,14 +309,7 @@ def read_labels(path_or_bytes: PathOrBytes) -> list[str]:
 def read_io_spec(path_or_bytes: PathOrBytes) -> dict:
     """Input/output shapes and types from the flatbuffer (no runtime needed)."""
     data, name = _load(path_or_bytes)
-    if len(data) < 8 or data[4:8] != _TFLITE_IDENTIFIER:
-        raise ModelFileError(name, "not a TFLite model (no 'TFL3' flatbuffer identifier)")
-    try:
-        layout = _parse_layout(data)
-    except _Truncated:
-        raise ModelFileError(name, f"truncated TFLite model ({len(data)} bytes; the file was cut off)") from None
-    except (ValueError, struct.error) as exc:
-        raise ModelFileError(name, f"corrupt TFLite model ({exc})") from None
+    layout = _checked_layout(data, name)
     return {
         "input_shape": layout.input_shape,
         "input_type": layout.input_type,

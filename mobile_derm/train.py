@@ -65,6 +65,14 @@ def cached_pixels(paths: list[str], size: int, cache_dir: Path, crop_bottom: flo
     return out
 
 
+def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) -> np.ndarray:
+    """Every image of ``dataset`` as model-input pixels, through the cache
+    (``$MOBILE_DERM_CACHE/pixels`` unless given), with the dataset's bottom crop."""
+    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
+    paths = [str(s.path) for s in dataset.samples]
+    return cached_pixels(paths, size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
+
+
 # ---------------------------------------------------------------- model
 def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = None):
     """Backbone + dropout + softmax, as one flat functional model (tfmot's
@@ -187,11 +195,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
 
     # Decode everything before writing anything: a bad image stops the run
     # with its name and leaves no half-made run folder.
-    paths = [str(s.path) for s in dataset.samples]
     y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
-    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
-    crop_bottom = BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0)
-    pixels = cached_pixels(paths, size, cache, crop_bottom, progress)
+    pixels = dataset_pixels(dataset, size, cache_dir, progress)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     split.save(split_file)
@@ -270,8 +275,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
 
     # ---- operating points on validation, report on test
     val_probs = predict_probs(model, x_val, spec.mean, spec.std)
-    malignant = np.array([bool(taxonomy_entries[l]["malignant"]) for l in labels])
-    points = operating_points(val_probs, y_val, malignant, config)
+    points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
     from quality_checks import GateConfig
 
     info = ModelInfo(
@@ -319,8 +323,6 @@ def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = Tr
     split = Split.load(run_dir / "split.json", dataset)
     if list(dataset.classes) != list(info.labels):
         raise DataError(run_dir, f"dataset classes {dataset.classes} differ from the run's labels {info.labels}")
-    paths = [str(s.path) for s in dataset.samples]
-    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
-    pixels = cached_pixels(paths, config.image_size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
+    pixels = dataset_pixels(dataset, config.image_size, cache_dir, progress)
     y = np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64)
     return pixels, y, split
