@@ -13,8 +13,11 @@ Both sides see the same pixels: images are decoded once here (``load_rgb``,
 EXIF orientation applied) and handed to the worker as .npy arrays. Two variants
 per model:
   * ``app_path``: the full photo with a centred-square region of interest,
-    MediaPipe doing its own resize (bilinear) and normalization, which is what
-    an app does; our side crops the same square and resizes with INTER_AREA.
+    MediaPipe doing its own resize (bilinear, corner-aligned) and normalization,
+    which is what an app does; our side crops the same square and resizes with
+    ``preprocess.resize_square`` (the same mapping when enlarging; area averaging
+    when shrinking, where MediaPipe point-samples, so apps should shrink large
+    photos themselves first).
   * ``presized``: the photo already cropped and resized by our preprocessing,
     so only normalization/quantization, label order and the runtime differ.
     Anything below 100% here is a metadata or conversion bug.

@@ -23,17 +23,34 @@ def center_square(rgb: np.ndarray) -> np.ndarray:
     return rgb[top : top + side, left : left + side]
 
 
+# Part of the pixel-cache key: a change to how model-input pixels are made must
+# never silently reuse pixels made the old way. Bump it with any change below.
+RESIZE_VERSION = 2
+
+
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square and resize to ``size`` x ``size``.
 
-    INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging
-    (HAM10000's 200x150 copies are below most model inputs).
+    Shrinking uses INTER_AREA (averaging, no aliasing). Enlarging (HAM10000's
+    200x150 copies are below most model inputs) samples the way MediaPipe Tasks'
+    CPU ImageToTensor does: the square's corners map onto the tensor's corners,
+    bilinear, border replicated. An app that hands ImageClassifier the photo with
+    the centred-square region of interest then feeds the model the same pixels as
+    ``predict`` (cv2.resize's half-pixel-centre mapping differed by a fraction of a
+    pixel, which flipped the top-1 of near-tie photos).
     """
-    square = center_square(rgb)
-    if square.shape[0] == size:
-        return np.ascontiguousarray(square)
-    interpolation = cv2.INTER_AREA if square.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(square, (size, size), interpolation=interpolation)
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    if side > size:
+        return cv2.resize(center_square(rgb), (size, size), interpolation=cv2.INTER_AREA)
+    if side == size:
+        return np.ascontiguousarray(center_square(rgb))
+    top, left = (h - side) // 2, (w - side) // 2
+    scale = side / size
+    to_source = np.float32([[scale, 0, left], [0, scale, top]])
+    return cv2.warpAffine(
+        rgb, to_source, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

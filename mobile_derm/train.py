@@ -21,7 +21,7 @@ from mobile_derm.config import TrainConfig
 from mobile_derm.errors import DataError
 from mobile_derm.io_utils import atomic_path, atomic_write_text, user_cache_dir
 from mobile_derm.model_info import ModelInfo
-from mobile_derm.preprocess import load_rgb, normalize, resize_square
+from mobile_derm.preprocess import RESIZE_VERSION, load_rgb, normalize, resize_square
 
 # SD-198 photos carry a grey "DermQuest" banner along the bottom edge; cropping
 # it away before the square crop means the model can never see (or learn) it.
@@ -34,7 +34,7 @@ def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
     for p in paths:
         stat = Path(p).stat()
         digest.update(f"{p}|{stat.st_size}|{int(stat.st_mtime)}\n".encode())
-    digest.update(f"{size}|{crop_bottom}".encode())
+    digest.update(f"{size}|{crop_bottom}|resize-v{RESIZE_VERSION}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -156,7 +156,7 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
     history = head.fit(
         features_train, y_train,
         sample_weight=weights_per_class[y_train],
-        validation_data=(features_val, y_val),
+        validation_data=(features_val, y_val, weights_per_class[y_val]),
         epochs=config.head_epochs, batch_size=64, verbose=2,
         callbacks=[keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)],
     )
@@ -204,6 +204,10 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
     x_train, y_train = pixels[idx_train], y_all[idx_train]
     x_val, y_val = pixels[idx_val], y_all[idx_val]
+    # Validation is weighted like training, so early stopping and the head-versus-
+    # fine-tuned choice judge the same (class-balanced) objective the model learns;
+    # an unweighted validation loss penalises exactly the shift towards rare classes
+    # that the weights ask for.
     weights_per_class = class_weights(y_train, n_classes, config.class_weighting)
 
     keras.utils.set_random_seed(config.seed)
@@ -249,7 +253,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             x_train, y_train, spec.mean, spec.std, config.batch_size, training=config.augment,
             seed=config.seed, sample_weights=weights_per_class[y_train],
         )
-        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False)
+        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=weights_per_class[y_val])
         # Fine-tuning must pay for itself: it has to beat the head alone on
         # validation, or the head's weights are kept (small data sets overfit).
         head_val_loss = float(model.evaluate(val_ds, verbose=0)[0])
