@@ -106,11 +106,9 @@ def cmd_export(args) -> int:
     qat_model = None
     if "qat_int8" in variants:
         from export.qat import quantization_aware_finetune
-        from mobile_derm.train import class_weights
 
-        w = class_weights(y[train_idx], len(info.labels), config.class_weighting)
-        qat_model = quantization_aware_finetune(model, config, pixels[train_idx], y[train_idx], pixels[split.val], y[split.val],
-                                                epochs=args.qat_epochs, class_weight_per_sample=w[y[train_idx]])
+        qat_model = quantization_aware_finetune(model, config, pixels[train_idx], pixels[split.val],
+                                                epochs=args.qat_epochs, learning_rate=args.qat_learning_rate)
     written = export_variants(model, info, args.out, variants, calibration, io_type=args.io_type, qat_model=qat_model)
     for variant, path in written.items():
         print(f"{variant:9s} {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -199,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--variants", default="float32,dynamic,float16,int8,int16x8")
     p.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
-    p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--qat-epochs", type=int, default=1, help="epochs of quantization-aware distillation (default 1)")
+    p.add_argument("--qat-learning-rate", type=float, default=1e-5, help="Adam learning rate for it (default 1e-5)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="accuracy / size / latency of every exported variant")

@@ -101,14 +101,18 @@ def make_dataset(
     training: bool,
     seed: int = 0,
     sample_weights: np.ndarray | None = None,
+    shuffle: bool | None = None,
 ):
-    """Batches of normalized images ((pixel - mean) / std) and labels."""
+    """Batches of normalized images ((pixel - mean) / std) and labels.
+
+    ``training`` augments and shuffles; ``shuffle`` overrides the shuffling alone
+    (distillation wants shuffled but unaugmented images)."""
     size = int(pixels.shape[1])
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     parts = [pixels] + ([labels] if labels is not None else []) + ([sample_weights] if sample_weights is not None else [])
     ds = tf.data.Dataset.from_tensor_slices(tuple(parts))
-    if training:
+    if training if shuffle is None else shuffle:
         ds = ds.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
 
     def prepare(image, *rest):
