@@ -99,6 +99,11 @@ def cmd_export(args) -> int:
 
     variants = check_variants(args.variants.split(","))
     model, config, info = load_run(args.run)
+    if args.gate_config:
+        from quality_checks import GateConfig
+
+        # The gate the app should apply, e.g. one from calibrate-gate on your own photos.
+        info.gate_config = (GateConfig.default() if args.gate_config == "default" else GateConfig.load(args.gate_config)).to_dict()
     dataset = _load_dataset(args.data, args.data_root)
     pixels, y, split = run_arrays(dataset, args.run)
     train_idx = split.train
@@ -199,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
     p.add_argument("--qat-epochs", type=int, default=1, help="epochs of quantization-aware distillation (default 1)")
     p.add_argument("--qat-learning-rate", type=float, default=1e-5, help="Adam learning rate for it (default 1e-5)")
+    p.add_argument("--gate-config", metavar="CONFIG.json",
+                   help="quality-gate config to pack into the models instead of the run's ('default': this version's built-in)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="accuracy / size / latency of every exported variant")

@@ -72,8 +72,14 @@ def calibrate(
     base: GateConfig | None = None,
     min_model_input: int | None = None,
     progress: bool = False,
+    fit_skin_model: bool = False,
 ) -> GateConfig:
-    """A new GateConfig whose thresholds pass ``target_pass_rate`` of the given good photos."""
+    """A new GateConfig whose thresholds pass ``target_pass_rate`` of the given good photos.
+
+    With ``fit_skin_model`` the not-skin check's one-class model (typicality.py) is
+    refitted on these photos first (at least typicality.MIN_PHOTOS_TO_FIT of them): do
+    that when your photos differ from the atlas, dermoscopy and phone photos the
+    default was fitted on."""
     from quality_checks.decode import read_image
     from quality_checks.features import measure
     from quality_checks.gate import scores_from_measurements
@@ -87,16 +93,35 @@ def calibrate(
         from tqdm import tqdm
 
         it = tqdm(paths, desc="calibrate", unit="img")
-    scores, unreadable = [], []
+    measurements, unreadable = [], []
     for p in it:
         try:
             rgb = read_image(p, max_pixels=base.max_pixels, min_long_side=base.decode_min_long_side)
         except ImageReadError as exc:
             unreadable.append(str(exc))
             continue
-        scores.append(scores_from_measurements(measure(rgb, base.analysis_size), base, min_model_input))
-    thresholds, alpha, achieved = thresholds_for(scores, target_pass_rate, base)
+        measurements.append(measure(rgb, base.analysis_size))
     cfg = GateConfig.from_dict(base.to_dict())
+    scores = None
+    if fit_skin_model:
+        from quality_checks import typicality
+
+        descriptors = np.stack([m.descriptor for m in measurements]) if measurements else np.zeros((0, typicality.DESCRIPTOR_SIZE))
+        model = typicality.fit(descriptors, source=f"calibrate-gate on {len(measurements)} photos")
+        cfg.skin_model = model.to_dict()
+        cfg.ramps["not_skin"]["typicality"] = typicality.default_ramp(model)
+        # Thresholds from how the model scores photos it was NOT fitted on (2-fold): scored
+        # in-sample, every calibration photo looks perfectly typical and the not_skin
+        # threshold would come out too strict for the next real photo.
+        scores = [None] * len(measurements)
+        for f in (0, 1):
+            half = typicality.fit_parameters(descriptors[np.arange(len(descriptors)) % 2 != f], typicality.N_COMPONENTS)
+            fold_cfg = GateConfig.from_dict({**cfg.to_dict(), "skin_model": half.to_dict()})
+            for i in range(f, len(measurements), 2):
+                scores[i] = scores_from_measurements(measurements[i], fold_cfg, min_model_input)
+    if scores is None:
+        scores = [scores_from_measurements(m, cfg, min_model_input) for m in measurements]
+    thresholds, alpha, achieved = thresholds_for(scores, target_pass_rate, cfg)
     cfg.thresholds = thresholds
     major, minor, *_ = (base.version.split(".") + ["0", "0"])[:3]
     cfg.version = f"{major}.{int(minor) + 1 if minor.isdigit() else 1}.0-cal"
@@ -107,6 +132,7 @@ def calibrate(
         "achieved_pass_rate": round(achieved, 4),
         "alpha": round(alpha, 5),
         "base_version": base.version,
+        "skin_model_refitted": bool(fit_skin_model),
         "date": _dt.date.today().isoformat(),
     }
     return cfg

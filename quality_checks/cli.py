@@ -68,7 +68,8 @@ def cmd_calibrate_gate(args) -> int:
 
     try:
         base = _load_config(args.config)
-        cfg = calibrate(args.folder, target_pass_rate=args.target_pass_rate, base=base, progress=not args.quiet)
+        cfg = calibrate(args.folder, target_pass_rate=args.target_pass_rate, base=base, progress=not args.quiet,
+                        fit_skin_model=args.fit_skin_model)
         cfg.save(args.out)
     except QualityCheckError as exc:
         return _err(exc)
@@ -132,6 +133,8 @@ def register(subparsers) -> None:
     p.add_argument("--target-pass-rate", type=float, default=0.95)
     p.add_argument("--out", required=True, metavar="CONFIG.json")
     p.add_argument("--config", help="base config JSON (default: built-in)")
+    p.add_argument("--fit-skin-model", action="store_true",
+                   help="also refit the not-skin check's model of what a skin photo looks like (>= 50 photos)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_calibrate_gate)
 

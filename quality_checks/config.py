@@ -41,7 +41,8 @@ _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
     "noise": {"noise_sigma": {"good": 3.0, "bad": 9.0}, "blockiness": {"good": 0.45, "bad": 1.0}},
     # framing: skin share of the frame; distance of the skin centroid from the centre
     "framing": {"skin_fraction": {"good": 0.35, "bad": 0.05}, "roi_offset": {"good": 0.15, "bad": 0.5}},
-    # not_skin: skin-coloured share, hue entropy (many colours), vivid non-skin colours
+    # not_skin: skin-coloured share, hue entropy (many colours), vivid non-skin colours;
+    # replaced by the one-class skin-photo model when one is shipped (see _default_ramps)
     "not_skin": {
         "skin_fraction": {"good": 0.2, "bad": 0.0},
         "hue_entropy": {"good": 2.0, "bad": 3.2},
@@ -67,13 +68,42 @@ _DEFAULT_THRESHOLDS = {
 _DEFAULT_CAST_BOX = {"r_minus_b_min": 0.01, "g_min": 0.27, "g_max": 0.35, "b_max": 0.345}
 
 
+SKIN_MODEL_FILE = Path(__file__).parent / "data" / "skin_model.json"
+
+
+def _shipped_skin_model() -> dict | None:
+    """The default one-class skin-photo model (typicality.py), or None if not shipped."""
+    try:
+        return json.loads(SKIN_MODEL_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _default_ramps() -> dict:
+    ramps = copy.deepcopy(_DEFAULT_RAMPS)
+    model = _shipped_skin_model()
+    if model is not None:
+        from quality_checks.typicality import SkinPhotoModel, default_ramp
+
+        # The one-class model replaces the hue-entropy and vivid-colour rules: on the skin
+        # sets and the non-skin photos of ../shared/data it rejects 0.76 of non-skin photos
+        # where the rules rejected 0.42, at the same clean pass rate (the rules also failed
+        # SD-198 atlas photos that show clothes and backgrounds). The skin-colour share stays:
+        # it costs no clean photo and names a plain wall or sheet as "not skin".
+        ramps["not_skin"] = {
+            "typicality": default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)),
+            "skin_fraction": dict(ramps["not_skin"]["skin_fraction"]),
+        }
+    return ramps
+
+
 @dataclass
 class GateConfig:
     version: str = "1.0.0"
     schema_version: int = SCHEMA_VERSION
     thresholds: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_THRESHOLDS))
     warn_margin: dict[str, float] = field(default_factory=lambda: {k: 0.1 for k in CHECK_NAMES})
-    ramps: dict[str, dict[str, dict[str, float]]] = field(default_factory=lambda: copy.deepcopy(_DEFAULT_RAMPS))
+    ramps: dict[str, dict[str, dict[str, float]]] = field(default_factory=_default_ramps)
     cast_box: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_CAST_BOX))
     # checks whose failure only warns (never rejects)
     warn_only: list[str] = field(default_factory=list)
@@ -82,6 +112,20 @@ class GateConfig:
     analysis_size: int = 320
     decode_min_long_side: int = 800
     calibration: dict | None = None  # provenance written by calibrate()
+    # one-class model of skin photos for the not_skin check (typicality.SkinPhotoModel.to_dict())
+    skin_model: dict | None = field(default_factory=_shipped_skin_model)
+
+    def skin_photo_model(self):
+        """The parsed skin_model (cached), or None."""
+        if self.skin_model is None:
+            return None
+        cached = getattr(self, "_parsed_skin_model", None)
+        if cached is None or cached[0] is not self.skin_model:
+            from quality_checks.typicality import SkinPhotoModel
+
+            cached = (self.skin_model, SkinPhotoModel.from_dict(self.skin_model))
+            self._parsed_skin_model = cached
+        return cached[1]
 
     @classmethod
     def default(cls) -> "GateConfig":
@@ -101,6 +145,7 @@ class GateConfig:
             "analysis_size": self.analysis_size,
             "decode_min_long_side": self.decode_min_long_side,
             "calibration": copy.deepcopy(self.calibration),
+            "skin_model": copy.deepcopy(self.skin_model),
         }
 
     @classmethod
@@ -135,6 +180,7 @@ class GateConfig:
                 analysis_size=int(d.get("analysis_size", base.analysis_size)),
                 decode_min_long_side=int(d.get("decode_min_long_side", base.decode_min_long_side)),
                 calibration=d.get("calibration"),
+                skin_model=d.get("skin_model", base.skin_model),
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise GateConfigError(source, f"bad gate config value ({exc})") from None
@@ -152,6 +198,10 @@ class GateConfig:
             for key, gb in table.items():
                 if gb["good"] == gb["bad"]:
                     raise GateConfigError(source, f"ramp {check}.{key} has good == bad")
+        if self.skin_model is not None:
+            from quality_checks.typicality import SkinPhotoModel
+
+            SkinPhotoModel.from_dict(self.skin_model, source)
         if self.min_model_input < 1 or self.max_pixels < 1 or self.analysis_size < 32:
             raise GateConfigError(source, "min_model_input, max_pixels must be >= 1 and analysis_size >= 32")
 

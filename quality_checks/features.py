@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from quality_checks.typicality import describe
+
 SKIN_MIN_PIXELS = 64
 
 
@@ -92,9 +94,10 @@ class Measurements:
     noise_sigma: float  # estimated Gaussian noise sigma (grey levels) at the analysis scale
     blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
     grey: bool  # the photo has no colour at all
+    descriptor: np.ndarray | None = None  # typicality.describe() of the analysis copy (not in to_dict)
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "descriptor"}
 
 
 def skin_mask(rgb: np.ndarray) -> np.ndarray:
@@ -340,4 +343,5 @@ def measure(rgb: np.ndarray, analysis_size: int = 320) -> Measurements:
         noise_sigma=noise,
         blockiness=blockiness,
         grey=grey_photo,
+        descriptor=describe(small),
     )

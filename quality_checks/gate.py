@@ -116,6 +116,14 @@ def cast_distance(m: Measurements, box: dict) -> float:
     )
 
 
+def _typicality(m: Measurements, config: GateConfig) -> float:
+    """Distance from the skin-photo model (about 1 for a typical skin photo; 0 without a model)."""
+    model = config.skin_photo_model()
+    if model is None or m.descriptor is None:
+        return 0.0
+    return model.distance(m.descriptor)
+
+
 def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dict[str, dict[str, float]]:
     return {
         "resolution": {"min_side": float(min(m.width, m.height)), "min_model_input": float(min_model_input)},
@@ -126,6 +134,7 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness},
         "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset},
         "not_skin": {
+            "typicality": _typicality(m, config),
             "skin_fraction": m.skin_fraction,
             "hue_entropy": m.hue_entropy,
             "colourful_fraction": m.colourful_fraction,
@@ -145,6 +154,7 @@ _REASONS = {
     ("noise", "blockiness"): "compressed",
     ("framing", "skin_fraction"): "too_far",
     ("framing", "roi_offset"): "off_centre",
+    ("not_skin", "typicality"): "not_skin",
     ("not_skin", "skin_fraction"): "not_skin",
     ("not_skin", "hue_entropy"): "not_skin",
     ("not_skin", "colourful_fraction"): "not_skin",

@@ -94,3 +94,31 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("demo", "train", "export", "benchmark", "predict", "check-photo", "gate-eval", "calibrate-gate"):
         assert command in text
+
+
+def test_export_packs_the_gate_config_it_is_given(tiny_demo, tmp_path):
+    """`export --gate-config` puts a calibrated gate into the model file, so the app applies
+    the user's thresholds; a bad config file is a one-line error and writes nothing."""
+    from export.metadata import read_model_info
+    from quality_checks import GateConfig
+
+    cfg = GateConfig.default()
+    cfg.thresholds["sharpness"] = 0.55
+    cfg.version = "9.9.9-test"
+    cfg_file = tmp_path / "gate.json"
+    cfg.save(cfg_file)
+    data = str(tiny_demo / "data" / "labels.csv")
+    out = tmp_path / "models"
+    code = main(["export", str(tiny_demo / "run"), "--data", data, "--out", str(out), "--variants", "float32",
+                 "--gate-config", str(cfg_file)])
+    assert code == 0
+    packed = read_model_info(out / "float32.tflite").gate_config
+    assert packed["version"] == "9.9.9-test" and packed["thresholds"]["sharpness"] == 0.55
+    assert packed["skin_model"] == cfg.skin_model
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"thresholds": {"sharpness": 7}}')
+    out2 = tmp_path / "models2"
+    assert main(["export", str(tiny_demo / "run"), "--data", data, "--out", str(out2), "--variants", "float32",
+                 "--gate-config", str(bad)]) == 2
+    assert not (out2 / "float32.tflite").exists()

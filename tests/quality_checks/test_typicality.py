@@ -1,0 +1,68 @@
+"""The one-class skin-photo model behind the not-skin check."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from quality_checks import GateConfig, assess, calibrate
+from quality_checks.errors import GateConfigError
+from quality_checks.typicality import DESCRIPTOR_SIZE, MIN_PHOTOS_TO_FIT, SkinPhotoModel, describe, fit
+
+
+def test_descriptor_has_its_declared_size_and_is_deterministic(make_skin):
+    img = make_skin(240, 320, seed=1)
+    d = describe(img)
+    assert d.shape == (DESCRIPTOR_SIZE,) and d.dtype == np.float32 and np.all(np.isfinite(d))
+    np.testing.assert_array_equal(d, describe(img.copy()))
+
+
+def test_fit_scores_its_own_kind_low_and_other_pictures_high(make_skin):
+    rng = np.random.default_rng(0)
+    skins = np.stack([describe(make_skin(120, 160, seed=i)) for i in range(80)])
+    model = fit(skins[:60], n_components=8)
+    held_out = [model.distance(d) for d in skins[60:]]
+    # Sky over green grass: nothing like a skin photo.
+    scene = np.zeros((120, 160, 3), np.uint8)
+    scene[:60] = (110, 160, 230)
+    scene[60:] = (50, 140, 40)
+    scene = np.clip(scene + rng.normal(0, 6, scene.shape), 0, 255).astype(np.uint8)
+    assert np.median(held_out) < 3.0
+    assert model.distance(describe(scene)) > 10 * max(held_out)
+
+
+def test_model_round_trips_and_rejects_bad_parameters(make_skin):
+    skins = np.stack([describe(make_skin(96, 128, seed=i)) for i in range(MIN_PHOTOS_TO_FIT)])
+    model = fit(skins, n_components=6, source="test")
+    again = SkinPhotoModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.distance(skins[0]) == pytest.approx(model.distance(skins[0]), rel=1e-4)
+    bad = model.to_dict()
+    bad["scale"][3] = 0.0
+    with pytest.raises(GateConfigError):
+        SkinPhotoModel.from_dict(bad)
+    with pytest.raises(GateConfigError):
+        SkinPhotoModel.from_dict({**model.to_dict(), "mean": [0.0] * 5})
+    with pytest.raises(GateConfigError):
+        fit(skins[: MIN_PHOTOS_TO_FIT - 1])
+
+
+def test_default_config_ships_a_model_and_uses_it():
+    cfg = GateConfig.default()
+    assert cfg.skin_photo_model() is not None
+    assert "typicality" in cfg.ramps["not_skin"]
+    # A config saved without a model (older files) still loads; the check then relies on skin colour.
+    d = cfg.to_dict()
+    d["skin_model"] = None
+    assert GateConfig.from_dict(d).skin_photo_model() is None
+
+
+def test_calibrate_can_refit_the_skin_model(tmp_path, make_skin):
+    for i in range(MIN_PHOTOS_TO_FIT):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), make_skin(120, 160, seed=100 + i)[:, :, ::-1])
+    cfg = calibrate(tmp_path, target_pass_rate=0.9, fit_skin_model=True)
+    assert cfg.skin_model["n_photos"] == MIN_PHOTOS_TO_FIT
+    assert cfg.skin_model != GateConfig.default().skin_model
+    assert cfg.calibration["skin_model_refitted"] is True
+    # The refitted model accepts a new photo of the same kind as skin.
+    v = assess(make_skin(120, 160, seed=999), cfg)
+    assert v.check("not_skin").passed
