@@ -45,3 +45,23 @@ def test_qat_distils_the_float_model_with_batchnorm_frozen(float_model_and_pixel
     assert bn.trainable  # the float model's own flag is restored
     np.testing.assert_allclose(bn.moving_mean.numpy(), moving_mean)
     assert agreement(model, qat, pixels, config.spec.mean, config.spec.std) >= 0.95
+
+
+def test_activation_ranges_start_at_the_float_models_ranges(float_model_and_pixels):
+    """tfmot would start every range at [-6, 6]; ours start where the float activations are."""
+    import tensorflow_model_optimization as tfmot
+
+    from export.qat import initialise_activation_ranges
+    from mobile_derm.preprocess import normalize
+    from mobile_derm.tf_setup import keras
+
+    model, pixels = float_model_and_pixels
+    qat = tfmot.quantization.keras.quantize_model(model)
+    assert initialise_activation_ranges(model, qat, pixels, (127.0,) * 3, (128.0,) * 3, batch_size=96) >= 2
+    weights = {w.name.split(":")[0]: float(w.numpy()) for w in qat.weights if w.shape == ()}
+    relu = next(layer for layer in model.layers if isinstance(layer, keras.layers.ReLU))
+    act = keras.Model(model.input, relu.output)(normalize(pixels, (127.0,) * 3, (128.0,) * 3)).numpy()
+    assert weights[f"quant_{relu.name}/output_max"] == pytest.approx(act.max(), rel=1e-5)
+    assert weights[f"quant_{relu.name}/output_min"] == 0.0
+    input_range = sorted(v for k, v in weights.items() if k.startswith("quantize_layer") and k.endswith(("_min", "_max")))
+    assert input_range == pytest.approx([-127 / 128, 128 / 128])
