@@ -180,7 +180,10 @@ def gate_eval(
     deg_scores: dict[tuple[str, Any], list[float]] = {}
     deg_reject: dict[tuple[str, Any], list[bool]] = {}
     deg_reasons: dict[tuple[str, Any], dict[str, int]] = {}
-    clf = {"clean": [], "degraded_accepted": [], "degraded_rejected": [], "clean_accepted": [], "clean_rejected": []}
+    # "clean_degraded_sample": the clean originals of the photos that get degraded, so the gap
+    # compares the same photos before and after degradation, not two different samples.
+    clf = {"clean": [], "clean_degraded_sample": [], "degraded_accepted": [], "degraded_rejected": [],
+           "clean_accepted": [], "clean_rejected": []}
     clf_by_deg: dict[str, dict[str, list[bool]]] = {}
     unreadable: list[str] = []
     timing_src = None
@@ -226,6 +229,8 @@ def gate_eval(
                 clf["clean_accepted" if v.decision != "reject" else "clean_rejected"].append(ok)
             if r["image"] not in deg_rows:
                 continue
+            if has_truth:
+                clf["clean_degraded_sample"].append(ok)
             for c in v.checks:
                 clean_scores.setdefault(c.name, []).append(c.score)
             for name, spec in degrade.DEGRADATIONS.items():
@@ -341,7 +346,13 @@ def gate_eval(
             "labels": labels,
             "accuracy": acc,
             "n": {k: len(v) for k, v in clf.items()},
+            # The acceptance figure: the same photos, clean vs degraded-and-accepted.
             "gap_clean_minus_degraded_accepted": (
+                round(acc["clean_degraded_sample"] - acc["degraded_accepted"], 4)
+                if acc["clean_degraded_sample"] is not None and acc["degraded_accepted"] is not None
+                else None
+            ),
+            "gap_all_clean_minus_degraded_accepted": (
                 round(acc["clean"] - acc["degraded_accepted"], 4)
                 if acc["clean"] is not None and acc["degraded_accepted"] is not None
                 else None

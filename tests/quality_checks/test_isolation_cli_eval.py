@@ -121,6 +121,8 @@ def test_gate_eval_with_fake_predictor(tmp_path, make_skin):
     assert saved["ms_per_image"] > 0
     c = rep["classifier"]
     assert c["n"]["clean"] == 4 and c["accuracy"]["clean"] == 1.0
+    # the gap compares the degraded photos with their own clean originals
+    assert c["n"]["clean_degraded_sample"] == 2 and c["accuracy"]["clean_degraded_sample"] == 1.0
     assert c["n"]["degraded_accepted"] + c["n"]["degraded_rejected"] > 0
     assert (out / "gate_eval.md").read_text().startswith("# Photo-quality gate evaluation")
 
