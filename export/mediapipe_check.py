@@ -189,8 +189,9 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 def _center_roi(h: int, w: int) -> list[float]:
     """Normalized [left, top, right, bottom] of the centred square (preprocess.center_square)."""
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    from mobile_derm.preprocess import square_box
+
+    top, left, side = square_box(h, w)
     return [left / w, top / h, (left + side) / w, (top + side) / h]
 
 

@@ -24,17 +24,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _set_batchnorm_trainable(model, trainable: bool) -> list:
-    from mobile_derm.tf_setup import keras
-
-    changed = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable != trainable:
-            layer.trainable = trainable
-            changed.append(layer)
-    return changed
-
-
 def quantization_aware_finetune(model, config, x_train, x_val, epochs: int = 1, learning_rate: float = 1e-5, batch_size: int | None = None):
     """A QAT copy of ``model`` distilled from it on uint8 pixels ``x_train``
     (``x_val`` reports how often the two agree). Returns the QAT model."""
@@ -42,7 +31,7 @@ def quantization_aware_finetune(model, config, x_train, x_val, epochs: int = 1, 
 
     from mobile_derm.pipeline import make_dataset
     from mobile_derm.tf_setup import keras
-    from mobile_derm.train import predict_probs
+    from mobile_derm.train import freeze_batchnorm, predict_probs
 
     spec = config.spec
     teacher_train = predict_probs(model, x_train, spec.mean, spec.std)
@@ -50,7 +39,7 @@ def quantization_aware_finetune(model, config, x_train, x_val, epochs: int = 1, 
 
     # tf-keras runs a non-trainable BatchNormalization in inference mode; the
     # flag is copied into the clone that quantize_model makes, then restored here.
-    frozen = _set_batchnorm_trainable(model, False)
+    frozen = freeze_batchnorm(model)
     try:
         qat_model = tfmot.quantization.keras.quantize_model(model)
     finally:

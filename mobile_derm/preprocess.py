@@ -14,12 +14,16 @@ import numpy as np
 from mobile_derm.errors import DataError
 
 
+def square_box(h: int, w: int) -> tuple[int, int, int]:
+    """(top, left, side) of the largest centred square in an h x w image."""
+    side = min(h, w)
+    return (h - side) // 2, (w - side) // 2, side
+
+
 def center_square(rgb: np.ndarray) -> np.ndarray:
     """Crop the largest centred square: phone photos centre the lesion, and a
     square crop keeps its shape instead of stretching it."""
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    top, left, side = square_box(*rgb.shape[:2])
     return rgb[top : top + side, left : left + side]
 
 
@@ -39,13 +43,11 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     ``predict`` (cv2.resize's half-pixel-centre mapping differed by a fraction of a
     pixel, which flipped the top-1 of near-tie photos).
     """
-    h, w = rgb.shape[:2]
-    side = min(h, w)
+    top, left, side = square_box(*rgb.shape[:2])
     if side > size:
         return cv2.resize(center_square(rgb), (size, size), interpolation=cv2.INTER_AREA)
     if side == size:
         return np.ascontiguousarray(center_square(rgb))
-    top, left = (h - side) // 2, (w - side) // 2
     scale = side / size
     to_source = np.float32([[scale, 0, left], [0, scale, top]])
     return cv2.warpAffine(

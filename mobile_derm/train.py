@@ -74,6 +74,17 @@ def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) ->
 
 
 # ---------------------------------------------------------------- model
+def freeze_batchnorm(model) -> list:
+    """Make every BatchNormalization layer of ``model`` non-trainable (tf_keras then
+    also runs it in inference mode); returns the layers it changed, to undo it."""
+    from mobile_derm.tf_setup import keras
+
+    changed = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    for layer in changed:
+        layer.trainable = False
+    return changed
+
+
 def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = None):
     """Backbone + dropout + softmax, as one flat functional model (tfmot's
     quantize_model refuses nested models)."""
@@ -241,9 +252,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         steps = int(np.ceil(len(x_train) / config.batch_size))
         schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
         if not config.train_batchnorm:
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False  # tf_keras: also runs it in inference mode
+            freeze_batchnorm(model)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
             loss=_smoothed_loss(config.label_smoothing, n_classes),

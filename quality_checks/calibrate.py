@@ -113,12 +113,10 @@ def calibrate(
         # Thresholds from how the model scores photos it was NOT fitted on (2-fold): scored
         # in-sample, every calibration photo looks perfectly typical and the not_skin
         # threshold would come out too strict for the next real photo.
-        scores = [None] * len(measurements)
-        for f in (0, 1):
-            half = typicality.fit_parameters(descriptors[np.arange(len(descriptors)) % 2 != f], typicality.N_COMPONENTS)
-            fold_cfg = GateConfig.from_dict({**cfg.to_dict(), "skin_model": half.to_dict()})
-            for i in range(f, len(measurements), 2):
-                scores[i] = scores_from_measurements(measurements[i], fold_cfg, min_model_input)
+        fold = typicality.fold_of(len(measurements))
+        fold_cfgs = [GateConfig.from_dict({**cfg.to_dict(), "skin_model": half.to_dict()})
+                     for half in typicality.half_models(descriptors)]
+        scores = [scores_from_measurements(m, fold_cfgs[f], min_model_input) for m, f in zip(measurements, fold)]
     if scores is None:
         scores = [scores_from_measurements(m, cfg, min_model_input) for m in measurements]
     thresholds, alpha, achieved = thresholds_for(scores, target_pass_rate, cfg)

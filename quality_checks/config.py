@@ -13,6 +13,7 @@ writes them out as JSON.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,27 +72,45 @@ _DEFAULT_CAST_BOX = {"r_minus_b_min": 0.01, "g_min": 0.27, "g_max": 0.35, "b_max
 SKIN_MODEL_FILE = Path(__file__).parent / "data" / "skin_model.json"
 
 
-def _shipped_skin_model() -> dict | None:
-    """The default one-class skin-photo model (typicality.py), or None if not shipped."""
+@functools.lru_cache(maxsize=1)
+def _shipped_skin_model_text() -> str | None:
     try:
-        return json.loads(SKIN_MODEL_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return SKIN_MODEL_FILE.read_text(encoding="utf-8")
+    except OSError:
         return None
+
+
+def _shipped_skin_model() -> dict | None:
+    """The default one-class skin-photo model (typicality.py), or None if not shipped.
+    The file is read once per process; every config gets its own parsed copy."""
+    text = _shipped_skin_model_text()
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_typicality_ramp() -> tuple[tuple[str, float], ...] | None:
+    model = _shipped_skin_model()
+    if model is None:
+        return None
+    from quality_checks.typicality import SkinPhotoModel, default_ramp
+
+    return tuple(default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)).items())
 
 
 def _default_ramps() -> dict:
     ramps = copy.deepcopy(_DEFAULT_RAMPS)
-    model = _shipped_skin_model()
-    if model is not None:
-        from quality_checks.typicality import SkinPhotoModel, default_ramp
-
+    typicality_ramp = _shipped_typicality_ramp()
+    if typicality_ramp is not None:
         # The one-class model replaces the hue-entropy and vivid-colour rules: on the skin
         # sets and the non-skin photos of ../shared/data it rejects 0.76 of non-skin photos
         # where the rules rejected 0.42, at the same clean pass rate (the rules also failed
         # SD-198 atlas photos that show clothes and backgrounds). The skin-colour share stays:
         # it costs no clean photo and names a plain wall or sheet as "not skin".
         ramps["not_skin"] = {
-            "typicality": default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)),
+            "typicality": dict(typicality_ramp),
             "skin_fraction": dict(ramps["not_skin"]["skin_fraction"]),
         }
     return ramps

@@ -347,16 +347,8 @@ def gate_eval(
             "accuracy": acc,
             "n": {k: len(v) for k, v in clf.items()},
             # The acceptance figure: the same photos, clean vs degraded-and-accepted.
-            "gap_clean_minus_degraded_accepted": (
-                round(acc["clean_degraded_sample"] - acc["degraded_accepted"], 4)
-                if acc["clean_degraded_sample"] is not None and acc["degraded_accepted"] is not None
-                else None
-            ),
-            "gap_all_clean_minus_degraded_accepted": (
-                round(acc["clean"] - acc["degraded_accepted"], 4)
-                if acc["clean"] is not None and acc["degraded_accepted"] is not None
-                else None
-            ),
+            "gap_clean_minus_degraded_accepted": _gap(acc["clean_degraded_sample"], acc["degraded_accepted"]),
+            "gap_all_clean_minus_degraded_accepted": _gap(acc["clean"], acc["degraded_accepted"]),
             "by_degradation": {
                 name: {k: (round(float(np.mean(v)), 4) if v else None) for k, v in d.items()}
                 | {f"n_{k}": len(v) for k, v in d.items()}
@@ -370,6 +362,10 @@ def gate_eval(
     if plots:
         write_plots(out_dir, report, clean_scores, deg_scores, ood_scores, config)
     return report
+
+
+def _gap(a: float | None, b: float | None) -> float | None:
+    return round(a - b, 4) if a is not None and b is not None else None
 
 
 def _r(x):

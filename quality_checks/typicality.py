@@ -77,14 +77,17 @@ class SkinPhotoModel:
     source: str = ""
     distance_quantiles: dict[str, float] = field(default_factory=dict)  # of the fitting photos
 
+    def __post_init__(self):
+        # Unit-length principal directions for the residual term: computed once, not per photo.
+        self._directions = self.components / np.linalg.norm(self.components, axis=0)
+
     def distance(self, descriptor: np.ndarray) -> float:
         """Whitened squared distance inside the skin-photo subspace plus the squared distance
         from it (in units of its typical value), per dimension: about 1 for a skin photo.
         The second term catches pictures that differ in ways skin photos never vary."""
         z = (np.asarray(descriptor, np.float64) - self.mean) / self.scale
         w = z @ self.components
-        directions = self.components / np.linalg.norm(self.components, axis=0)
-        residual = z - (z @ directions) @ directions.T
+        residual = z - (z @ self._directions) @ self._directions.T
         k = self.components.shape[1]
         return float((w @ w + residual @ residual / self.residual_scale) / (k + 1))
 
@@ -134,14 +137,25 @@ def fit_parameters(x: np.ndarray, n_components: int) -> SkinPhotoModel:
     return SkinPhotoModel(mean, scale, components, residual_scale, len(x))
 
 
+def fold_of(n: int) -> np.ndarray:
+    """The 2-fold split used for cross-fitting: photo i is in fold i % 2."""
+    return np.arange(n) % 2
+
+
+def half_models(descriptors: np.ndarray, n_components: int = N_COMPONENTS) -> list[SkinPhotoModel]:
+    """For each fold f, the model fitted on the photos outside it."""
+    x = np.asarray(descriptors, np.float64)
+    fold = fold_of(len(x))
+    return [fit_parameters(x[fold != f], n_components) for f in (0, 1)]
+
+
 def cross_fit_distances(descriptors: np.ndarray, n_components: int = N_COMPONENTS) -> np.ndarray:
     """Each photo's distance under a model fitted on the other half (2-fold), i.e. how
     the model will score new photos of the same kind, not the optimistic in-sample value."""
     x = np.asarray(descriptors, np.float64)
-    fold = np.arange(len(x)) % 2
+    fold = fold_of(len(x))
     out = np.empty(len(x))
-    for f in (0, 1):
-        model = fit_parameters(x[fold != f], n_components)
+    for f, model in enumerate(half_models(x, n_components)):
         out[fold == f] = [model.distance(row) for row in x[fold == f]]
     return out
 
