@@ -57,9 +57,11 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     backup = out / "backup"
     deadline = time.time() + 300
-    # wait until at least one fine-tuning epoch is backed up, then kill -9
+    # wait until at least one fine-tuning epoch is backed up, then kill -9. The
+    # "checkpoint" state file is what a restart restores from and is written after
+    # the .index/.data files: waiting for *.index alone raced with that write.
     while time.time() < deadline and first.poll() is None:
-        if backup.is_dir() and any(backup.rglob("*.index")):
+        if backup.is_dir() and any(backup.rglob("checkpoint")):
             break
         time.sleep(0.5)
     assert first.poll() is None, "training ended before it could be killed"
