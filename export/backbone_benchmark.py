@@ -221,7 +221,7 @@ def _agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
 def _measure_variants(model, name: str, variants, info: ModelInfo, folder: Path, representative: np.ndarray,
                       eval_pixels: np.ndarray, runs: int, bar) -> dict:
     """Convert, write with metadata, time and evaluate each variant; float32 first."""
-    from export.benchmark import latency_ms, tflite_probs
+    from export.benchmark import latency_ms_interleaved, tflite_probs
     from export.convert import convert
     from export.metadata import write_model_file
 
@@ -232,12 +232,14 @@ def _measure_variants(model, name: str, variants, info: ModelInfo, folder: Path,
         path = write_model_file(folder / f"{variant}.tflite", convert(model, variant, representative, "uint8"), info)
         bar.set_postfix_str(f"{name} {variant}: evaluate")
         probs[variant] = tflite_probs(path, eval_pixels, progress=False)
-        bar.set_postfix_str(f"{name} {variant}: latency")
-        p50, p95 = latency_ms(path, 1, runs)
-        p50_2, _ = latency_ms(path, 2, runs)
-        rows[variant] = {"file": str(path), "size_bytes": path.stat().st_size,
-                         "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ms_p50_2threads": p50_2}
+        rows[variant] = {"file": str(path), "size_bytes": path.stat().st_size}
         bar.update()
+    bar.set_postfix_str(f"{name}: latency")
+    paths = {variant: row["file"] for variant, row in rows.items()}
+    one_thread, two_threads = latency_ms_interleaved(paths, 1, runs), latency_ms_interleaved(paths, 2, runs)
+    for variant, row in rows.items():
+        row.update({"latency_ms_p50": one_thread[variant][0], "latency_ms_p95": one_thread[variant][1],
+                    "latency_ms_p50_2threads": two_threads[variant][0]})
     reference = probs.get("float32")
     base = rows.get("float32")
     for variant, row in rows.items():

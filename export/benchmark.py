@@ -21,22 +21,33 @@ TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "
                  "size_bytes", "latency_ms_p50", "latency_ms_p95", "latency_ms_p50_2threads")
 
 
-def latency_ms(model_path: str | Path, num_threads: int, runs: int = 50, warmup: int = 5) -> tuple[float, float]:
-    """p50 and p95 of single-image invoke time on LiteRT."""
+def latency_ms_interleaved(model_paths: dict[str, str | Path], num_threads: int, runs: int = 50,
+                           warmup: int = 5) -> dict[str, tuple[float, float]]:
+    """p50 and p95 of single-image invoke time on LiteRT for each model, timed in
+    rounds (one invoke of every model per round) so that a slow spell of the machine
+    -- frequency scaling, another process -- lands on every variant alike and the
+    ratios between them stay fair. Timing the variants one after another let such a
+    spell alone move the int8/float32 ratio by 0.1."""
     from mobile_derm.predict import Predictor
 
-    predictor = Predictor(model_path, num_threads=num_threads)
-    interp = predictor.interpreter
-    x = predictor.input_tensor(np.full((predictor.info.input_size,) * 2 + (3,), 128, np.uint8))
-    index = predictor._input["index"]
-    times = []
+    timed = []
+    for name, path in model_paths.items():
+        predictor = Predictor(path, num_threads=num_threads)
+        x = predictor.input_tensor(np.full((predictor.info.input_size,) * 2 + (3,), 128, np.uint8))
+        timed.append((name, predictor.interpreter, predictor._input["index"], x, []))
     for i in range(warmup + runs):
-        interp.set_tensor(index, x)
-        start = time.perf_counter()
-        interp.invoke()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+        for _, interp, index, x, times in timed:
+            interp.set_tensor(index, x)
+            start = time.perf_counter()
+            interp.invoke()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return {name: (float(np.percentile(times, 50)), float(np.percentile(times, 95))) for name, _, _, _, times in timed}
+
+
+def latency_ms(model_path: str | Path, num_threads: int, runs: int = 50, warmup: int = 5) -> tuple[float, float]:
+    """p50 and p95 of single-image invoke time of one model on LiteRT."""
+    return latency_ms_interleaved({"model": model_path}, num_threads, runs, warmup)["model"]
 
 
 def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
@@ -67,13 +78,12 @@ def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, 
     if keras_probs is not None:
         results["keras_float"] = summarise(keras_probs, {})
     for variant, path in models.items():
-        probs = tflite_probs(path, test_pixels, progress)
-        p50, p95 = latency_ms(path, 1, latency_runs)
-        p50_2, _ = latency_ms(path, 2, latency_runs)
-        results[variant] = summarise(probs, {
-            "size_bytes": Path(path).stat().st_size,
-            "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ms_p50_2threads": p50_2,
-        })
+        results[variant] = summarise(tflite_probs(path, test_pixels, progress), {"size_bytes": Path(path).stat().st_size})
+    one_thread = latency_ms_interleaved(models, 1, latency_runs)
+    two_threads = latency_ms_interleaved(models, 2, latency_runs)
+    for variant in models:
+        results[variant].update({"latency_ms_p50": one_thread[variant][0], "latency_ms_p95": one_thread[variant][1],
+                                 "latency_ms_p50_2threads": two_threads[variant][0]})
     if "float32" in results and "int8" in results:
         results["int8"]["size_vs_float32"] = results["int8"]["size_bytes"] / results["float32"]["size_bytes"]
         results["int8"]["latency_vs_float32"] = results["int8"]["latency_ms_p50"] / results["float32"]["latency_ms_p50"]

@@ -35,6 +35,10 @@ class TrainConfig:
     class_weighting: str = "sqrt"  # "none", "sqrt" or "balanced" inverse frequency
     augment: bool = True
     early_stopping_patience: int = 3
+    # Post-hoc logit adjustment towards rare classes (mobile_derm.logit_adjustment):
+    # "validation" picks tau for balanced accuracy on the validation split, a
+    # number fixes tau, 0 leaves the trained model as it is.
+    logit_adjustment: float | str = 0.0
     dropout_rate: float | None = None  # None: the backbone spec's
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -51,6 +55,11 @@ class TrainConfig:
         get_backbone_spec(self.backbone)  # fail early on a typo
         if self.class_weighting not in ("none", "sqrt", "balanced"):
             raise ConfigError(None, f"class_weighting must be none, sqrt or balanced, not {self.class_weighting!r}")
+        if isinstance(self.logit_adjustment, str):
+            if self.logit_adjustment != "validation":
+                raise ConfigError(None, f"logit_adjustment must be a number or \"validation\", not {self.logit_adjustment!r}")
+        elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
+            raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

@@ -29,7 +29,9 @@ def operating_points(val_probs: np.ndarray, y_val: np.ndarray, malignant: np.nda
     return {"malignancy_thresholds": thresholds, "ood_threshold": ood}
 
 
-def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: str | Path | None = None, title: str = "") -> dict:
+def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: str | Path | None = None, title: str = "",
+                   extra: dict | None = None) -> dict:
+    """Metrics of ``probs`` against labels ``y``; ``extra`` entries are added to the report."""
     n = len(info.labels)
     pred = probs.argmax(axis=1)
     cm = metrics.confusion_matrix(y, pred, n)
@@ -57,6 +59,7 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
     report["treatment_auc"] = treatments
     if info.ood_threshold is not None:
         report["abstain_rate"] = float(np.mean(probs.max(axis=1) < info.ood_threshold))
+    report.update(extra or {})
     report = _jsonable(report)
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -32,6 +32,9 @@ class ModelInfo:
     malignancy_thresholds: dict[str, float] = field(default_factory=dict)
     # abstain ("unknown") when the top probability is below this; chosen on validation
     ood_threshold: float | None = None
+    # post-hoc prior correction already folded into the head's bias (so nothing to
+    # apply at prediction time): {"tau": t, "train_prior": [...], "shift": [...]}
+    logit_adjustment: dict | None = None
     gate_config: dict | None = None  # quality_checks.GateConfig as a dict
     description: str = "Skin-disorder image classifier (decision support, not a diagnosis)."
     author: str = "mobile_derm"

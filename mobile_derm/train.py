@@ -175,6 +175,30 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
+def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
+    """Fold a prior correction into ``model``'s head bias (in place); returns the
+    record for ModelInfo and the validation probabilities of the adjusted model."""
+    from mobile_derm import logit_adjustment as la
+
+    prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
+    curve = None
+    if setting == "validation":
+        tau, curve = la.choose_tau(val_probs, y_val, prior)
+    else:
+        tau = float(setting)
+    shift = la.prior_shift(prior, tau)
+    la.apply_to_model(model, shift)
+    if curve is not None:
+        best = next(p for p in curve if p["tau"] == tau)
+        print(f"logit adjustment: tau {tau:.2f} chosen on validation (balanced accuracy "
+              f"{curve[0]['balanced_accuracy']:.3f} -> {best['balanced_accuracy']:.3f}, top-1 {curve[0]['top1']:.3f} -> {best['top1']:.3f})")
+    record = {"tau": tau, "chosen_on": "validation" if curve else "config",
+              "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift]}
+    if curve:
+        record["validation_curve"] = curve
+    return record, la.adjust_probs(val_probs, shift)
+
+
 def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) -> np.ndarray:
     from mobile_derm.pipeline import make_dataset
 
@@ -286,8 +310,11 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         with atomic_path(final_file) as tmp:
             model.save_weights(str(tmp))
 
-    # ---- operating points on validation, report on test
+    # ---- prior correction, then operating points, on validation; report on test
     val_probs = predict_probs(model, x_val, spec.mean, spec.std)
+    adjustment = None
+    if config.logit_adjustment not in (0, 0.0):
+        adjustment, val_probs = _adjust_logits(model, val_probs, y_val, y_train, n_classes, config.logit_adjustment)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
     from quality_checks import GateConfig
 
@@ -302,13 +329,22 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         taxonomy=taxonomy_entries,
         malignancy_thresholds=points["malignancy_thresholds"],
         ood_threshold=points["ood_threshold"],
+        logit_adjustment=adjustment,
         gate_config=GateConfig.default().to_dict(),
         description=f"{dataset.name} classifier ({n_classes} classes, {spec.name} at {size}px). Decision support, not a diagnosis.",
     )
     info.save(run_dir / "model_info.json")
 
     test_probs = predict_probs(model, pixels[idx_test], spec.mean, spec.std)
-    report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval", title=f"{info.name} (Keras float, test split)")
+    extra = None
+    if adjustment:
+        # what the same model scored on test before the correction, for the record
+        from mobile_derm.logit_adjustment import adjust_probs
+
+        before = evaluate_probs(adjust_probs(test_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
+        extra = {"without_logit_adjustment": {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}}
+    report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
+                            title=f"{info.name} (Keras float, test split)", extra=extra)
     return TrainResult(run_dir, model, info, report)
 
 
@@ -322,6 +358,12 @@ def load_run(run_dir: str | Path):
     info = ModelInfo.load(run_dir / "model_info.json")
     model = build_classifier(config, len(info.labels), weights=None)
     model.load_weights(run_dir / "weights.h5")
+    if info.logit_adjustment:
+        # weights.h5 holds the trained model; the chosen prior correction lives in
+        # model_info.json and is folded into the head bias here, as in train().
+        from mobile_derm.logit_adjustment import apply_to_model
+
+        apply_to_model(model, np.asarray(info.logit_adjustment["shift"]))
     return model, config, info
 
 

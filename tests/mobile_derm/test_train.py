@@ -96,3 +96,61 @@ def test_a_fine_tune_that_does_not_beat_the_head_is_discarded(tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(predict_probs(result.model, x, info.mean, info.std),
                                predict_probs(head_model, x, info.mean, info.std), atol=1e-6)
+
+
+def _imbalanced_demo(tmp_path):
+    """Three synthetic classes, the first with twice the lesions of the others."""
+    from mobile_derm.synthetic import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
+                                 lesions_per_class=8, views_per_lesion=2, size=48)
+    keep, lesions = [], {}
+    for i, sample in enumerate(data.samples):
+        groups = lesions.setdefault(sample.label, set())
+        if sample.label == "demo_nevus_like" or sample.group in groups or len(groups) < 4:
+            groups.add(sample.group)
+            keep.append(i)
+    return data.subset(keep, name=data.name)
+
+
+def test_logit_adjustment_is_folded_into_the_head_and_travels_with_the_run(tmp_path):
+    from mobile_derm.logit_adjustment import TAU_GRID, adjust_probs, prior_shift
+    from mobile_derm.splits import Split
+
+    data = _imbalanced_demo(tmp_path)
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+
+    # a fixed tau: the saved record, the run's model and load_run all agree
+    config = TrainConfig(input_size=32, head_epochs=3, finetune_epochs=0, batch_size=8, allow_random_weights=True,
+                         logit_adjustment=1.0)
+    result = train(data, config, tmp_path / "fixed", cache_dir=tmp_path / "cache", progress=False)
+    record = result.info.logit_adjustment
+    split = Split.load(tmp_path / "fixed" / "split.json", data)
+    y = np.array([data.classes.index(data.samples[i].label) for i in split.train])
+    prior = np.bincount(y, minlength=3) / len(y)
+    frequent, rare = data.classes.index("demo_nevus_like"), data.classes.index("demo_bcc_like")
+    assert prior[frequent] > prior[rare]  # the data really is imbalanced
+    np.testing.assert_allclose(record["shift"], prior_shift(prior, 1.0), atol=1e-6)
+    assert record["shift"][frequent] < 0 < record["shift"][rare]  # the frequent class is pushed down
+    loaded, _, info = load_run(tmp_path / "fixed")
+    adjusted = predict_probs(loaded, x, info.mean, info.std)
+    np.testing.assert_allclose(adjusted, predict_probs(result.model, x, info.mean, info.std), atol=1e-5)
+    # weights.h5 holds the unadjusted model; the shift turns its output into the adjusted one
+    raw, _, _ = load_run(tmp_path / "fixed")
+    raw.load_weights(tmp_path / "fixed" / "weights.h5")
+    raw_probs = predict_probs(raw, x, info.mean, info.std)
+    assert np.abs(raw_probs - adjusted).max() > 1e-3
+    np.testing.assert_allclose(adjust_probs(raw_probs, np.array(record["shift"])), adjusted, atol=1e-5)
+    report = json.loads((tmp_path / "fixed" / "eval" / "report.json").read_text())
+    assert "balanced_accuracy" in report["without_logit_adjustment"]
+
+    # tau chosen on validation: the best point of the saved validation curve
+    config = TrainConfig(input_size=32, head_epochs=3, finetune_epochs=0, batch_size=8, allow_random_weights=True,
+                         logit_adjustment="validation")
+    record = train(data, config, tmp_path / "chosen", cache_dir=tmp_path / "cache", progress=False).info.logit_adjustment
+    curve = record["validation_curve"]
+    assert record["chosen_on"] == "validation" and record["tau"] in TAU_GRID
+    assert [p["tau"] for p in curve] == list(TAU_GRID)
+    best = max(p["balanced_accuracy"] for p in curve)
+    assert next(p for p in curve if p["tau"] == record["tau"])["balanced_accuracy"] == best
+    assert all(p["balanced_accuracy"] < best for p in curve if p["tau"] < record["tau"])

@@ -1,0 +1,58 @@
+"""Post-hoc logit adjustment: trade a little top-1 for balanced accuracy.
+
+A classifier trained on imbalanced data (HAM10000 is 67% nevi) learns the
+training prior into its logits. Subtracting ``tau * log(prior)`` from the logits
+(Menon et al. 2021, "Long-tail learning via logit adjustment") moves the decision
+towards the rare classes; tau = 1 is the Bayes-optimal correction for balanced
+error when the probabilities are calibrated, smaller values are a compromise.
+``tau`` is chosen on the validation split, never on test.
+
+The shift is added to the bias of the final ``head`` layer (the softmax input),
+so every copy of the model -- Keras, ``.tflite``, QAT -- carries it without any
+code at prediction time. ``ModelInfo.logit_adjustment`` records it for people
+and for ``train.load_run``, which re-applies it to the saved trained weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mobile_derm.metrics import balanced_accuracy
+
+# Candidate tau values; 0 (no adjustment) is always one of them.
+TAU_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
+
+
+def prior_shift(prior: np.ndarray, tau: float) -> np.ndarray:
+    """The logit shift ``-tau * log(prior)``, centred (softmax ignores a constant)."""
+    prior = np.asarray(prior, dtype=np.float64)
+    if np.any(prior <= 0):
+        raise ValueError("every class needs a positive training prior for logit adjustment")
+    shift = -float(tau) * np.log(prior)
+    return shift - shift.mean()
+
+
+def adjust_probs(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """softmax(z + shift) from softmax(z): multiply by exp(shift) and renormalise."""
+    log_p = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, 1.0)) + np.asarray(shift)
+    log_p -= log_p.max(axis=1, keepdims=True)
+    p = np.exp(log_p)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def choose_tau(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, grid=TAU_GRID) -> tuple[float, list[dict]]:
+    """The tau of ``grid`` with the highest balanced accuracy on (validation) ``probs``;
+    ties go to the smaller tau (less change). Returns tau and the whole curve."""
+    curve = []
+    for tau in grid:
+        pred = adjust_probs(probs, prior_shift(prior, tau)).argmax(axis=1)
+        curve.append({"tau": float(tau), "balanced_accuracy": float(balanced_accuracy(y, pred, probs.shape[1])),
+                      "top1": float(np.mean(pred == y))})
+    best = max(curve, key=lambda point: (round(point["balanced_accuracy"], 6), -point["tau"]))
+    return best["tau"], curve
+
+
+def apply_to_model(model, shift: np.ndarray, layer_name: str = "head") -> None:
+    """Add ``shift`` to the bias of the model's final Dense layer, in place."""
+    layer = model.get_layer(layer_name)
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, (bias + np.asarray(shift, dtype=bias.dtype)).astype(bias.dtype)])

@@ -1,0 +1,37 @@
+"""export.benchmark latency: every variant timed in the same rounds."""
+import numpy as np
+import pytest
+
+from export.benchmark import latency_ms, latency_ms_interleaved
+from export.convert import convert
+from export.metadata import write_model_file
+from mobile_derm.model_info import ModelInfo
+
+SIZE = 48
+
+
+def _model_file(path, width: int):
+    from mobile_derm.tf_setup import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = inputs
+    for _ in range(3):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    info = ModelInfo(name="t", version="1", backbone="tiny", input_size=SIZE, mean=(127.0,) * 3, std=(128.0,) * 3,
+                     labels=["a", "b"], taxonomy={"a": {"malignant": True}, "b": {"malignant": False}})
+    return write_model_file(path, convert(model, "float32"), info)
+
+
+def test_interleaved_latency_times_each_model_and_ranks_them_by_work(tmp_path):
+    small = _model_file(tmp_path / "small.tflite", 4)
+    large = _model_file(tmp_path / "large.tflite", 96)  # about 500x the multiply-adds
+    timings = latency_ms_interleaved({"small": small, "large": large}, num_threads=1, runs=15, warmup=2)
+    assert set(timings) == {"small", "large"}
+    for p50, p95 in timings.values():
+        assert 0 < p50 <= p95
+    assert timings["large"][0] > 3 * timings["small"][0]
+    p50, p95 = latency_ms(large, 1, runs=5, warmup=1)
+    assert 0 < p50 <= p95
