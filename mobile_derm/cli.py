@@ -55,6 +55,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _tau_or_validation(value: str | None):
+    """--logit-adjustment: "validation" or a number (tau)."""
+    if value is None or value == "validation":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(None, f"--logit-adjustment takes a number or 'validation', not {value!r}") from None
+
+
 def cmd_train(args) -> int:
     from mobile_derm.config import TrainConfig
     from mobile_derm.train import train
@@ -62,7 +72,7 @@ def cmd_train(args) -> int:
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in {
         "backbone": args.backbone, "input_size": args.input_size, "finetune_epochs": args.epochs,
-        "seed": args.seed, "batch_size": args.batch_size,
+        "seed": args.seed, "batch_size": args.batch_size, "logit_adjustment": _tau_or_validation(args.logit_adjustment),
     }.items() if v is not None}
     if args.random_weights:
         overrides["allow_random_weights"] = True
@@ -183,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--logit-adjustment", metavar="TAU|validation",
+                   help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there); "
+                        "re-running on a finished run only redoes this step")
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
     p.set_defaults(func=cmd_train)

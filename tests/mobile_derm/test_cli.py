@@ -81,6 +81,14 @@ def test_config_file_with_unknown_option(tmp_path, capsys):
     assert_one_line_error(code, err, "config.json", "learning_rat")
 
 
+@pytest.mark.parametrize("value, fragment", [("often", "'often'"), ("9", "[0, 3]")])
+def test_train_with_a_bad_logit_adjustment(tmp_path, capsys, value, fragment):
+    out = tmp_path / "run"
+    code, err = run(["train", "--data", str(tmp_path), "--out", str(out), "--logit-adjustment", value], capsys)
+    assert_one_line_error(code, err, "logit", fragment)
+    assert not out.exists()
+
+
 def test_predict_with_missing_model(tmp_path, capsys):
     image = tmp_path / "x.jpg"
     image.write_bytes(b"")
