@@ -10,7 +10,7 @@ converts it to float32, dynamic-range and full-integer int8 (uint8 I/O), writes
 each file with our metadata and measures on LiteRT, batch 1:
 
 * ``size_bytes`` of the file (metadata included),
-* latency p50/p95 with 1 thread and p50 with 2 threads (``export.benchmark.latency_ms``),
+* latency p50/p95 with 1 thread and p50 with 2 threads (``export.benchmark.latency_columns``, variants timed interleaved),
 * the ratios to float32 (size, latency), and
 * the int8 (and dynamic) model's top-1 agreement with the float32 model and the
   mean absolute probability difference, on photos the int8 model was NOT
@@ -221,7 +221,7 @@ def _agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
 def _measure_variants(model, name: str, variants, info: ModelInfo, folder: Path, representative: np.ndarray,
                       eval_pixels: np.ndarray, runs: int, bar) -> dict:
     """Convert, write with metadata, time and evaluate each variant; float32 first."""
-    from export.benchmark import latency_ms_interleaved, tflite_probs
+    from export.benchmark import latency_columns, tflite_probs
     from export.convert import convert
     from export.metadata import write_model_file
 
@@ -235,11 +235,8 @@ def _measure_variants(model, name: str, variants, info: ModelInfo, folder: Path,
         rows[variant] = {"file": str(path), "size_bytes": path.stat().st_size}
         bar.update()
     bar.set_postfix_str(f"{name}: latency")
-    paths = {variant: row["file"] for variant, row in rows.items()}
-    one_thread, two_threads = latency_ms_interleaved(paths, 1, runs), latency_ms_interleaved(paths, 2, runs)
-    for variant, row in rows.items():
-        row.update({"latency_ms_p50": one_thread[variant][0], "latency_ms_p95": one_thread[variant][1],
-                    "latency_ms_p50_2threads": two_threads[variant][0]})
+    for variant, columns in latency_columns({variant: row["file"] for variant, row in rows.items()}, runs).items():
+        rows[variant].update(columns)
     reference = probs.get("float32")
     base = rows.get("float32")
     for variant, row in rows.items():

@@ -45,9 +45,13 @@ def latency_ms_interleaved(model_paths: dict[str, str | Path], num_threads: int,
     return {name: (float(np.percentile(times, 50)), float(np.percentile(times, 95))) for name, _, _, _, times in timed}
 
 
-def latency_ms(model_path: str | Path, num_threads: int, runs: int = 50, warmup: int = 5) -> tuple[float, float]:
-    """p50 and p95 of single-image invoke time of one model on LiteRT."""
-    return latency_ms_interleaved({"model": model_path}, num_threads, runs, warmup)["model"]
+def latency_columns(model_paths: dict[str, str | Path], runs: int = 50) -> dict[str, dict[str, float]]:
+    """The benchmark tables' latency columns for each model: p50 and p95 on one
+    thread, p50 on two, each set timed interleaved across all the models."""
+    one_thread = latency_ms_interleaved(model_paths, 1, runs)
+    two_threads = latency_ms_interleaved(model_paths, 2, runs)
+    return {name: {"latency_ms_p50": one_thread[name][0], "latency_ms_p95": one_thread[name][1],
+                   "latency_ms_p50_2threads": two_threads[name][0]} for name in model_paths}
 
 
 def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
@@ -79,11 +83,8 @@ def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, 
         results["keras_float"] = summarise(keras_probs, {})
     for variant, path in models.items():
         results[variant] = summarise(tflite_probs(path, test_pixels, progress), {"size_bytes": Path(path).stat().st_size})
-    one_thread = latency_ms_interleaved(models, 1, latency_runs)
-    two_threads = latency_ms_interleaved(models, 2, latency_runs)
-    for variant in models:
-        results[variant].update({"latency_ms_p50": one_thread[variant][0], "latency_ms_p95": one_thread[variant][1],
-                                 "latency_ms_p50_2threads": two_threads[variant][0]})
+    for variant, columns in latency_columns(models, latency_runs).items():
+        results[variant].update(columns)
     if "float32" in results and "int8" in results:
         results["int8"]["size_vs_float32"] = results["int8"]["size_bytes"] / results["float32"]["size_bytes"]
         results["int8"]["latency_vs_float32"] = results["int8"]["latency_ms_p50"] / results["float32"]["latency_ms_p50"]

@@ -188,7 +188,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
         tau = float(setting)
     shift = la.prior_shift(prior, tau)
     la.apply_to_model(model, shift)
-    if curve is not None:
+    if curve:
         best = next(p for p in curve if p["tau"] == tau)
         print(f"logit adjustment: tau {tau:.2f} chosen on validation (balanced accuracy "
               f"{curve[0]['balanced_accuracy']:.3f} -> {best['balanced_accuracy']:.3f}, top-1 {curve[0]['top1']:.3f} -> {best['top1']:.3f})")
@@ -313,7 +313,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # ---- prior correction, then operating points, on validation; report on test
     val_probs = predict_probs(model, x_val, spec.mean, spec.std)
     adjustment = None
-    if config.logit_adjustment not in (0, 0.0):
+    if config.logit_adjustment != 0:  # a tau, or "validation"
         adjustment, val_probs = _adjust_logits(model, val_probs, y_val, y_train, n_classes, config.logit_adjustment)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
     from quality_checks import GateConfig
