@@ -13,6 +13,10 @@ from mobile_derm.errors import ConfigError
 from mobile_derm.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
 
 
+AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.pipeline: augment, light_augment, nothing
+OVERSAMPLING = ("none", "sqrt")
+
+
 @dataclass
 class TrainConfig:
     backbone: str = DEFAULT_BACKBONE
@@ -33,7 +37,13 @@ class TrainConfig:
     train_batchnorm: bool = False
     label_smoothing: float = 0.1
     class_weighting: str = "sqrt"  # "none", "sqrt" or "balanced" inverse frequency
-    augment: bool = True
+    # "sqrt" draws an image of class c 1/sqrt(n_c) times as often as plain shuffling
+    # (rare classes seen more often, in fresh augmentations); together with sqrt
+    # class weights the objective is class-balanced without 50x loss weights.
+    oversampling: str = "none"
+    # "phone": zoom, tilt, flips, light, blur, JPEG (phone capture); "light": flips and
+    # light only (fixed-optics dermoscopy); "none". True/False mean "phone"/"none".
+    augment: str | bool = "phone"
     early_stopping_patience: int = 3
     # Post-hoc logit adjustment towards rare classes (mobile_derm.logit_adjustment):
     # "validation" picks tau for balanced accuracy on the validation split, a
@@ -55,6 +65,12 @@ class TrainConfig:
         get_backbone_spec(self.backbone)  # fail early on a typo
         if self.class_weighting not in ("none", "sqrt", "balanced"):
             raise ConfigError(None, f"class_weighting must be none, sqrt or balanced, not {self.class_weighting!r}")
+        if self.oversampling not in OVERSAMPLING:
+            raise ConfigError(None, f"oversampling must be one of {', '.join(OVERSAMPLING)}, not {self.oversampling!r}")
+        if isinstance(self.augment, bool):  # the older on/off form, as saved in earlier runs
+            self.augment = "phone" if self.augment else "none"
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(None, f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
         if isinstance(self.logit_adjustment, str):
             if self.logit_adjustment != "validation":
                 raise ConfigError(None, f"logit_adjustment must be a number or \"validation\", not {self.logit_adjustment!r}")

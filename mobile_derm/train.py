@@ -110,8 +110,22 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
     else:
         inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
         w = np.sqrt(inv) if mode == "sqrt" else inv
+    return _mean_one(w, counts)
+
+
+def _mean_one(w: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``w`` scaled so that its mean over images with these class counts is 1."""
     w = w / max(np.sum(w * counts) / max(counts.sum(), 1), 1e-12)
     return w.astype(np.float32)
+
+
+def effective_class_weights(y: np.ndarray, n_classes: int, config: TrainConfig) -> np.ndarray:
+    """What each class weighs in the fine-tuning objective: its loss weight times how
+    much more often oversampling draws it. Stages that see the data unsampled (the
+    head on cached features, validation) use these, so all judge one objective."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    rates = class_weights(y, n_classes, config.oversampling)  # "sqrt": 1/sqrt(n_c), mean 1
+    return _mean_one(class_weights(y, n_classes, config.class_weighting) * rates, counts)
 
 
 @dataclass
@@ -244,6 +258,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # an unweighted validation loss penalises exactly the shift towards rare classes
     # that the weights ask for.
     weights_per_class = class_weights(y_train, n_classes, config.class_weighting)
+    objective_weights = effective_class_weights(y_train, n_classes, config)
 
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(config, n_classes)
@@ -261,7 +276,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         print(f"stage 1: features for {len(x_train)} train / {len(x_val)} val images")
         f_train = predict_probs(feature_model, x_train, spec.mean, spec.std)
         f_val = predict_probs(feature_model, x_val, spec.mean, spec.std)
-        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, weights_per_class)
+        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, objective_weights)
         with atomic_path(head_file) as tmp:
             model.save_weights(str(tmp))
         atomic_write_text(history_file, json.dumps(history))
@@ -282,11 +297,13 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             loss=_smoothed_loss(config.label_smoothing, n_classes),
             metrics=["accuracy"],
         )
+        oversampled = config.oversampling != "none"
         train_ds = make_dataset(
-            x_train, y_train, spec.mean, spec.std, config.batch_size, training=config.augment,
+            x_train, y_train, spec.mean, spec.std, config.batch_size, training=True, augmentation=config.augment,
             seed=config.seed, sample_weights=weights_per_class[y_train],
+            class_rates=class_weights(y_train, n_classes, config.oversampling) if oversampled else None,
         )
-        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=weights_per_class[y_val])
+        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=objective_weights[y_val])
         # Fine-tuning must pay for itself: it has to beat the head alone on
         # validation, or the head's weights are kept (small data sets overfit).
         head_val_loss = float(model.evaluate(val_ds, verbose=0)[0])
@@ -297,7 +314,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         ]
         print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
               f"(head alone: val_loss {head_val_loss:.4f})")
-        fit = model.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks, verbose=2 if not progress else 1)
+        fit = model.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks,
+                        steps_per_epoch=steps if oversampled else None, verbose=2 if not progress else 1)
         history["finetune"] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
         history["head_val_loss"] = head_val_loss
         best_val_loss = min(history["finetune"].get("val_loss", [np.inf]))

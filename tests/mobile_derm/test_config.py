@@ -5,7 +5,7 @@ import pytest
 
 from mobile_derm.config import TrainConfig
 from mobile_derm.errors import ConfigError
-from mobile_derm.train import class_weights
+from mobile_derm.train import class_weights, effective_class_weights
 
 
 def test_config_round_trips_through_json(tmp_path):
@@ -18,6 +18,8 @@ def test_config_round_trips_through_json(tmp_path):
 @pytest.mark.parametrize("content, fragment", [
     ('{"backbone": "resnet50"}', "resnet50"),
     ('{"class_weighting": "loud"}', "class_weighting"),
+    ('{"oversampling": "cube"}', "oversampling"),
+    ('{"augment": "heavy"}', "augment"),
     ('{"split_fractions": [0.5, 0.5, 0.5]}', "split_fractions"),
     ('{"learning_rat": 1}', "learning_rat"),
     ("[1, 2]", "JSON object"),
@@ -38,6 +40,20 @@ def test_class_weights_balance_the_loss():
         assert np.mean(w[y]) == pytest.approx(1.0)  # the loss keeps its scale
 
 
+def test_older_on_off_augment_setting_still_loads():
+    assert TrainConfig(augment=True).augment == "phone"
+    assert TrainConfig(augment=False).augment == "none"
+
+
+def test_sqrt_weights_with_sqrt_oversampling_make_a_balanced_objective():
+    y = np.array([0] * 90 + [1] * 10)
+    w = effective_class_weights(y, 2, TrainConfig(class_weighting="sqrt", oversampling="sqrt"))
+    assert w[1] / w[0] == pytest.approx(9.0)  # sqrt(9) from the loss x sqrt(9) from sampling
+    assert np.mean(w[y]) == pytest.approx(1.0)
+    plain = effective_class_weights(y, 2, TrainConfig(class_weighting="sqrt"))
+    np.testing.assert_allclose(plain, class_weights(y, 2, "sqrt"))
+
+
 def test_sample_weights_reach_the_loss():
     """Class weighting only works if the loss is per image: a pre-reduced
     scalar would make every weighting a no-op."""
@@ -52,3 +68,14 @@ def test_sample_weights_reach_the_loss():
     assert per_image.shape == (2,) and per_image[0] != pytest.approx(per_image[1])
     weighted = model.evaluate(x, y, sample_weight=np.array([3.0, 1.0]), verbose=0)
     assert weighted == pytest.approx((3 * per_image[0] + per_image[1]) / 2, rel=1e-4)
+
+
+def test_every_shipped_recipe_loads():
+    from pathlib import Path
+
+    import mobile_derm
+
+    recipes = sorted((Path(mobile_derm.__file__).parent / "data").glob("train_*.json"))
+    assert len(recipes) >= 3
+    for path in recipes:
+        TrainConfig.load(path)  # raises ConfigError naming the file on a stale option

@@ -51,3 +51,41 @@ def test_eval_dataset_normalizes_exactly_and_keeps_order():
     x, y = next(iter(ds))
     np.testing.assert_allclose(x.numpy()[:, 0, 0, 0], [-127 / 128, 0.0, 1.0])
     assert y.numpy().tolist() == [0, 1, 2]
+
+
+def test_light_augment_only_flips_turns_and_relights():
+    # a 4-colour quadrant image: flips and quarter turns permute the quadrants,
+    # lighting scales colours; nothing is zoomed, tilted or blurred
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:8, :8], img[:8, 8:], img[8:, :8], img[8:, 8:] = (200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 200)
+    tf.random.set_seed(3)
+    for _ in range(5):
+        out = pipeline.light_augment(tf.constant(img), 16).numpy()
+        assert out.shape == (16, 16, 3)
+        quadrants = [out[:8, :8], out[:8, 8:], out[8:, :8], out[8:, 8:]]
+        for q in quadrants:  # each quadrant stays one flat colour: no blur or tilt mixes them
+            assert np.ptp(q.reshape(-1, 3), axis=0).max() < 1e-3
+        whitest = max(range(4), key=lambda i: quadrants[i].min())
+        assert quadrants[whitest].min() > 100  # the grey quadrant is still the brightest on every channel
+
+
+def test_oversampling_draws_classes_at_the_requested_rates():
+    # 900 images of class 0, 100 of class 1; square-root rates 1/sqrt(n) give a 30:10 mix
+    labels = np.array([0] * 900 + [1] * 100)
+    pixels = np.zeros((1000, 2, 2, 3), np.uint8)
+    pixels[:, 0, 0, 1] = labels * 100  # each image carries its label in one pixel
+    rates = 1 / np.sqrt(np.bincount(labels))
+    ds = pipeline.make_dataset(pixels, labels, (0.0,) * 3, (1.0,) * 3, batch_size=100, training=True,
+                               augmentation="none", class_rates=rates)
+    drawn = np.concatenate([y.numpy() for _, y in ds.take(40)])
+    assert len(drawn) == 4000  # endless: the caller decides the epoch length
+    assert 0.22 < np.mean(drawn == 1) < 0.28
+    # the pixels travel with their own label
+    x, y = next(iter(ds))
+    assert x.shape == (100, 2, 2, 3)
+    np.testing.assert_array_equal(x.numpy()[:, 0, 0, 1], y.numpy() * 100)
+
+
+def test_unknown_augmentation_is_refused():
+    with pytest.raises(ValueError, match="augmentation"):
+        pipeline.make_dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]), (0.0,) * 3, (1.0,) * 3, 2, True, augmentation="heavy")

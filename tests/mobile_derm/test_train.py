@@ -26,11 +26,15 @@ def test_train_on_a_tiny_real_ham10000_subset(real_data_root, tmp_path):
             groups.add(sample.group)
             keep.append(i)
     subset = ham.subset(keep, name="ham10000")
-    config = TrainConfig(input_size=64, head_epochs=3, finetune_epochs=1, batch_size=8, allow_random_weights=True)
+    # the HAM10000 recipe's sampling and augmentation (square-root oversampling, light augmentation)
+    config = TrainConfig(input_size=64, head_epochs=3, finetune_epochs=1, batch_size=8, allow_random_weights=True,
+                         class_weighting="sqrt", oversampling="sqrt", augment="light")
     result = train(subset, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
     assert result.info.labels == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
     assert result.info.malignant_mask().tolist() == [True, True, False, False, True, False, False]
     assert {"top1", "balanced_accuracy", "malignancy_auc", "ece"} <= set(result.test_report)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history["finetune"]["loss"]) == 1  # one epoch of the endless oversampled stream, not forever
     for name in ("split.json", "train_config.json", "model_info.json", "weights.h5", "eval/report.json", "eval/evaluation.png"):
         assert (tmp_path / "run" / name).is_file(), name
     # the saved run rebuilds into the same model
