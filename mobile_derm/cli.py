@@ -151,6 +151,16 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_ood_eval(args) -> int:
+    from mobile_derm.ood_eval import run_ood_eval, table
+
+    dataset = _load_dataset(args.data, args.data_root)
+    others = {name: _load_dataset(name, args.data_root) for name in args.sets if name != args.data}
+    document = run_ood_eval(args.run, dataset, others, args.out or Path(args.run) / "ood_eval")
+    print(table(document))
+    return 0
+
+
 def cmd_predict(args) -> int:
     from mobile_derm.predict import Predictor
 
@@ -215,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--variants", default="float32,dynamic,float16,int8,int16x8")
     p.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
-    p.add_argument("--qat-epochs", type=int, default=1, help="epochs of quantization-aware distillation (default 1)")
+    p.add_argument("--qat-epochs", type=int, default=2, help="epochs of quantization-aware distillation (default 2: one left balanced accuracy 1.9 points below float, two 0.6)")
     p.add_argument("--qat-learning-rate", type=float, default=1e-5, help="Adam learning rate for it (default 1e-5)")
     p.add_argument("--gate-config", metavar="CONFIG.json",
                    help="quality-gate config to pack into the models instead of the run's ('default': this version's built-in)")
@@ -227,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="folder with <variant>.tflite files")
     p.add_argument("--out", help="where benchmark.json/.md/.png go (default: --models)")
     p.set_defaults(func=cmd_benchmark)
+
+    from mobile_derm.ood_eval import DEFAULT_SETS
+
+    p = sub.add_parser("ood-eval", help="how often a run abstains (softmax, feature familiarity) on its test split and other image sets")
+    p.add_argument("run", help="training run folder")
+    data_args(p)
+    p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), help=f"presets or folders to score (default: {' '.join(DEFAULT_SETS)})")
+    p.add_argument("--out", help="where ood_eval.json/.md/.png go (default: RUN/ood_eval)")
+    p.set_defaults(func=cmd_ood_eval)
 
     p = sub.add_parser("predict", help="classify photos with a .tflite (LiteRT only), JSON out")
     p.add_argument("images", nargs="+")

@@ -102,6 +102,13 @@ def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = 
     return keras.Model(backbone.input, outputs, name=f"{spec.name}_classifier")
 
 
+def feature_extractor(model):
+    """The classifier up to its pooled backbone features (the head's input)."""
+    from mobile_derm.tf_setup import keras
+
+    return keras.Model(model.input, model.get_layer("head_dropout").input)
+
+
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
     """Per-class loss weights, mean 1 over the training images."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -272,7 +279,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     if head_file.is_file():
         model.load_weights(head_file)
     else:
-        feature_model = keras.Model(model.input, model.get_layer("head_dropout").input)
+        feature_model = feature_extractor(model)
         print(f"stage 1: features for {len(x_train)} train / {len(x_val)} val images")
         f_train = predict_probs(feature_model, x_train, spec.mean, spec.std)
         f_val = predict_probs(feature_model, x_val, spec.mean, spec.std)
@@ -353,14 +360,23 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     )
     info.save(run_dir / "model_info.json")
 
+    # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
+    from mobile_derm import familiarity
+
+    feature_model = feature_extractor(model)
+    features = {part: predict_probs(feature_model, pixels[idx], spec.mean, spec.std)
+                for part, idx in (("train", idx_train), ("val", idx_val), ("test", idx_test))}
+    familiar = familiarity.fit(features["train"], y_train).calibrate(features["val"], config.ood_keep_fraction)
+    familiar.save(run_dir / familiarity.FILENAME)
+
     test_probs = predict_probs(model, pixels[idx_test], spec.mean, spec.std)
-    extra = None
+    extra = {"familiarity_abstain_rate": float(np.mean(familiar.unfamiliar(features["test"])))}
     if adjustment:
         # what the same model scored on test before the correction, for the record
         from mobile_derm.logit_adjustment import adjust_probs
 
         before = evaluate_probs(adjust_probs(test_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
-        extra = {"without_logit_adjustment": {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}}
+        extra["without_logit_adjustment"] = {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
                             title=f"{info.name} (Keras float, test split)", extra=extra)
     return TrainResult(run_dir, model, info, report)

@@ -35,7 +35,10 @@ def test_train_on_a_tiny_real_ham10000_subset(real_data_root, tmp_path):
     assert {"top1", "balanced_accuracy", "malignancy_auc", "ece"} <= set(result.test_report)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history["finetune"]["loss"]) == 1  # one epoch of the endless oversampled stream, not forever
-    for name in ("split.json", "train_config.json", "model_info.json", "weights.h5", "eval/report.json", "eval/evaluation.png"):
+    # feature-space abstention: fitted on train, calibrated on validation, reported on test
+    assert 0.0 <= result.test_report["familiarity_abstain_rate"] <= 1.0
+    for name in ("split.json", "train_config.json", "model_info.json", "weights.h5", "familiarity.npz",
+                 "eval/report.json", "eval/evaluation.png"):
         assert (tmp_path / "run" / name).is_file(), name
     # the saved run rebuilds into the same model
     model, _, info = load_run(tmp_path / "run")
