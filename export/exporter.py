@@ -24,14 +24,22 @@ def representative_sample(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarr
 
 
 def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calibration_pixels: np.ndarray,
-                    io_type: str = "uint8", qat_model=None) -> dict[str, Path]:
+                    io_type: str = "uint8", qat_model=None, familiarity=None) -> dict[str, Path]:
     """Convert ``model`` into each variant and write ``<variant>.tflite`` with
     metadata. ``calibration_pixels`` are uint8 training images; ``qat_model``
-    is needed for ``qat_int8``."""
+    is needed for ``qat_int8``; ``familiarity`` (a FamiliarityModel, recorded in
+    ``info.familiarity``) adds the unfamiliarity score as every model's second output."""
     from export.convert import convert
     from export.metadata import write_model_file
 
     variants = check_variants(variants)
+    if (familiarity is None) != (info.familiarity is None):
+        raise ConfigError(None, "the familiarity model and ModelInfo.familiarity come together (both or neither)")
+    if familiarity is not None:
+        from mobile_derm.familiarity import with_unfamiliarity
+
+        model = with_unfamiliarity(model, familiarity)
+        qat_model = with_unfamiliarity(qat_model, familiarity) if qat_model is not None else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     representative = normalize(calibration_pixels, info.mean, info.std)

@@ -53,6 +53,7 @@ DISPLAY_NAMES_FILENAME = "display_names.en.txt"
 DISPLAY_NAMES_LOCALE = "en"
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
+UNFAMILIARITY_LABELS_FILENAME = "unfamiliarity_labels.txt"
 
 _TFLITE_IDENTIFIER = b"TFL3"
 _METADATA_NAME = b"TFLITE_METADATA"
@@ -409,6 +410,10 @@ def write_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
     subgraph = model.Subgraphs(0)
     in_tensor = subgraph.Tensors(subgraph.Inputs(0))
     out_tensor = subgraph.Tensors(subgraph.Outputs(0))
+    n_outputs = subgraph.OutputsLength()
+    if n_outputs != (2 if info.familiarity else 1):
+        raise ConfigError(None, f"the model has {n_outputs} outputs; model info expects "
+                                f"{'probabilities and unfamiliarity' if info.familiarity else 'probabilities only'}")
     input_quant = None
     q = in_tensor.Quantization()
     if q is not None and q.ScaleLength() == 1 and q.ZeroPointLength() == 1:
@@ -454,6 +459,21 @@ def write_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
             label_files=label_files,
             tensor_type=out_tensor.Type(),
         )
+        outputs = [output_md.create_metadata()]
+        associated = [f.file_path for f in label_files] + [str(info_path)]
+        if info.familiarity:
+            # A one-label classification head, so MediaPipe Tasks reports it as the second
+            # classification: category "unfamiliar", score above 0.5 = abstain.
+            unfamiliar_path = tmp / UNFAMILIARITY_LABELS_FILENAME
+            unfamiliar_path.write_text("unfamiliar\n", encoding="utf-8")
+            outputs.append(metadata_info.ClassificationTensorMd(
+                name=info.familiarity["output"],
+                description=("How unlike the training photos this image is (feature-space distance to the nearest "
+                             "class, squashed to 0..1); above 0.5 the model should not be trusted: abstain."),
+                label_files=[metadata_info.LabelFileMd(str(unfamiliar_path))],
+                tensor_type=subgraph.Tensors(subgraph.Outputs(1)).Type(),
+            ).create_metadata())
+            associated.append(str(unfamiliar_path))
         model_md = general.create_metadata()
         info_md = metadata_info.AssociatedFileMd(
             str(info_path),
@@ -465,8 +485,8 @@ def write_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
             bytearray(data),
             model_metadata=model_md,
             input_metadata=[input_md.create_metadata()],
-            output_metadata=[output_md.create_metadata()],
-            associated_files=[f.file_path for f in label_files] + [str(info_path)],
+            output_metadata=outputs,
+            associated_files=associated,
         )
         try:
             return bytes(writer.populate())

@@ -124,7 +124,10 @@ def cmd_export(args) -> int:
 
         qat_model = quantization_aware_finetune(model, config, pixels[train_idx], pixels[split.val],
                                                 epochs=args.qat_epochs, learning_rate=args.qat_learning_rate)
-    written = export_variants(model, info, args.out, variants, calibration, io_type=args.io_type, qat_model=qat_model)
+    from mobile_derm.familiarity import load_for_run
+
+    written = export_variants(model, info, args.out, variants, calibration, io_type=args.io_type, qat_model=qat_model,
+                              familiarity=load_for_run(args.run, info))
     for variant, path in written.items():
         print(f"{variant:9s} {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
@@ -156,7 +159,8 @@ def cmd_ood_eval(args) -> int:
 
     dataset = _load_dataset(args.data, args.data_root)
     others = {name: _load_dataset(name, args.data_root) for name in args.sets if name != args.data}
-    document = run_ood_eval(args.run, dataset, others, args.out or Path(args.run) / "ood_eval")
+    models = {Path(m).stem: Path(m) for m in args.models or []}
+    document = run_ood_eval(args.run, dataset, others, args.out or Path(args.run) / "ood_eval", models=models)
     print(table(document))
     return 0
 
@@ -244,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="training run folder")
     data_args(p)
     p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), help=f"presets or folders to score (default: {' '.join(DEFAULT_SETS)})")
+    p.add_argument("--models", nargs="*", help="exported .tflite files to score the same way (their own outputs, LiteRT)")
     p.add_argument("--out", help="where ood_eval.json/.md/.png go (default: RUN/ood_eval)")
     p.set_defaults(func=cmd_ood_eval)
 

@@ -55,7 +55,10 @@ def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VAR
 
     _step(f"3/5 exporting {', '.join(variants)} .tflite files with metadata")
     calibration = representative_sample(pixels[np.asarray(split.train)], config.representative_size, config.seed)
-    models = export_variants(result.model, result.info, out_dir, variants, calibration)
+    from mobile_derm.familiarity import load_for_run
+
+    models = export_variants(result.model, result.info, out_dir, variants, calibration,
+                             familiarity=load_for_run(out_dir / "run", result.info))
 
     _step("4/5 benchmarking every variant on the held-out test split (LiteRT)")
     test = np.asarray(split.test)

@@ -55,6 +55,12 @@ class FamiliarityModel:
         self.keep_fraction = float(keep_fraction)
         return self
 
+    def summary(self) -> dict:
+        """What ModelInfo records: how to read the exported second output."""
+        return {"output": OUTPUT_NAME, "abstain_above": 0.5, "threshold": round(self.threshold, 4),
+                "keep_fraction": self.keep_fraction, "n_components": int(self.projection.shape[1]),
+                "slope": UNFAMILIARITY_SLOPE}
+
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to the temp name
@@ -69,6 +75,16 @@ class FamiliarityModel:
                 return cls(d["mean"], d["projection"], d["class_means"], float(d["threshold"]), float(d["keep_fraction"]))
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(path, f"not a familiarity model ({exc})") from None
+
+
+def load_for_run(run_dir: str | Path, info) -> FamiliarityModel | None:
+    """The run's model, or None for a run whose ModelInfo records none (trained before it existed)."""
+    if info.familiarity is None:
+        return None
+    path = Path(run_dir) / FILENAME
+    if not path.is_file():
+        raise ConfigError(path, "not found, but model_info.json records a familiarity model")
+    return FamiliarityModel.load(path)
 
 
 def fit(features: np.ndarray, labels: np.ndarray, n_components: int = N_COMPONENTS) -> FamiliarityModel:
@@ -89,3 +105,38 @@ def fit(features: np.ndarray, labels: np.ndarray, n_components: int = N_COMPONEN
     cov += 1e-6 * np.trace(cov) / k * np.eye(k)
     whiten = np.linalg.inv(np.linalg.cholesky(cov)).T  # (z @ whiten) has identity within-class covariance
     return FamiliarityModel(mean, vt[:k].T @ whiten, means @ whiten)
+
+
+# The exported models' second output: sigmoid(SLOPE * (distance / threshold - 1)), so 0.5
+# is the abstention threshold, 0.98 twice its distance, 0.02 a photo at a class mean.
+# A sigmoid has a fixed [0, 1] output range, so integer models quantize it without
+# calibration: out-of-range distances saturate towards 1 instead of wrapping.
+UNFAMILIARITY_SLOPE = 4.0
+OUTPUT_NAME = "unfamiliarity"
+
+
+def unfamiliarity_score(distance: np.ndarray, threshold: float) -> np.ndarray:
+    """The exported output's value for a distance (numpy, for checks and the Keras path)."""
+    return 1.0 / (1.0 + np.exp(-UNFAMILIARITY_SLOPE * (np.asarray(distance, np.float64) / threshold - 1.0)))
+
+
+def with_unfamiliarity(classifier, model: FamiliarityModel):
+    """``classifier`` (float or quantization-aware Keras) with a second output, the
+    unfamiliarity score, computed in the graph from the head's input features."""
+    from mobile_derm.tf_setup import keras, tf
+
+    head = next(l for l in classifier.layers if l.name in ("head", "quant_head"))  # tfmot renames wrapped layers
+    features = head.input
+    k = model.projection.shape[1]
+    project = keras.layers.Dense(k, name="familiarity_projection")
+    z = project(features)
+    project.set_weights([model.projection.astype(np.float32), (-model.mean @ model.projection).astype(np.float32)])
+    means = tf.constant(model.class_means[None].astype(np.float32))  # (1, C, k)
+    # per-class differences, squared and summed: exact in integer models too, unlike
+    # |z|^2 - 2 z.m + |m|^2, whose large terms cancel
+    diff = keras.layers.Lambda(lambda t: t[:, None, :] - means, name="familiarity_offsets")(z)
+    distance = keras.layers.Lambda(lambda t: tf.reduce_min(tf.reduce_sum(t * t, axis=-1), axis=-1, keepdims=True),
+                                   name="familiarity_distance")(diff)
+    slope, threshold = UNFAMILIARITY_SLOPE, float(model.threshold)
+    score = keras.layers.Lambda(lambda d: tf.sigmoid(slope * (d / threshold - 1.0)), name=OUTPUT_NAME)(distance)
+    return keras.Model(classifier.input, [classifier.output, score], name=f"{classifier.name}_with_{OUTPUT_NAME}")

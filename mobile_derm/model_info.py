@@ -35,6 +35,10 @@ class ModelInfo:
     # post-hoc prior correction already folded into the head's bias (so nothing to
     # apply at prediction time): {"tau": t, "train_prior": [...], "shift": [...]}
     logit_adjustment: dict | None = None
+    # feature-space abstention (mobile_derm.familiarity), the exported models' second
+    # output: {"output": "unfamiliarity", "abstain_above": 0.5, "threshold": distance,
+    # "keep_fraction": f, "n_components": k, "slope": s}; None: one output only
+    familiarity: dict | None = None
     gate_config: dict | None = None  # quality_checks.GateConfig as a dict
     description: str = "Skin-disorder image classifier (decision support, not a diagnosis)."
     author: str = "mobile_derm"

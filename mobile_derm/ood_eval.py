@@ -11,6 +11,8 @@ classifier declines to interpret, by each rule it has:
 
 Both thresholds keep the same fraction of validation photos, so the test split's
 rates show what each costs on real input and the other sets what each catches.
+Given exported ``.tflite`` files, the same rates from what they output (LiteRT):
+the app's view, quantization included.
 Writes ``ood_eval.json``, ``ood_eval.md`` and ``ood_eval.png``.
 """
 from __future__ import annotations
@@ -37,19 +39,19 @@ def abstention_rates(top_prob: np.ndarray, distance: np.ndarray, ood_threshold: 
     }
 
 
-def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, progress: bool = True) -> dict:
+def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict | None = None, progress: bool = True) -> dict:
     """``test_dataset``: the run's dataset (its saved test split is used); ``other_sets``:
-    name -> Dataset, every image of which is scored."""
+    name -> Dataset, every image of which is scored; ``models``: variant -> .tflite path."""
     from mobile_derm import familiarity
     from mobile_derm.tf_setup import keras
     from mobile_derm.train import dataset_pixels, feature_extractor, load_run, predict_probs, run_arrays
 
     run_dir = Path(run_dir)
-    fam_file = run_dir / familiarity.FILENAME
-    if not fam_file.is_file():
-        raise ConfigError(fam_file, "not found: run `mobile-derm train` again on this run (it only redoes the final steps)")
-    familiar = familiarity.FamiliarityModel.load(fam_file)
     model, config, info = load_run(run_dir)
+    familiar = familiarity.load_for_run(run_dir, info)
+    if familiar is None:
+        raise ConfigError(run_dir / "model_info.json", "records no familiarity model: run `mobile-derm train` again "
+                                                       "on this run (it only redoes the final steps)")
     if info.ood_threshold is None:
         raise ConfigError(run_dir / "model_info.json", "has no ood_threshold")
     both = keras.Model(model.input, [feature_extractor(model).output, model.output])
@@ -59,15 +61,19 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, progress: boo
         return probs.max(axis=1), familiar.distance(feats)
 
     pixels, _, split = run_arrays(test_dataset, run_dir, progress=progress)
-    scores = {f"{test_dataset.name} test split": score(pixels[np.asarray(split.test)])}
+    images = {f"{test_dataset.name} test split": pixels[np.asarray(split.test)]}
     for name, dataset in other_sets.items():
-        scores[name] = score(dataset_pixels(dataset, config.image_size, progress=progress))
+        images[name] = dataset_pixels(dataset, config.image_size, progress=progress)
+    scores = {name: score(x) for name, x in images.items()}
+    exported = {variant: {name: _tflite_rates(path, x, info, progress) for name, x in images.items()}
+                for variant, path in (models or {}).items()}
     document = {
         "run": str(run_dir),
         "ood_threshold": info.ood_threshold,
         "familiarity_threshold": familiar.threshold,
         "keep_fraction_on_validation": familiar.keep_fraction,
         "sets": {name: abstention_rates(top, dist, info.ood_threshold, familiar.threshold) for name, (top, dist) in scores.items()},
+        "exported": exported,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,10 +83,28 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, progress: boo
     return document
 
 
+def _tflite_rates(path, pixels: np.ndarray, info, progress: bool) -> dict:
+    """Abstention rates from an exported model's own outputs (its unfamiliarity > 0.5)."""
+    from tqdm import tqdm
+
+    from mobile_derm.predict import Predictor
+
+    predictor = Predictor(path, num_threads=2)
+    if predictor.info.familiarity is None:
+        raise ConfigError(path, "carries no unfamiliarity output (exported from a run without a familiarity model)")
+    out = [predictor.predict(p) for p in tqdm(pixels, desc=f"ood-eval {Path(path).stem}", disable=not progress, leave=False)]
+    top = np.array([probs.max() for probs, _ in out])
+    unfamiliarity = np.array([u for _, u in out])
+    # unfamiliarity > 0.5 is distance > threshold: pass the score and 0.5 as "distance" and threshold
+    return abstention_rates(top, unfamiliarity, info.ood_threshold, predictor.info.familiarity["abstain_above"])
+
+
 def table(document: dict) -> str:
-    lines = ["| images | n | abstains by softmax | by familiarity | by either |", "|---|---|---|---|---|"]
-    for name, r in document["sets"].items():
-        lines.append(f"| {name} | {r['n']} | {r['softmax']:.3f} | {r['familiarity']:.3f} | {r['either']:.3f} |")
+    lines = ["| model | images | n | abstains by softmax | by familiarity | by either |", "|---|---|---|---|---|---|"]
+    rows = [("Keras float", document["sets"])] + list(document.get("exported", {}).items())
+    for model, sets in rows:
+        for name, r in sets.items():
+            lines.append(f"| {model} | {name} | {r['n']} | {r['softmax']:.3f} | {r['familiarity']:.3f} | {r['either']:.3f} |")
     return "\n".join(lines)
 
 

@@ -31,7 +31,10 @@ class Predictor:
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(self.model_path, f"LiteRT cannot load it ({str(exc).splitlines()[0]})") from None
         self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        outputs = self.interpreter.get_output_details()
+        self._output = outputs[0]
+        # the unfamiliarity score (mobile_derm.familiarity), when the model carries one
+        self._unfamiliarity = outputs[1] if len(outputs) > 1 and self.info.familiarity else None
         shape = tuple(self._input["shape"])
         if shape[1:3] != (self.info.input_size, self.info.input_size):
             raise ModelFileError(self.model_path, f"input shape {shape} disagrees with metadata size {self.info.input_size}")
@@ -48,18 +51,27 @@ class Predictor:
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
         return x[None].astype(dtype)
 
-    def predict_probs(self, rgb: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self._input["index"], self.input_tensor(rgb))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._output["index"])[0]
+    def _read(self, detail: dict) -> np.ndarray:
+        out = self.interpreter.get_tensor(detail["index"])[0]
         if np.issubdtype(out.dtype, np.integer):
-            scale, zero = self._output["quantization"]
+            scale, zero = detail["quantization"]
             out = (out.astype(np.float32) - zero) * scale
         return out.astype(np.float32)
 
-    def explain(self, probs: np.ndarray, top_k: int = 3) -> dict:
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """Label probabilities and the unfamiliarity score (None if the model has none)."""
+        self.interpreter.set_tensor(self._input["index"], self.input_tensor(rgb))
+        self.interpreter.invoke()
+        unfamiliarity = float(self._read(self._unfamiliarity)[0]) if self._unfamiliarity is not None else None
+        return self._read(self._output), unfamiliarity
+
+    def predict_probs(self, rgb: np.ndarray) -> np.ndarray:
+        return self.predict(rgb)[0]
+
+    def explain(self, probs: np.ndarray, top_k: int = 3, unfamiliarity: float | None = None) -> dict:
         """Decision-support output: top-k, malignancy with both operating
-        points, treatment-option scores, and abstention."""
+        points, treatment-option scores, and abstention: on a low top probability
+        (``low_confidence``) or on a photo unlike the training photos (``unfamiliar``)."""
         info = self.info
         order = np.argsort(-probs)[:top_k]
         top = [
@@ -76,14 +88,22 @@ class Predictor:
             for name, t in info.malignancy_thresholds.items()
         }
         treatments = {name: round(float(probs @ mask.astype(np.float32)), 4) for name, mask in info.treatment_masks().items()}
-        abstain = info.ood_threshold is not None and float(probs.max()) < info.ood_threshold
-        return {
-            "prediction": "unknown" if abstain else top[0]["label"],
-            "abstained": bool(abstain),
+        reasons = []
+        if info.ood_threshold is not None and float(probs.max()) < info.ood_threshold:
+            reasons.append("low_confidence")
+        if unfamiliarity is not None and unfamiliarity > info.familiarity["abstain_above"]:
+            reasons.append("unfamiliar")
+        result = {
+            "prediction": "unknown" if reasons else top[0]["label"],
+            "abstained": bool(reasons),
+            "abstain_reasons": reasons,
             "top_k": top,
             "malignancy": {"score": round(malignancy, 4), "operating_points": verdicts},
             "treatment_scores": treatments,
         }
+        if unfamiliarity is not None:
+            result["unfamiliarity"] = round(unfamiliarity, 4)
+        return result
 
     def predict_file(self, path: str | Path, top_k: int = 3, gate: bool = True, force: bool = False) -> dict:
         """Read a photo, run the quality gate from the model's metadata, and
@@ -100,5 +120,6 @@ class Predictor:
                 result["classified"] = False
                 return result
         result["classified"] = True
-        result.update(self.explain(self.predict_probs(rgb), top_k))
+        probs, unfamiliarity = self.predict(rgb)
+        result.update(self.explain(probs, top_k, unfamiliarity))
         return result

@@ -341,6 +341,16 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     if config.logit_adjustment != 0:  # a tau, or "validation"
         adjustment, val_probs = _adjust_logits(model, val_probs, y_val, y_train, n_classes, config.logit_adjustment)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
+
+    # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
+    from mobile_derm import familiarity
+
+    feature_model = feature_extractor(model)
+    features = {part: predict_probs(feature_model, pixels[idx], spec.mean, spec.std)
+                for part, idx in (("train", idx_train), ("val", idx_val), ("test", idx_test))}
+    familiar = familiarity.fit(features["train"], y_train).calibrate(features["val"], config.ood_keep_fraction)
+    familiar.save(run_dir / familiarity.FILENAME)
+
     from quality_checks import GateConfig
 
     info = ModelInfo(
@@ -355,19 +365,11 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         malignancy_thresholds=points["malignancy_thresholds"],
         ood_threshold=points["ood_threshold"],
         logit_adjustment=adjustment,
+        familiarity=familiar.summary(),
         gate_config=GateConfig.default().to_dict(),
         description=f"{dataset.name} classifier ({n_classes} classes, {spec.name} at {size}px). Decision support, not a diagnosis.",
     )
     info.save(run_dir / "model_info.json")
-
-    # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
-    from mobile_derm import familiarity
-
-    feature_model = feature_extractor(model)
-    features = {part: predict_probs(feature_model, pixels[idx], spec.mean, spec.std)
-                for part, idx in (("train", idx_train), ("val", idx_val), ("test", idx_test))}
-    familiar = familiarity.fit(features["train"], y_train).calibrate(features["val"], config.ood_keep_fraction)
-    familiar.save(run_dir / familiarity.FILENAME)
 
     test_probs = predict_probs(model, pixels[idx_test], spec.mean, spec.std)
     extra = {"familiarity_abstain_rate": float(np.mean(familiar.unfamiliar(features["test"])))}

@@ -79,3 +79,51 @@ def test_representative_sample_pins_the_pixel_range():
     pixels = np.full((10, 4, 4, 3), 100, np.uint8)
     sample = representative_sample(pixels, 5)
     assert len(sample) == 7 and sample.min() == 0 and sample.max() == 255
+
+
+@pytest.mark.parametrize("quantization_aware", [False, True])
+def test_unfamiliarity_output_survives_integer_conversion(calibration, quantization_aware):
+    """The familiarity head converts after a plain or a quantization-aware model
+    (tfmot renames the head "quant_head") and the integer score tracks the float one."""
+    from mobile_derm import familiarity
+    from mobile_derm.tf_setup import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3)(inputs)
+    x = keras.layers.ReLU(6.0)(x)
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(features))
+    f = keras.Model(inputs, features).predict(calibration, verbose=0)
+    fam = familiarity.fit(f, np.arange(len(f)) % 3, 4).calibrate(f, 0.5)
+    if quantization_aware:
+        import tensorflow_model_optimization as tfmot
+
+        from export.qat import initialise_activation_ranges
+
+        qat = tfmot.quantization.keras.quantize_model(model)
+        pixels = np.round(calibration * 128 + 127).clip(0, 255).astype(np.uint8)
+        initialise_activation_ranges(model, qat, pixels, (127.0,) * 3, (128.0,) * 3)  # as export does
+        model = qat
+    wrapped = familiarity.with_unfamiliarity(model, fam)
+    expected = familiarity.unfamiliarity_score(fam.distance(f), fam.threshold)
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=convert(wrapped, "qat_int8" if quantization_aware else "int8", calibration))
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    probs_out, score_out = interp.get_output_details()
+    assert list(probs_out["shape"]) == [1, 3] and list(score_out["shape"]) == [1, 1]
+    scale, zero = inp["quantization"]
+    got = []
+    for image in calibration:
+        interp.set_tensor(inp["index"], np.clip(np.round(image / scale + zero), 0, 255)[None].astype(np.uint8))
+        interp.invoke()
+        s, z = score_out["quantization"]
+        got.append((float(interp.get_tensor(score_out["index"])[0, 0]) - z) * s)
+    if not quantization_aware:  # QAT's fake-quant features differ from the float ones by design
+        error = np.abs(np.array(got) - expected)  # int8 features and distances on a random tiny network
+        assert error.mean() < 0.05 and error.max() < 0.15
+    # the decision (above / below 0.5) agrees for most images
+    assert np.mean((np.array(got) > 0.5) == (expected > 0.5)) >= 0.8

@@ -16,31 +16,44 @@ def test_abstention_rates_count_each_rule_and_their_union():
     assert r == {"n": 4, "softmax": 0.5, "familiarity": 0.5, "either": 0.75}
 
 
-def test_ood_eval_on_a_tiny_run(tmp_path):
-    from mobile_derm.config import TrainConfig
-    from mobile_derm.ood_eval import run_ood_eval
-    from mobile_derm.synthetic import generate_demo_dataset
-    from mobile_derm.train import train
-
-    data = generate_demo_dataset(tmp_path / "data", lesions_per_class=4, views_per_lesion=2, size=48)
-    config = TrainConfig(input_size=32, head_epochs=3, finetune_epochs=0, batch_size=8, allow_random_weights=True)
-    train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
-    # "other" photos: the same demo images with their colours inverted
-    from mobile_derm.datasets import read_folder
+def test_ood_eval_on_the_tiny_demo_run(tiny_demo, tmp_path):
     import cv2
 
+    from mobile_derm.cli import _load_dataset
+    from mobile_derm.datasets import read_folder
+    from mobile_derm.ood_eval import run_ood_eval
+
+    data = _load_dataset(str(tiny_demo / "data" / "labels.csv"), None)
+    # "other" photos: demo images with their colours inverted
     for sample in data.samples[:6]:
         out = tmp_path / "inverted" / sample.label / f"inv_{sample.path.name}"
         out.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out), 255 - cv2.imread(str(sample.path)))
     inverted = read_folder(tmp_path / "inverted")
-    doc = run_ood_eval(tmp_path / "run", data, {"inverted": inverted}, tmp_path / "out", progress=False)
-    assert set(doc["sets"]) == {f"{data.name} test split", "inverted"}
+    doc = run_ood_eval(tiny_demo / "run", data, {"inverted": inverted}, tmp_path / "out",
+                       models={"float32": tiny_demo / "float32.tflite"}, progress=False)
+    test_set = f"{data.name} test split"
+    assert set(doc["sets"]) == {test_set, "inverted"}
     assert doc["sets"]["inverted"]["n"] == 6
+    # the float32 .tflite's own outputs abstain like the Keras model (same features, same thresholds)
+    for name, keras_rates in doc["sets"].items():
+        tflite_rates = doc["exported"]["float32"][name]
+        for rule in ("softmax", "familiarity"):
+            assert abs(tflite_rates[rule] - keras_rates[rule]) <= 1.0 / keras_rates["n"] + 1e-9, (name, rule)
     saved = json.loads((tmp_path / "out" / "ood_eval.json").read_text())
     assert saved["familiarity_threshold"] == pytest.approx(
-        familiarity.FamiliarityModel.load(tmp_path / "run" / familiarity.FILENAME).threshold)
+        familiarity.FamiliarityModel.load(tiny_demo / "run" / familiarity.FILENAME).threshold)
     assert (tmp_path / "out" / "ood_eval.png").stat().st_size > 1000
-    (tmp_path / "run" / familiarity.FILENAME).unlink()
+
+
+def test_ood_eval_names_a_missing_familiarity_file(tiny_demo, tmp_path):
+    import shutil
+
+    from mobile_derm.cli import _load_dataset
+    from mobile_derm.ood_eval import run_ood_eval
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_demo / "run", run)
+    (run / familiarity.FILENAME).unlink()  # recorded in model_info.json but gone
     with pytest.raises(ConfigError, match="familiarity.npz"):
-        run_ood_eval(tmp_path / "run", data, {}, tmp_path / "out2", progress=False)
+        run_ood_eval(run, _load_dataset(str(tiny_demo / "data" / "labels.csv"), None), {}, tmp_path / "out", progress=False)

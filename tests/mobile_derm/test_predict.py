@@ -84,3 +84,28 @@ def test_truncated_model_is_refused(tiny_demo, tmp_path, capsys):
     code = main(["predict", str(tiny_demo / "gate_examples" / "blurred.jpg"), "--model", str(path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cut.tflite" in err[0]
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_exported_unfamiliarity_matches_the_run_and_drives_abstention(tiny_demo, photo, variant):
+    """The second output is the run's feature-space distance, squashed so 0.5 is its
+    threshold; integer models keep it close enough to decide the same way."""
+    from mobile_derm import familiarity
+    from mobile_derm.preprocess import resize_square
+    from mobile_derm.train import feature_extractor, load_run, predict_probs
+
+    predictor = Predictor(tiny_demo / f"{variant}.tflite")
+    assert predictor.info.familiarity["output"] == "unfamiliarity"
+    rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    probs, unfamiliarity = predictor.predict(rgb)
+    model, _, info = load_run(tiny_demo / "run")
+    fam = familiarity.load_for_run(tiny_demo / "run", info)
+
+    features = predict_probs(feature_extractor(model), resize_square(rgb, info.input_size)[None], info.mean, info.std)
+    expected = float(familiarity.unfamiliarity_score(fam.distance(features), fam.threshold)[0])
+    assert unfamiliarity == pytest.approx(expected, abs=1e-4 if variant == "float32" else 0.08)
+    # the same probabilities, read as an unfamiliar photo, abstain with that reason
+    odd = predictor.explain(probs, unfamiliarity=0.9)
+    assert odd["abstained"] and "unfamiliar" in odd["abstain_reasons"] and odd["prediction"] == "unknown"
+    usual = predictor.explain(probs, unfamiliarity=0.1)
+    assert "unfamiliar" not in usual["abstain_reasons"]
