@@ -56,7 +56,7 @@ from mediapipe.tasks.python.components.containers.rect import RectF
 spec = json.load(open(sys.argv[1]))
 report = {"mediapipe_version": mp.__version__, "models": {}}
 for job in spec["jobs"]:
-    entry = {"error": None, "results": {}}
+    entry = {"error": None, "results": {}, "second_head": {}}
     report["models"][job["model"]] = entry
     try:
         options = vision.ImageClassifierOptions(
@@ -80,6 +80,8 @@ for job in spec["jobs"]:
                         region_of_interest=RectF(left=roi[0], top=roi[1], right=roi[2], bottom=roi[3]))
                 result = classifier.classify(image, ipo)
                 cats = result.classifications[0].categories
+                if len(result.classifications) > 1 and result.classifications[1].categories:
+                    entry["second_head"][item["key"]] = float(result.classifications[1].categories[0].score)
                 entry["results"][item["key"]] = [
                     {"index": int(c.index), "score": float(c.score),
                      "category_name": c.category_name, "display_name": c.display_name}
@@ -171,6 +173,19 @@ def compare_predictions(
 # --------------------------------------------------------------------------
 # Our side
 # --------------------------------------------------------------------------
+
+
+def compare_unfamiliarity(ours: dict[str, float], theirs: dict[str, float]) -> dict:
+    """MediaPipe's second classification head against our unfamiliarity output
+    (presized images: the same input tensor on both sides)."""
+    keys = sorted(k for k in ours if k in theirs)
+    diffs = [abs(ours[k] - theirs[k]) for k in keys]
+    return {
+        "n_compared": len(keys),
+        "missing": len(ours) - len(keys),
+        "max_abs_diff": max(diffs) if diffs else None,
+        "decisions_agree": sum((ours[k] > 0.5) == (theirs[k] > 0.5) for k in keys),
+    }
 
 
 def _our_predictor(model_path: Path):
@@ -290,7 +305,7 @@ def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spe
         report["skipped_images"] = skipped
         index = {key: i for i, key in enumerate(report["images"])}
 
-        jobs, ours, setups = [], {}, {}
+        jobs, ours, setups, unfamiliarity = [], {}, {}, {}
         for model in models:
             key = str(model)
             entry = report["models"][key] = {"load_error": None}
@@ -303,8 +318,9 @@ def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spe
                 continue
             size = info.input_size
             probs, items_app, items_pre = {}, [], []
+            unfamiliarity[key] = {}
             for path, rgb in decoded.items():
-                probs[path] = predictor.predict_probs(rgb)
+                probs[path], unfamiliarity[key][path] = predictor.predict(rgb)
                 i = index[path]
                 items_app.append({"key": f"app_path:{path}", "npy": str(tmp / f"full_{i}.npy"), "roi": _center_roi(*rgb.shape[:2])})
                 pre = tmp / f"pre{size}_{i}.npy"
@@ -330,6 +346,10 @@ def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spe
             for variant in VARIANTS:
                 theirs = {k.split(":", 1)[1]: v for k, v in mp_entry["results"].items() if k.startswith(variant + ":")}
                 entry["variants"][variant] = compare_predictions(labels, ours[key], theirs)
+            if setups[key].familiarity:
+                entry["unfamiliarity"] = compare_unfamiliarity(
+                    unfamiliarity[key], {k.split(":", 1)[1]: v for k, v in mp_entry.get("second_head", {}).items()
+                                         if k.startswith("presized:")})
             sample = next((v for v in mp_entry["results"].values() if isinstance(v, list) and v), None)
             if sample:
                 entry["display_names_example"] = {c["category_name"]: c["display_name"] for c in sample}
@@ -370,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
             if variant == "presized" and (frac is None or frac < args.min_agree or not res["label_names_ok"]):
                 ok = False
         names = "label names ok" if entry["variants"]["presized"]["label_names_ok"] else "LABEL NAMES DIFFER"
+        second = entry.get("unfamiliarity")
+        if second is not None:
+            names += (f"; unfamiliarity head: {second['decisions_agree']}/{second['n_compared']} decisions agree, "
+                      f"max diff {second['max_abs_diff']}")
+            if second["missing"] or second["decisions_agree"] < second["n_compared"]:
+                ok = False
         print(f"{model}: {', '.join(parts)}; {names}")
     print(f"mediapipe {report['mediapipe_version']}; report: {args.out}")
     return 0 if ok else 1

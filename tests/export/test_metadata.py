@@ -254,6 +254,12 @@ def test_compare_predictions_agreement_and_disagreement():
     assert res["max_abs_score_diff"] == pytest.approx(0.3)
 
 
+def test_compare_unfamiliarity_counts_decisions_and_missing_heads():
+    ours = {"a.jpg": 0.2, "b.jpg": 0.7, "c.jpg": 0.9}
+    res = mediapipe_check.compare_unfamiliarity(ours, {"a.jpg": 0.25, "b.jpg": 0.45})
+    assert res == {"n_compared": 2, "missing": 1, "max_abs_diff": pytest.approx(0.25), "decisions_agree": 1}
+
+
 def test_compare_predictions_ties_errors_and_wrong_names():
     ours = {"tie.jpg": [0.5, 0.5, 0.0], "err.jpg": [1, 0, 0], "gone.jpg": [1, 0, 0]}
     theirs = {"tie.jpg": _cats([0.4, 0.5, 0.1]), "err.jpg": {"error": "RuntimeError: boom"}}
