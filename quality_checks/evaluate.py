@@ -171,9 +171,11 @@ def gate_eval(
     def verdict(rgb):
         return verdict_from_measurements(measure(rgb, config.analysis_size), config)
 
-    def predict_label(rgb) -> str:
-        probs = np.asarray(predictor.predict_probs(rgb)).ravel()
-        return labels[int(np.argmax(probs))]
+    def classify(rgb) -> tuple[str, bool]:
+        """Top-1 label and whether the classifier abstains (low confidence or unfamiliar)."""
+        probs, unfamiliarity = predictor.predict(rgb)
+        abstained = predictor.explain(np.asarray(probs).ravel(), unfamiliarity=unfamiliarity)["abstained"]
+        return labels[int(np.argmax(probs))], bool(abstained)
 
     clean: dict[str, dict] = {}
     clean_scores: dict[str, list[float]] = {}  # check -> scores of clean images in the degradation sample
@@ -184,6 +186,7 @@ def gate_eval(
     # compares the same photos before and after degradation, not two different samples.
     clf = {"clean": [], "clean_degraded_sample": [], "degraded_accepted": [], "degraded_rejected": [],
            "clean_accepted": [], "clean_rejected": []}
+    clean_abstained: list[bool] = []  # classifier abstention on gate-accepted clean photos (its cost)
     clf_by_deg: dict[str, dict[str, list[bool]]] = {}
     unreadable: list[str] = []
     timing_src = None
@@ -224,7 +227,10 @@ def gate_eval(
             truth = r.get(label_col) if label_col else None
             has_truth = truth in labels if truth else False
             if has_truth:
-                ok = predict_label(rgb) == truth
+                label, abstained = classify(rgb)
+                ok = label == truth
+                if v.decision != "reject":
+                    clean_abstained.append(abstained)
                 clf["clean"].append(ok)
                 clf["clean_accepted" if v.decision != "reject" else "clean_rejected"].append(ok)
             if r["image"] not in deg_rows:
@@ -245,7 +251,7 @@ def gate_eval(
                         deg_reasons.setdefault(key, {}).setdefault(reason, 0)
                         deg_reasons[key][reason] += 1
                     if has_truth:
-                        ok = predict_label(d) == truth
+                        ok = classify(d)[0] == truth
                         clf["degraded_accepted" if not rej else "degraded_rejected"].append(ok)
                         clf_by_deg.setdefault(name, {"accepted": [], "rejected": []})["accepted" if not rej else "rejected"].append(ok)
         clean[ds] = stats
@@ -271,7 +277,7 @@ def gate_eval(
     ood_scores: list[float] = []
     if (root / OOD_SET).is_dir():
         rows = read_rows(root / OOD_SET)
-        n, rejected, reasons, per_image = 0, 0, {}, []
+        n, rejected, reasons, per_image, stopped = 0, 0, {}, [], 0
         for r in tqdm(rows, desc=f"gate-eval {OOD_SET}", unit="img", disable=not progress):
             try:
                 v = verdict(read_image(root / OOD_SET / r["image"]))
@@ -283,7 +289,12 @@ def gate_eval(
             ood_scores.append(v.check("not_skin").score)
             for reason in v.reasons if v.decision == "reject" else []:
                 reasons[reason] = reasons.get(reason, 0) + 1
-            per_image.append({"image": r["image"], "decision": v.decision, "reasons": v.reasons})
+            row = {"image": r["image"], "decision": v.decision, "reasons": v.reasons}
+            if predictor is not None:
+                # the app's flow: what the gate lets through is classified, and the classifier may abstain
+                row["classifier_abstained"] = classify(read_image(root / OOD_SET / r["image"]))[1]
+                stopped += v.decision == "reject" or row["classifier_abstained"]
+            per_image.append(row)
         ood = {
             "n": n,
             "ood_reject_rate": round(rejected / n, 4) if n else None,
@@ -291,6 +302,9 @@ def gate_eval(
             "reasons": reasons,
             "per_image": per_image,
         }
+        if predictor is not None and n:
+            ood["classifier_abstain_rate"] = round(float(np.mean([r["classifier_abstained"] for r in per_image])), 4)
+            ood["reject_or_abstain_rate"] = round(stopped / n, 4)
 
     total_n = sum(s["n"] for s in clean.values())
     total_acc = sum(s["accepted"] for s in clean.values())
@@ -344,6 +358,7 @@ def gate_eval(
         acc = {k: (round(float(np.mean(v)), 4) if v else None) for k, v in clf.items()}
         report["classifier"] = {
             "labels": labels,
+            "abstain_rate_on_accepted_clean": round(float(np.mean(clean_abstained)), 4) if clean_abstained else None,
             "accuracy": acc,
             "n": {k: len(v) for k, v in clf.items()},
             # The acceptance figure: the same photos, clean vs degraded-and-accepted.
@@ -392,6 +407,9 @@ def render_markdown(rep: dict) -> str:
         L += [f"HAM10000 200x150 copies rejected by the resolution check: {rep['lowres']['resolution_reject_rate']} (n={rep['lowres']['n']})", ""]
     if rep.get("ood"):
         L += [f"**ood_reject_rate: {rep['ood_reject_rate']}** (n={rep['ood']['n']}; reasons {rep['ood']['reasons']})", ""]
+        if "reject_or_abstain_rate" in rep["ood"]:
+            L += [f"with the classifier after the gate: rejected or abstained {rep['ood']['reject_or_abstain_rate']} "
+                  f"(the classifier alone abstains on {rep['ood']['classifier_abstain_rate']})", ""]
     L += [
         f"**ms_per_image: {rep['ms_per_image']}** (analysis of an already-decoded 4000x3000 photo, 1 thread, median CPU time; "
         f"p90 {rep['ms_per_image_p90']}; wall {rep['ms_per_image_wall']}); reduced JPEG decode of it: {rep['decode_ms_4000x3000_jpeg']} ms -> {rep['decoded_size']}",
@@ -402,7 +420,8 @@ def render_markdown(rep: dict) -> str:
         L += ["## Classifier", "", "| subset | accuracy | n |", "|---|---|---|"]
         for k, v in c["accuracy"].items():
             L.append(f"| {k} | {v} | {c['n'][k]} |")
-        L += ["", f"clean minus gate-accepted degraded: {c['gap_clean_minus_degraded_accepted']}", ""]
+        L += ["", f"clean minus gate-accepted degraded: {c['gap_clean_minus_degraded_accepted']}",
+              f"classifier abstains on {c['abstain_rate_on_accepted_clean']} of the gate-accepted clean photos", ""]
     return "\n".join(L) + "\n"
 
 

@@ -84,15 +84,20 @@ def test_roc_auc():
 
 
 class FakePredictor:
-    """Stands in for mobile_derm.predict.Predictor: right on sharp images, wrong on blurred ones."""
+    """Stands in for mobile_derm.predict.Predictor: right on sharp images, wrong on blurred
+    ones; finds green pictures unfamiliar and abstains on them."""
 
     class info:
         labels = ["mel", "nv"]
 
-    def predict_probs(self, rgb):
+    def predict(self, rgb):
         g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         sharp = cv2.Laplacian(g, cv2.CV_32F).var() > 30
-        return np.array([0.9, 0.1]) if sharp else np.array([0.1, 0.9])
+        r, gr, _ = rgb.reshape(-1, 3).mean(axis=0)
+        return (np.array([0.9, 0.1]) if sharp else np.array([0.1, 0.9])), (0.9 if gr > r else 0.1)
+
+    def explain(self, probs, unfamiliarity=None):
+        return {"abstained": unfamiliarity > 0.5}
 
 
 def _fake_data(root: Path, skin_texture):
@@ -124,6 +129,9 @@ def test_gate_eval_with_fake_predictor(tmp_path, make_skin):
     # the gap compares the degraded photos with their own clean originals
     assert c["n"]["clean_degraded_sample"] == 2 and c["accuracy"]["clean_degraded_sample"] == 1.0
     assert c["n"]["degraded_accepted"] + c["n"]["degraded_rejected"] > 0
+    # the classifier after the gate: abstains on the (green) non-skin pictures, not on the skin ones
+    assert saved["ood"]["classifier_abstain_rate"] == 1.0 and saved["ood"]["reject_or_abstain_rate"] == 1.0
+    assert c["abstain_rate_on_accepted_clean"] == 0.0
     assert (out / "gate_eval.md").read_text().startswith("# Photo-quality gate evaluation")
 
 
