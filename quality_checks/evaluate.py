@@ -280,10 +280,11 @@ def gate_eval(
         n, rejected, reasons, per_image, stopped = 0, 0, {}, [], 0
         for r in tqdm(rows, desc=f"gate-eval {OOD_SET}", unit="img", disable=not progress):
             try:
-                v = verdict(read_image(root / OOD_SET / r["image"]))
+                rgb = read_image(root / OOD_SET / r["image"])
             except ImageReadError as exc:
                 unreadable.append(str(exc))
                 continue
+            v = verdict(rgb)
             n += 1
             rejected += v.decision == "reject"
             ood_scores.append(v.check("not_skin").score)
@@ -292,7 +293,7 @@ def gate_eval(
             row = {"image": r["image"], "decision": v.decision, "reasons": v.reasons}
             if predictor is not None:
                 # the app's flow: what the gate lets through is classified, and the classifier may abstain
-                row["classifier_abstained"] = classify(read_image(root / OOD_SET / r["image"]))[1]
+                row["classifier_abstained"] = classify(rgb)[1]
                 stopped += v.decision == "reject" or row["classifier_abstained"]
             per_image.append(row)
         ood = {
