@@ -175,6 +175,11 @@ def compare_predictions(
 # --------------------------------------------------------------------------
 
 
+def _of_variant(results: dict, variant: str) -> dict:
+    """The worker's results for one variant, keyed by image path ("<variant>:<path>" -> "<path>")."""
+    return {k.split(":", 1)[1]: v for k, v in results.items() if k.startswith(variant + ":")}
+
+
 def compare_unfamiliarity(ours: dict[str, float], theirs: dict[str, float]) -> dict:
     """MediaPipe's second classification head against our unfamiliarity output
     (presized images: the same input tensor on both sides)."""
@@ -344,12 +349,9 @@ def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spe
             labels = setups[key].labels
             entry["variants"] = {}
             for variant in VARIANTS:
-                theirs = {k.split(":", 1)[1]: v for k, v in mp_entry["results"].items() if k.startswith(variant + ":")}
-                entry["variants"][variant] = compare_predictions(labels, ours[key], theirs)
+                entry["variants"][variant] = compare_predictions(labels, ours[key], _of_variant(mp_entry["results"], variant))
             if setups[key].familiarity:
-                entry["unfamiliarity"] = compare_unfamiliarity(
-                    unfamiliarity[key], {k.split(":", 1)[1]: v for k, v in mp_entry.get("second_head", {}).items()
-                                         if k.startswith("presized:")})
+                entry["unfamiliarity"] = compare_unfamiliarity(unfamiliarity[key], _of_variant(mp_entry["second_head"], "presized"))
             sample = next((v for v in mp_entry["results"].values() if isinstance(v, list) and v), None)
             if sample:
                 entry["display_names_example"] = {c["category_name"]: c["display_name"] for c in sample}

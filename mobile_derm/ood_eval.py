@@ -43,8 +43,7 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
     """``test_dataset``: the run's dataset (its saved test split is used); ``other_sets``:
     name -> Dataset, every image of which is scored; ``models``: variant -> .tflite path."""
     from mobile_derm import familiarity
-    from mobile_derm.tf_setup import keras
-    from mobile_derm.train import dataset_pixels, feature_extractor, load_run, predict_probs, run_arrays
+    from mobile_derm.train import dataset_pixels, features_and_probs, load_run, run_arrays
 
     run_dir = Path(run_dir)
     model, config, info = load_run(run_dir)
@@ -54,10 +53,8 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
                                                        "on this run (it only redoes the final steps)")
     if info.ood_threshold is None:
         raise ConfigError(run_dir / "model_info.json", "has no ood_threshold")
-    both = keras.Model(model.input, [feature_extractor(model).output, model.output])
-
     def score(pixels):
-        feats, probs = predict_probs(both, pixels, info.mean, info.std)  # a two-output model: both arrays
+        feats, probs = features_and_probs(model, pixels, info.mean, info.std)
         return probs.max(axis=1), familiar.distance(feats)
 
     pixels, _, split = run_arrays(test_dataset, run_dir, progress=progress)

@@ -109,6 +109,15 @@ def feature_extractor(model):
     return keras.Model(model.input, model.get_layer("head_dropout").input)
 
 
+def features_and_probs(model, pixels: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features and label probabilities from one pass over ``pixels``."""
+    from mobile_derm.tf_setup import keras
+
+    both = keras.Model(model.input, [feature_extractor(model).output, model.output])
+    features, probs = predict_probs(both, pixels, mean, std)
+    return features, probs
+
+
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
     """Per-class loss weights, mean 1 over the training images."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -336,7 +345,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             model.save_weights(str(tmp))
 
     # ---- prior correction, then operating points, on validation; report on test
-    val_probs = predict_probs(model, x_val, spec.mean, spec.std)
+    # (the logit shift changes only the head, so these features serve the familiarity model too)
+    val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
     adjustment = None
     if config.logit_adjustment != 0:  # a tau, or "validation"
         adjustment, val_probs = _adjust_logits(model, val_probs, y_val, y_train, n_classes, config.logit_adjustment)
@@ -345,10 +355,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
     from mobile_derm import familiarity
 
-    feature_model = feature_extractor(model)
-    features = {part: predict_probs(feature_model, pixels[idx], spec.mean, spec.std)
-                for part, idx in (("train", idx_train), ("val", idx_val), ("test", idx_test))}
-    familiar = familiarity.fit(features["train"], y_train).calibrate(features["val"], config.ood_keep_fraction)
+    train_features = predict_probs(feature_extractor(model), x_train, spec.mean, spec.std)
+    familiar = familiarity.fit(train_features, y_train).calibrate(val_features, config.ood_keep_fraction)
     familiar.save(run_dir / familiarity.FILENAME)
 
     from quality_checks import GateConfig
@@ -371,8 +379,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     )
     info.save(run_dir / "model_info.json")
 
-    test_probs = predict_probs(model, pixels[idx_test], spec.mean, spec.std)
-    extra = {"familiarity_abstain_rate": float(np.mean(familiar.unfamiliar(features["test"])))}
+    test_features, test_probs = features_and_probs(model, pixels[idx_test], spec.mean, spec.std)
+    extra = {"familiarity_abstain_rate": float(np.mean(familiar.unfamiliar(test_features)))}
     if adjustment:
         # what the same model scored on test before the correction, for the record
         from mobile_derm.logit_adjustment import adjust_probs
