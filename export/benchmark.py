@@ -18,16 +18,20 @@ from mobile_derm.io_utils import atomic_path, atomic_write_text
 from mobile_derm.model_info import ModelInfo
 
 TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "agreement_with_float",
-                 "size_bytes", "latency_ms_p50", "latency_ms_p95", "latency_ms_p50_2threads")
+                 "size_bytes", "latency_ms_p50", "latency_ms_p95", "latency_ms_p50_2threads", "latency_vs_float32")
 
 
-def latency_ms_interleaved(model_paths: dict[str, str | Path], num_threads: int, runs: int = 50,
-                           warmup: int = 5) -> dict[str, tuple[float, float]]:
-    """p50 and p95 of single-image invoke time on LiteRT for each model, timed in
-    rounds (one invoke of every model per round) so that a slow spell of the machine
-    -- frequency scaling, another process -- lands on every variant alike and the
+LATENCY_RUNS = 200  # rounds per thread setting; cut into LATENCY_BLOCKS for the ratio's spread
+LATENCY_BLOCKS = 5
+
+
+def interleaved_times_ms(model_paths: dict[str, str | Path], num_threads: int, runs: int = LATENCY_RUNS,
+                         warmup: int = 5) -> dict[str, np.ndarray]:
+    """Single-image invoke times on LiteRT for each model, timed in rounds (one
+    invoke of every model per round) so that a slow spell of the machine --
+    frequency scaling, another process -- lands on every variant alike and the
     ratios between them stay fair. Timing the variants one after another let such a
-    spell alone move the int8/float32 ratio by 0.1."""
+    spell alone move the int8/float32 ratio by 0.1. Row i of every model is round i."""
     from mobile_derm.predict import Predictor
 
     timed = []
@@ -42,16 +46,41 @@ def latency_ms_interleaved(model_paths: dict[str, str | Path], num_threads: int,
             interp.invoke()
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000)
-    return {name: (float(np.percentile(times, 50)), float(np.percentile(times, 95))) for name, _, _, _, times in timed}
+    return {name: np.asarray(times) for name, _, _, _, times in timed}
 
 
-def latency_columns(model_paths: dict[str, str | Path], runs: int = 50) -> dict[str, dict[str, float]]:
+def latency_ms_interleaved(model_paths: dict[str, str | Path], num_threads: int, runs: int = LATENCY_RUNS,
+                           warmup: int = 5) -> dict[str, tuple[float, float]]:
+    """p50 and p95 of each model's interleaved invoke times."""
+    times = interleaved_times_ms(model_paths, num_threads, runs, warmup)
+    return {name: (float(np.percentile(t, 50)), float(np.percentile(t, 95))) for name, t in times.items()}
+
+
+def ratio_by_block(times: np.ndarray, reference: np.ndarray, blocks: int = LATENCY_BLOCKS) -> list[float]:
+    """p50(times) / p50(reference) within each of `blocks` consecutive stretches of
+    rounds: the same ratio measured several times over, so one figure shows
+    whether it holds across the machine's spells or only on average."""
+    return [float(np.median(a) / np.median(b))
+            for a, b in zip(np.array_split(times, blocks), np.array_split(reference, blocks))]
+
+
+def latency_columns(model_paths: dict[str, str | Path], runs: int = LATENCY_RUNS) -> dict[str, dict]:
     """The benchmark tables' latency columns for each model: p50 and p95 on one
-    thread, p50 on two, each set timed interleaved across all the models."""
-    one_thread = latency_ms_interleaved(model_paths, 1, runs)
-    two_threads = latency_ms_interleaved(model_paths, 2, runs)
-    return {name: {"latency_ms_p50": one_thread[name][0], "latency_ms_p95": one_thread[name][1],
-                   "latency_ms_p50_2threads": two_threads[name][0]} for name in model_paths}
+    thread, p50 on two, each set timed interleaved across all the models; with a
+    float32 model among them, every model's one-thread p50 as a fraction of its
+    p50, overall and per block of rounds."""
+    one_thread = interleaved_times_ms(model_paths, 1, runs)
+    two_threads = interleaved_times_ms(model_paths, 2, runs)
+    columns = {name: {"latency_ms_p50": float(np.percentile(one_thread[name], 50)),
+                      "latency_ms_p95": float(np.percentile(one_thread[name], 95)),
+                      "latency_ms_p50_2threads": float(np.percentile(two_threads[name], 50))}
+               for name in model_paths}
+    if "float32" in model_paths:
+        for name in model_paths:
+            by_block = ratio_by_block(one_thread[name], one_thread["float32"])
+            columns[name]["latency_vs_float32"] = columns[name]["latency_ms_p50"] / columns["float32"]["latency_ms_p50"]
+            columns[name]["latency_vs_float32_by_block"] = by_block
+    return columns
 
 
 def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
@@ -63,7 +92,7 @@ def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = Tr
 
 
 def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, models: dict[str, Path],
-                  out_dir: str | Path, keras_probs: np.ndarray | None = None, latency_runs: int = 50,
+                  out_dir: str | Path, keras_probs: np.ndarray | None = None, latency_runs: int = LATENCY_RUNS,
                   progress: bool = True) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +116,6 @@ def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, 
         results[variant].update(columns)
     if "float32" in results and "int8" in results:
         results["int8"]["size_vs_float32"] = results["int8"]["size_bytes"] / results["float32"]["size_bytes"]
-        results["int8"]["latency_vs_float32"] = results["int8"]["latency_ms_p50"] / results["float32"]["latency_ms_p50"]
     document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size,
                 "n_test": int(len(y_test)), "variants": results}
     atomic_write_text(out_dir / "benchmark.json", json.dumps(document, indent=2))
@@ -96,9 +124,12 @@ def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, 
     return document
 
 
-def _fmt(value, column):
+def _fmt(value, column, row=None):
     if value is None:
         return "-"
+    if column == "latency_vs_float32":  # overall, then the lowest and highest block
+        blocks = (row or {}).get("latency_vs_float32_by_block")
+        return f"{value:.3f}" + (f" ({min(blocks):.3f}-{max(blocks):.3f})" if blocks else "")
     if column == "size_bytes":
         return f"{value / 1e6:.2f} MB"
     if column.startswith("latency"):
@@ -109,10 +140,12 @@ def _fmt(value, column):
 def markdown_table(document: dict) -> str:
     header = ["variant", *TABLE_COLUMNS]
     lines = [f"Benchmark of {document['model']} ({document['backbone']} at {document['input_size']} px), "
-             f"n_test = {document['n_test']}; latency in ms on LiteRT, batch 1.", "",
+             f"n_test = {document['n_test']}; latency in ms on LiteRT, batch 1; latency_vs_float32 is the "
+             f"one-thread p50 over float32's (in brackets: lowest and highest of {LATENCY_BLOCKS} blocks of rounds).",
+             "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in document["variants"].items():
-        lines.append("| " + " | ".join([name] + [_fmt(row.get(c), c) for c in TABLE_COLUMNS]) + " |")
+        lines.append("| " + " | ".join([name] + [_fmt(row.get(c), c, row) for c in TABLE_COLUMNS]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -80,7 +80,7 @@ def test_tiny_benchmark_structure_and_relations(tiny_run):
         assert 0.0 <= row["float32_mean_top1_margin"] <= row["float32_mean_top1_prob"]
         assert row["prob_error_vs_image_spread"] >= 0.0 and row["float32_prob_image_spread"] > 0.0
         assert row["size_vs_float32"] == pytest.approx(row["size_bytes"] / rows["float32"]["size_bytes"])
-        assert row["latency_p50_vs_float32"] == pytest.approx(row["latency_ms_p50"] / rows["float32"]["latency_ms_p50"])
+        assert row["latency_vs_float32"] == pytest.approx(row["latency_ms_p50"] / rows["float32"]["latency_ms_p50"])
     assert rows["float32"]["top1_agreement_with_float32"] == 1.0
     assert rows["float32"]["mean_abs_prob_diff_vs_float32"] == 0.0
     assert rows["float32"]["prob_error_vs_image_spread"] == 0.0

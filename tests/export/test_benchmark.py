@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from export.benchmark import latency_ms_interleaved
+from export.benchmark import LATENCY_BLOCKS, latency_columns, latency_ms_interleaved, ratio_by_block
 from export.convert import convert
 from export.metadata import write_model_file
 from mobile_derm.model_info import ModelInfo
@@ -35,3 +35,22 @@ def test_interleaved_latency_times_each_model_and_ranks_them_by_work(tmp_path):
     assert timings["large"][0] > 3 * timings["small"][0]
     p50, p95 = latency_ms_interleaved({"large": large}, 1, runs=5, warmup=1)["large"]  # one model alone
     assert 0 < p50 <= p95
+
+
+def test_ratio_by_block_measures_each_stretch_of_rounds():
+    reference = np.array([10.0] * 4 + [20.0] * 4)  # a slow spell in the second half
+    times = np.array([5.0] * 4 + [12.0] * 4)
+    assert ratio_by_block(times, reference, blocks=2) == pytest.approx([0.5, 0.6])
+
+
+def test_latency_columns_give_every_model_its_ratio_to_float32(tmp_path):
+    small = _model_file(tmp_path / "small.tflite", 4)
+    large = _model_file(tmp_path / "large.tflite", 96)
+    columns = latency_columns({"float32": large, "small": small}, runs=10)
+    assert columns["float32"]["latency_vs_float32"] == 1.0
+    ratio = columns["small"]["latency_vs_float32"]
+    assert ratio == pytest.approx(columns["small"]["latency_ms_p50"] / columns["float32"]["latency_ms_p50"])
+    assert ratio < 0.5
+    assert len(columns["small"]["latency_vs_float32_by_block"]) == LATENCY_BLOCKS
+    assert all(r < 1 for r in columns["small"]["latency_vs_float32_by_block"])
+    assert columns["small"]["latency_ms_p50_2threads"] > 0
