@@ -28,14 +28,15 @@ from mobile_derm.io_utils import atomic_path, atomic_write_text
 DEFAULT_SETS = ("ood", "pad_ufes20", "sd198", "derm7pt")
 
 
-def abstention_rates(top_prob: np.ndarray, distance: np.ndarray, ood_threshold: float, familiarity_threshold: float) -> dict:
-    softmax = top_prob < ood_threshold
-    familiar = distance > familiarity_threshold
+def abstention_rates(low_confidence: np.ndarray, unfamiliar: np.ndarray) -> dict:
+    """Share of images each rule abstains on, and their union (boolean arrays, one entry per image)."""
+    low_confidence, unfamiliar = np.asarray(low_confidence, bool), np.asarray(unfamiliar, bool)
+    n = len(low_confidence)
     return {
-        "n": int(len(top_prob)),
-        "softmax": float(np.mean(softmax)) if len(top_prob) else None,
-        "familiarity": float(np.mean(familiar)) if len(top_prob) else None,
-        "either": float(np.mean(softmax | familiar)) if len(top_prob) else None,
+        "n": int(n),
+        "softmax": float(np.mean(low_confidence)) if n else None,
+        "familiarity": float(np.mean(unfamiliar)) if n else None,
+        "either": float(np.mean(low_confidence | unfamiliar)) if n else None,
     }
 
 
@@ -62,14 +63,15 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
     for name, dataset in other_sets.items():
         images[name] = dataset_pixels(dataset, config.image_size, progress=progress)
     scores = {name: score(x) for name, x in images.items()}
-    exported = {variant: {name: _tflite_rates(path, x, info, progress) for name, x in images.items()}
+    exported = {variant: {name: _tflite_rates(path, x, progress) for name, x in images.items()}
                 for variant, path in (models or {}).items()}
     document = {
         "run": str(run_dir),
         "ood_threshold": info.ood_threshold,
         "familiarity_threshold": familiar.threshold,
         "keep_fraction_on_validation": familiar.keep_fraction,
-        "sets": {name: abstention_rates(top, dist, info.ood_threshold, familiar.threshold) for name, (top, dist) in scores.items()},
+        "sets": {name: abstention_rates(top < info.ood_threshold, dist > familiar.threshold)
+                 for name, (top, dist) in scores.items()},
         "exported": exported,
     }
     out_dir = Path(out_dir)
@@ -80,8 +82,9 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
     return document
 
 
-def _tflite_rates(path, pixels: np.ndarray, info, progress: bool) -> dict:
-    """Abstention rates from an exported model's own outputs (its unfamiliarity > 0.5)."""
+def _tflite_rates(path, pixels: np.ndarray, progress: bool) -> dict:
+    """Abstention rates from an exported model's own outputs, decided by ``predict``'s
+    rule (``Predictor.explain``'s abstain reasons), as an app would see them."""
     from tqdm import tqdm
 
     from mobile_derm.predict import Predictor
@@ -89,11 +92,11 @@ def _tflite_rates(path, pixels: np.ndarray, info, progress: bool) -> dict:
     predictor = Predictor(path, num_threads=2)
     if predictor.info.familiarity is None:
         raise ConfigError(path, "carries no unfamiliarity output (exported from a run without a familiarity model)")
-    out = [predictor.predict(p) for p in tqdm(pixels, desc=f"ood-eval {Path(path).stem}", disable=not progress, leave=False)]
-    top = np.array([probs.max() for probs, _ in out])
-    unfamiliarity = np.array([u for _, u in out])
-    # unfamiliarity > 0.5 is distance > threshold: pass the score and 0.5 as "distance" and threshold
-    return abstention_rates(top, unfamiliarity, info.ood_threshold, predictor.info.familiarity["abstain_above"])
+    reasons = []
+    for p in tqdm(pixels, desc=f"ood-eval {Path(path).stem}", disable=not progress, leave=False):
+        probs, unfamiliarity = predictor.predict(p)
+        reasons.append(predictor.explain(probs, unfamiliarity=unfamiliarity)["abstain_reasons"])
+    return abstention_rates([("low_confidence" in r) for r in reasons], [("unfamiliar" in r) for r in reasons])
 
 
 def table(document: dict) -> str:

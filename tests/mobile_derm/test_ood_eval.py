@@ -12,7 +12,7 @@ from mobile_derm.ood_eval import abstention_rates
 def test_abstention_rates_count_each_rule_and_their_union():
     top = np.array([0.9, 0.3, 0.8, 0.2])
     dist = np.array([1.0, 1.0, 50.0, 50.0])
-    r = abstention_rates(top, dist, ood_threshold=0.5, familiarity_threshold=10.0)
+    r = abstention_rates(top < 0.5, dist > 10.0)
     assert r == {"n": 4, "softmax": 0.5, "familiarity": 0.5, "either": 0.75}
 
 
