@@ -49,13 +49,6 @@ def interleaved_times_ms(model_paths: dict[str, str | Path], num_threads: int, r
     return {name: np.asarray(times) for name, _, _, _, times in timed}
 
 
-def latency_ms_interleaved(model_paths: dict[str, str | Path], num_threads: int, runs: int = LATENCY_RUNS,
-                           warmup: int = 5) -> dict[str, tuple[float, float]]:
-    """p50 and p95 of each model's interleaved invoke times."""
-    times = interleaved_times_ms(model_paths, num_threads, runs, warmup)
-    return {name: (float(np.percentile(t, 50)), float(np.percentile(t, 95))) for name, t in times.items()}
-
-
 def ratio_by_block(times: np.ndarray, reference: np.ndarray, blocks: int = LATENCY_BLOCKS) -> list[float]:
     """p50(times) / p50(reference) within each of `blocks` consecutive stretches of
     rounds: the same ratio measured several times over, so one figure shows
