@@ -28,7 +28,9 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
     """Convert ``model`` into each variant and write ``<variant>.tflite`` with
     metadata. ``calibration_pixels`` are uint8 training images; ``qat_model``
     is needed for ``qat_int8``; ``familiarity`` (a FamiliarityModel, recorded in
-    ``info.familiarity``) adds the unfamiliarity score as every model's second output."""
+    ``info.familiarity``) adds the unfamiliarity score as every model's second output;
+    ``info.test_time_views`` other than "none" makes every model average its outputs over
+    those views of the input (``mobile_derm.views``)."""
     from export.convert import convert
     from export.metadata import write_model_file
 
@@ -40,6 +42,12 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
 
         model = with_unfamiliarity(model, familiarity)
         qat_model = with_unfamiliarity(qat_model, familiarity) if qat_model is not None else None
+    if info.test_time_views != "none":
+        # the views go inside the model file: an app feeds one image and gets the average
+        from mobile_derm.views import with_view_averaging
+
+        model = with_view_averaging(model, info.test_time_views)
+        qat_model = with_view_averaging(qat_model, info.test_time_views) if qat_model is not None else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     representative = normalize(calibration_pixels, info.mean, info.std)
@@ -59,3 +67,4 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
                 out_dir / "qat_int8.tflite", convert(qat_model, "qat_int8", representative, io_type), info)
             bar.update()
     return written
+

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mobile_derm.errors import ConfigError, DataError, MobileDermError
+from mobile_derm.views import VIEW_SETS
 
 
 # ------------------------------------------------------------------ helpers
@@ -73,6 +74,7 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in {
         "backbone": args.backbone, "input_size": args.input_size, "finetune_epochs": args.epochs,
         "seed": args.seed, "batch_size": args.batch_size, "logit_adjustment": _tau_or_validation(args.logit_adjustment),
+        "test_time_views": args.test_time_views,
     }.items() if v is not None}
     if args.random_weights:
         overrides["allow_random_weights"] = True
@@ -138,7 +140,7 @@ def cmd_benchmark(args) -> int:
 
     from export.benchmark import print_table, run_benchmark
     from export.convert import ALL_VARIANTS
-    from mobile_derm.train import load_run, predict_probs, run_arrays
+    from mobile_derm.train import load_run, run_arrays, view_averaged_probs
 
     model, config, info = load_run(args.run)
     dataset = _load_dataset(args.data, args.data_root)
@@ -148,7 +150,7 @@ def cmd_benchmark(args) -> int:
     if not models:
         raise DataError(models_dir, "no <variant>.tflite files found (run mobile-derm export first)")
     test = np.asarray(split.test)
-    keras_probs = predict_probs(model, pixels[test], config.spec.mean, config.spec.std)
+    keras_probs = view_averaged_probs(model, pixels[test], info.mean, info.std, info.test_time_views)
     document = run_benchmark(info, pixels[test], y[test], models, args.out or models_dir, keras_probs=keras_probs)
     print_table(document)
     return 0
@@ -210,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logit-adjustment", metavar="TAU|validation",
                    help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there); "
                         "re-running on a finished run only redoes this step")
+    p.add_argument("--test-time-views", choices=list(VIEW_SETS),
+                   help="average predictions over flipped/turned copies of the photo, in evaluation and in the "
+                        "exported models (default none; re-running on a finished run only redoes the evaluation)")
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mobile_derm.errors import ConfigError
 from mobile_derm.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
+from mobile_derm.views import check as check_views
 
 
 AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.pipeline: augment, light_augment, nothing
@@ -49,6 +50,10 @@ class TrainConfig:
     # "validation" picks tau for balanced accuracy on the validation split, a
     # number fixes tau, 0 leaves the trained model as it is.
     logit_adjustment: float | str = 0.0
+    # Average the prediction over flipped/turned copies of the photo (mobile_derm.views):
+    # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
+    # on validation and the exported models all use them; each view costs a forward pass.
+    test_time_views: str = "none"
     dropout_rate: float | None = None  # None: the backbone spec's
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -76,6 +81,7 @@ class TrainConfig:
                 raise ConfigError(None, f"logit_adjustment must be a number or \"validation\", not {self.logit_adjustment!r}")
         elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
             raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
+        check_views(self.test_time_views)
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

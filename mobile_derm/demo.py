@@ -39,7 +39,7 @@ def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VAR
     from export.benchmark import print_table, run_benchmark
     from export.exporter import export_variants, representative_sample
     from mobile_derm.synthetic import generate_demo_dataset
-    from mobile_derm.train import predict_probs, run_arrays, train
+    from mobile_derm.train import run_arrays, train, view_averaged_probs
 
     out_dir = Path(out_dir)
     _step(f"1/5 generating demo data (synthetic lesions, not dermatology) in {out_dir / 'data'}")
@@ -62,7 +62,8 @@ def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VAR
 
     _step("4/5 benchmarking every variant on the held-out test split (LiteRT)")
     test = np.asarray(split.test)
-    keras_probs = predict_probs(result.model, pixels[test], config.spec.mean, config.spec.std)
+    keras_probs = view_averaged_probs(result.model, pixels[test], result.info.mean, result.info.std,
+                                      result.info.test_time_views)
     document = run_benchmark(result.info, pixels[test], y[test], models, out_dir, keras_probs=keras_probs,
                              latency_runs=size.latency_runs, progress=progress)
     print_table(document)

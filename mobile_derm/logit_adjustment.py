@@ -32,20 +32,30 @@ def prior_shift(prior: np.ndarray, tau: float) -> np.ndarray:
 
 
 def adjust_probs(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """softmax(z + shift) from softmax(z): multiply by exp(shift) and renormalise."""
+    """softmax(z + shift) from softmax(z): multiply by exp(shift) and renormalise
+    (classes on the last axis, so a (views, N, classes) stack works too)."""
     log_p = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, 1.0)) + np.asarray(shift)
-    log_p -= log_p.max(axis=1, keepdims=True)
+    log_p -= log_p.max(axis=-1, keepdims=True)
     p = np.exp(log_p)
-    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (p / p.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def adjusted_mean(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The adjusted probabilities of (N, classes) ``probs``, or, for a (views, N, classes)
+    stack, the mean over views of each view's adjusted probabilities: the shift sits in
+    the head, before the exported model averages its views (mobile_derm.views)."""
+    adjusted = adjust_probs(probs, shift)
+    return adjusted.mean(axis=0) if adjusted.ndim == 3 else adjusted
 
 
 def choose_tau(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, grid=TAU_GRID) -> tuple[float, list[dict]]:
-    """The tau of ``grid`` with the highest balanced accuracy on (validation) ``probs``;
-    ties go to the smaller tau (less change). Returns tau and the whole curve."""
+    """The tau of ``grid`` with the highest balanced accuracy on (validation) ``probs``
+    ((N, classes), or a (views, N, classes) stack: see ``adjusted_mean``); ties go to
+    the smaller tau (less change). Returns tau and the whole curve."""
     curve = []
     for tau in grid:
-        pred = adjust_probs(probs, prior_shift(prior, tau)).argmax(axis=1)
-        curve.append({"tau": float(tau), "balanced_accuracy": float(balanced_accuracy(y, pred, probs.shape[1])),
+        pred = adjusted_mean(probs, prior_shift(prior, tau)).argmax(axis=1)
+        curve.append({"tau": float(tau), "balanced_accuracy": float(balanced_accuracy(y, pred, probs.shape[-1])),
                       "top1": float(np.mean(pred == y))})
     best = max(curve, key=lambda point: (round(point["balanced_accuracy"], 6), -point["tau"]))
     return best["tau"], curve

@@ -39,6 +39,9 @@ class ModelInfo:
     # output: {"output": "unfamiliarity", "abstain_above": 0.5, "threshold": distance,
     # "keep_fraction": f, "n_components": k, "slope": s}; None: one output only
     familiarity: dict | None = None
+    # mobile_derm.views: the exported models average over these views of the input
+    # (inside the model, so an app feeds one image); "none" for a plain model
+    test_time_views: str = "none"
     gate_config: dict | None = None  # quality_checks.GateConfig as a dict
     description: str = "Skin-disorder image classifier (decision support, not a diagnosis)."
     author: str = "mobile_derm"

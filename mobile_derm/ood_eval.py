@@ -44,7 +44,7 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
     """``test_dataset``: the run's dataset (its saved test split is used); ``other_sets``:
     name -> Dataset, every image of which is scored; ``models``: variant -> .tflite path."""
     from mobile_derm import familiarity
-    from mobile_derm.train import dataset_pixels, features_and_probs, load_run, run_arrays
+    from mobile_derm.train import dataset_pixels, features_and_probs, load_run, run_arrays, view_averaged_probs
 
     run_dir = Path(run_dir)
     model, config, info = load_run(run_dir)
@@ -56,6 +56,8 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
         raise ConfigError(run_dir / "model_info.json", "has no ood_threshold")
     def score(pixels):
         feats, probs = features_and_probs(model, pixels, info.mean, info.std)
+        if info.test_time_views != "none":  # the softmax rule sees what the exported model returns
+            probs = view_averaged_probs(model, pixels, info.mean, info.std, info.test_time_views)
         return probs.max(axis=1), familiar.distance(feats)
 
     pixels, _, split = run_arrays(test_dataset, run_dir, progress=progress)

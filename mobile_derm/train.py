@@ -207,7 +207,8 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
 
 def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
     """Fold a prior correction into ``model``'s head bias (in place); returns the
-    record for ModelInfo and the validation probabilities of the adjusted model."""
+    record for ModelInfo and the validation probabilities of the adjusted model.
+    ``val_probs`` is the (views, N, classes) stack of ``_other_views``."""
     from mobile_derm import logit_adjustment as la
 
     prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
@@ -226,7 +227,23 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
               "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift]}
     if curve:
         record["validation_curve"] = curve
-    return record, la.adjust_probs(val_probs, shift)
+    return record, la.adjusted_mean(val_probs, shift)
+
+
+def _other_views(model, pixels: np.ndarray, probs: np.ndarray, spec, views_name: str) -> np.ndarray:
+    """(views, N, classes): ``probs`` (the photos as given) stacked with the model's
+    probabilities on the other test-time views."""
+    from mobile_derm import views
+
+    rest = [predict_probs(model, views.view_of(pixels, v), spec.mean, spec.std) for v in views.check(views_name)[1:]]
+    return np.stack([probs, *rest])
+
+
+def view_averaged_probs(model, pixels: np.ndarray, mean, std, views_name: str) -> np.ndarray:
+    """What the exported model returns: probabilities averaged over the run's test-time views."""
+    from mobile_derm import views
+
+    return views.view_probs(lambda x: predict_probs(model, x, mean, std), pixels, views_name).mean(axis=0)
 
 
 def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) -> np.ndarray:
@@ -346,10 +363,15 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
 
     # ---- prior correction, then operating points, on validation; report on test
     # (the logit shift changes only the head, so these features serve the familiarity model too)
+    # With test-time views the probabilities are averaged over views (mobile_derm.views),
+    # as the exported model does; the familiarity model keeps the photo as given.
     val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
+    val_view_probs = _other_views(model, x_val, val_probs, spec, config.test_time_views)
     adjustment = None
     if config.logit_adjustment != 0:  # a tau, or "validation"
-        adjustment, val_probs = _adjust_logits(model, val_probs, y_val, y_train, n_classes, config.logit_adjustment)
+        adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment)
+    else:
+        val_probs = val_view_probs.mean(axis=0)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
 
     # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
@@ -373,6 +395,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         malignancy_thresholds=points["malignancy_thresholds"],
         ood_threshold=points["ood_threshold"],
         logit_adjustment=adjustment,
+        test_time_views=config.test_time_views,
         familiarity=familiar.summary(),
         gate_config=GateConfig.default().to_dict(),
         description=f"{dataset.name} classifier ({n_classes} classes, {spec.name} at {size}px). Decision support, not a diagnosis.",
@@ -380,12 +403,18 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     info.save(run_dir / "model_info.json")
 
     test_features, test_probs = features_and_probs(model, pixels[idx_test], spec.mean, spec.std)
+    test_view_probs = _other_views(model, pixels[idx_test], test_probs, spec, config.test_time_views)
+    test_probs = test_view_probs.mean(axis=0)
     extra = {"familiarity_abstain_rate": float(np.mean(familiar.unfamiliar(test_features)))}
+    if config.test_time_views != "none":
+        # the photo as given, for the record: what the views added
+        single = evaluate_probs(test_view_probs[0], y_all[idx_test], info)
+        extra["single_view"] = {k: single[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
     if adjustment:
         # what the same model scored on test before the correction, for the record
         from mobile_derm.logit_adjustment import adjust_probs
 
-        before = evaluate_probs(adjust_probs(test_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
+        before = evaluate_probs(adjust_probs(test_view_probs, -np.asarray(adjustment["shift"])).mean(axis=0), y_all[idx_test], info)
         extra["without_logit_adjustment"] = {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
                             title=f"{info.name} (Keras float, test split)", extra=extra)

@@ -68,3 +68,24 @@ def test_apply_to_model_shifts_the_softmax_input():
     shift = np.array([-1.0, 0.5, 0.5])
     apply_to_model(model, shift)
     np.testing.assert_allclose(model.predict(x, verbose=0), adjust_probs(before, shift), atol=1e-5)
+
+
+def test_views_are_adjusted_one_by_one_before_averaging():
+    """With test-time views the shift sits in the head, before the model averages its
+    views: the mean of adjusted views, which is not the adjusted mean."""
+    from mobile_derm.logit_adjustment import adjusted_mean
+
+    rng = np.random.default_rng(3)
+    view_logits = rng.normal(size=(4, 30, 3)) * 3
+    shift = np.array([-1.5, 0.5, 1.0])
+    stacked = np.stack([_softmax(z) for z in view_logits])
+    expected = np.mean([_softmax(z + shift) for z in view_logits], axis=0)
+    np.testing.assert_allclose(adjusted_mean(stacked, shift), expected, atol=1e-6)
+    assert np.abs(adjust_probs(stacked.mean(axis=0), shift) - expected).max() > 1e-3
+    np.testing.assert_allclose(adjusted_mean(stacked[0], shift), _softmax(view_logits[0] + shift), atol=1e-6)
+    # choose_tau scores a stack the same way
+    y = rng.integers(0, 3, 30)
+    prior = np.array([0.6, 0.3, 0.1])
+    _, curve = choose_tau(stacked, y, prior, grid=(0.0, 1.0))
+    pred = adjusted_mean(stacked, prior_shift(prior, 1.0)).argmax(axis=1)
+    assert curve[1]["balanced_accuracy"] == pytest.approx(balanced_accuracy(y, pred, 3))
