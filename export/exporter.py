@@ -50,6 +50,7 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
         qat_model = with_view_averaging(qat_model, info.test_time_views) if qat_model is not None else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    info = _ship_skin_check(info, out_dir)
     representative = normalize(calibration_pixels, info.mean, info.std)
     written = {}
     ptq = [v for v in variants if v != "qat_int8"]
@@ -68,3 +69,27 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
             bar.update()
     return written
 
+
+SKIN_CHECK_FILENAME = "skin_check.tflite"
+
+
+def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
+    """If the gate config uses a learned skin check (quality_checks.skin_check), copy its
+    model beside the exported models and point the packed config at that copy by name,
+    so the folder is what an app ships. Returns the ModelInfo to pack."""
+    import copy
+    import dataclasses
+
+    gate = info.gate_config or {}
+    source = gate.get("skin_check_model")
+    if not source:
+        return info
+    source = Path(source)
+    if not source.is_file():
+        raise ConfigError(source, "the gate config's skin-check model file is missing")
+    from mobile_derm.io_utils import atomic_write_bytes
+
+    atomic_write_bytes(out_dir / SKIN_CHECK_FILENAME, source.read_bytes())
+    gate = copy.deepcopy(gate)
+    gate["skin_check_model"] = SKIN_CHECK_FILENAME
+    return dataclasses.replace(info, gate_config=gate)

@@ -167,6 +167,31 @@ def cmd_ood_eval(args) -> int:
     return 0
 
 
+def cmd_fit_skin_check(args) -> int:
+    from export.skin_check import fit_skin_check
+    from quality_checks.typicality import fitting_photos
+
+    if args.photos:
+        from quality_checks.calibrate import list_images
+        from quality_checks.decode import read_image
+        from quality_checks.features import shrink
+        from quality_checks import GateConfig
+
+        analysis_size = GateConfig.default().analysis_size
+        paths = list_images(args.photos)
+        photos = [shrink(read_image(p), analysis_size) for p in paths]
+        source = f"{len(photos)} photos under {args.photos}"
+    else:
+        from mobile_derm.datasets import data_root
+
+        root = Path(args.data_root) if args.data_root else data_root()
+        photos, source = fitting_photos(root)
+    result = fit_skin_check(photos, args.out, source=source)
+    print(json.dumps(result, indent=2))
+    print(f"use it with --config {result['config']} (check-photo, gate-eval) or --gate-config (export)")
+    return 0
+
+
 def cmd_predict(args) -> int:
     from mobile_derm.predict import Predictor
 
@@ -256,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", help="exported .tflite files to score the same way (their own outputs, LiteRT)")
     p.add_argument("--out", help="where ood_eval.json/.md/.png go (default: RUN/ood_eval)")
     p.set_defaults(func=cmd_ood_eval)
+
+    p = sub.add_parser("fit-skin-check", help="fit the learned not-skin check (ImageNet Lite0 + one-class model) on good skin photos")
+    p.add_argument("--out", required=True, help="folder for skin_check.tflite and its gate_config.json")
+    p.add_argument("--photos", help="folder of good skin photos (default: the fit half of the skin sets under --data-root)")
+    p.add_argument("--data-root", help="folder holding the data sets (default $MOBILE_DERM_DATA or ../shared/data)")
+    p.set_defaults(func=cmd_fit_skin_check)
 
     p = sub.add_parser("predict", help="classify photos with a .tflite (LiteRT only), JSON out")
     p.add_argument("images", nargs="+")

@@ -113,7 +113,9 @@ class Predictor:
         if gate:
             from quality_checks import GateConfig, assess
 
-            config = GateConfig.from_dict(self.info.gate_config) if self.info.gate_config else None
+            # a skin-check model named in the packed config lies beside the model file (export copies it)
+            config = (GateConfig.from_dict(self.info.gate_config).resolve_paths(self.model_path.parent)
+                      if self.info.gate_config else None)
             verdict = assess(rgb, config, min_model_input=self.info.input_size)
             result["quality"] = verdict.to_dict()
             if verdict.decision == "reject" and not force:

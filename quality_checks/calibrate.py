@@ -100,7 +100,8 @@ def calibrate(
         except ImageReadError as exc:
             unreadable.append(str(exc))
             continue
-        measurements.append(measure(rgb, base.analysis_size))
+        # the descriptor always (--fit-skin-model refits on it), the learned skin check if the base has one
+        measurements.append(measure(rgb, base.analysis_size, skin_check=base.skin_check()))
     cfg = GateConfig.from_dict(base.to_dict())
     scores = None
     if fit_skin_model:

@@ -133,6 +133,10 @@ class GateConfig:
     calibration: dict | None = None  # provenance written by calibrate()
     # one-class model of skin photos for the not_skin check (typicality.SkinPhotoModel.to_dict())
     skin_model: dict | None = field(default_factory=_shipped_skin_model)
+    # the learned not-skin check (skin_check.py): a .tflite from `mobile-derm fit-skin-check`,
+    # scored by ramps["not_skin"]["skin_check_distance"]; a relative path is relative to the
+    # config file (GateConfig.load) or to the model file whose metadata carries the config
+    skin_check_model: str | None = None
 
     def skin_photo_model(self):
         """The parsed skin_model (cached), or None."""
@@ -145,6 +149,20 @@ class GateConfig:
             cached = (self.skin_model, SkinPhotoModel.from_dict(self.skin_model))
             self._parsed_skin_model = cached
         return cached[1]
+
+    def skin_check(self):
+        """The loaded skin-check model (skin_check.SkinCheck, one per file and process), or None."""
+        if self.skin_check_model is None:
+            return None
+        from quality_checks import skin_check
+
+        return skin_check.load(str(self.skin_check_model))
+
+    def resolve_paths(self, base_dir: str | Path) -> "GateConfig":
+        """Make a relative skin_check_model path relative to ``base_dir`` (in place)."""
+        if self.skin_check_model is not None and not Path(self.skin_check_model).is_absolute():
+            self.skin_check_model = str(Path(base_dir) / self.skin_check_model)
+        return self
 
     @classmethod
     def default(cls) -> "GateConfig":
@@ -165,6 +183,7 @@ class GateConfig:
             "decode_min_long_side": self.decode_min_long_side,
             "calibration": copy.deepcopy(self.calibration),
             "skin_model": copy.deepcopy(self.skin_model),
+            "skin_check_model": self.skin_check_model,
         }
 
     @classmethod
@@ -184,6 +203,9 @@ class GateConfig:
                 ramps.setdefault(check, {})
                 for key, gb in table.items():
                     ramps[check][key] = {"good": float(gb["good"]), "bad": float(gb["bad"])}
+            if "skin_check_distance" in ramps.get("not_skin", {}) and "typicality" not in (d.get("ramps") or {}).get("not_skin", {}):
+                # the learned check replaces the hand-made one unless the file asks for both
+                ramps["not_skin"].pop("typicality", None)
             cast_box = dict(base.cast_box)
             cast_box.update({str(k): float(v) for k, v in (d.get("cast_box") or {}).items()})
             cfg = cls(
@@ -200,6 +222,7 @@ class GateConfig:
                 decode_min_long_side=int(d.get("decode_min_long_side", base.decode_min_long_side)),
                 calibration=d.get("calibration"),
                 skin_model=d.get("skin_model", base.skin_model),
+                skin_check_model=None if d.get("skin_check_model") is None else str(d["skin_check_model"]),
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise GateConfigError(source, f"bad gate config value ({exc})") from None
@@ -221,6 +244,8 @@ class GateConfig:
             from quality_checks.typicality import SkinPhotoModel
 
             SkinPhotoModel.from_dict(self.skin_model, source)
+        if ("skin_check_distance" in self.ramps.get("not_skin", {})) != (self.skin_check_model is not None):
+            raise GateConfigError(source, "skin_check_model and the not_skin ramp skin_check_distance come together (both or neither)")
         if self.min_model_input < 1 or self.max_pixels < 1 or self.analysis_size < 32:
             raise GateConfigError(source, "min_model_input, max_pixels must be >= 1 and analysis_size >= 32")
 
@@ -243,4 +268,4 @@ class GateConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GateConfigError(p, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, p)
+        return cls.from_dict(data, p).resolve_paths(p.parent)

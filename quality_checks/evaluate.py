@@ -25,8 +25,7 @@ from quality_checks._atomic import atomic_write_text
 from quality_checks.config import GateConfig
 from quality_checks.decode import read_image
 from quality_checks.errors import ImageReadError, QualityCheckError
-from quality_checks.features import measure
-from quality_checks.gate import verdict_from_measurements
+from quality_checks.gate import measure_for, verdict_from_measurements
 
 CLEAN_SETS = ("pad_ufes20_subset", "sd198_subset", "derm7pt_dermoscopic")
 LOWRES_SET = "ham10000_200px"
@@ -169,7 +168,7 @@ def gate_eval(
     n_deg = degrade_per_set if limit is None else min(degrade_per_set, limit)
 
     def verdict(rgb):
-        return verdict_from_measurements(measure(rgb, config.analysis_size), config)
+        return verdict_from_measurements(measure_for(rgb, config), config)
 
     def classify(rgb) -> tuple[str, bool]:
         """Top-1 label and whether the classifier abstains (low confidence or unfamiliar)."""

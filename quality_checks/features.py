@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from quality_checks.skin_check import thumbnail
 from quality_checks.typicality import describe
 
 SKIN_MIN_PIXELS = 64
@@ -95,6 +96,7 @@ class Measurements:
     blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
     grey: bool  # the photo has no colour at all
     descriptor: np.ndarray | None = None  # typicality.describe() of the analysis copy (not in to_dict)
+    skin_check_distance: float = 0.0  # skin_check.SkinCheck's distance, when the config has one (0: none)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "descriptor"}
@@ -217,8 +219,10 @@ def _chroma_features(tiny: np.ndarray, skin: np.ndarray) -> dict:
     }
 
 
-def measure(rgb: np.ndarray, analysis_size: int = 320) -> Measurements:
-    """All raw measurements for one RGB uint8 image (any size >= 1x1)."""
+def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descriptor: bool = True) -> Measurements:
+    """All raw measurements for one RGB uint8 image (any size >= 1x1). ``skin_check``
+    (a skin_check.SkinCheck) adds its distance; ``descriptor=False`` skips the hand-made
+    not-skin descriptor when the config does not use it (``gate.measure_for`` decides)."""
     h0, w0 = rgb.shape[:2]
     small = shrink(rgb, analysis_size)
     if min(small.shape[:2]) < 16:  # thumbnails: measure something; resolution rejects them anyway
@@ -343,5 +347,6 @@ def measure(rgb: np.ndarray, analysis_size: int = 320) -> Measurements:
         noise_sigma=noise,
         blockiness=blockiness,
         grey=grey_photo,
-        descriptor=describe(small),
+        descriptor=describe(small) if descriptor else None,
+        skin_check_distance=skin_check.distance(thumbnail(small)) if skin_check is not None else 0.0,
     )

@@ -135,6 +135,7 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset},
         "not_skin": {
             "typicality": _typicality(m, config),
+            "skin_check_distance": m.skin_check_distance,
             "skin_fraction": m.skin_fraction,
             "hue_entropy": m.hue_entropy,
             "colourful_fraction": m.colourful_fraction,
@@ -155,6 +156,7 @@ _REASONS = {
     ("framing", "skin_fraction"): "too_far",
     ("framing", "roi_offset"): "off_centre",
     ("not_skin", "typicality"): "not_skin",
+    ("not_skin", "skin_check_distance"): "not_skin",
     ("not_skin", "skin_fraction"): "not_skin",
     ("not_skin", "hue_entropy"): "not_skin",
     ("not_skin", "colourful_fraction"): "not_skin",
@@ -251,11 +253,18 @@ def _as_rgb(rgb) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def measure_for(rgb: np.ndarray, config: GateConfig) -> Measurements:
+    """The measurements ``config`` needs: with its learned skin check if it has one, and
+    the hand-made descriptor only if a ramp still uses it."""
+    return measure(rgb, config.analysis_size, skin_check=config.skin_check(),
+                   descriptor="typicality" in config.ramps.get("not_skin", {}))
+
+
 def assess(rgb: np.ndarray, config: GateConfig | None = None, min_model_input: int | None = None, path: str | None = None) -> Verdict:
     """Judge one decoded photo (RGB uint8, HxWx3) and return the gate's verdict."""
     config = config or GateConfig.default()
     a = _as_rgb(rgb)
-    m = measure(a, analysis_size=config.analysis_size)
+    m = measure_for(a, config)
     return verdict_from_measurements(m, config, min_model_input, path=path)
 
 

@@ -123,8 +123,9 @@ class SkinPhotoModel:
 
 
 def fit_parameters(x: np.ndarray, n_components: int) -> SkinPhotoModel:
-    """The model's numbers alone (no input checks, no distance quantiles)."""
-    k = int(min(n_components, len(x) - 1, DESCRIPTOR_SIZE))
+    """The model's numbers alone (no input checks, no distance quantiles); any descriptor
+    length, so the learned skin check (skin_check.py) fits its features with it too."""
+    k = int(min(n_components, len(x) - 1, x.shape[1]))
     mean = x.mean(axis=0)
     # A floor on the spread keeps descriptor entries that are constant on skin photos
     # (e.g. no green hue at all) from dividing by ~0 and dominating the distance.
@@ -183,6 +184,29 @@ def default_ramp(model: SkinPhotoModel) -> dict[str, float]:
     return {"good": round(good, 4), "bad": round(bad, 4)}
 
 
+def fitting_photos(root, analysis_size: int = 320) -> tuple[list[np.ndarray], str]:
+    """The analysis copies (longer side <= ``analysis_size``) of the photos the shipped skin
+    models are fitted on: the fit half of each skin set under ``root`` (by a hash of the
+    file name), at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
+    Returns them and a line saying where they came from."""
+    from quality_checks.decode import read_image
+    from quality_checks.evaluate import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
+    from quality_checks.features import shrink
+
+    photos, used = [], {}
+    for ds in SKIN_MODEL_SETS:
+        rows = [r for r in read_rows(root / ds) if fit_half(r["image"])][:MAX_PHOTOS_PER_SET]
+        n = 0
+        for r in rows:
+            rgb = read_image(root / ds / r["image"])
+            if ds != LOWRES_SET and min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
+                continue
+            photos.append(shrink(rgb, analysis_size))
+            n += 1
+        used[ds] = n
+    return photos, "fit half of " + ", ".join(f"{k} ({v})" for k, v in used.items())
+
+
 def main(argv=None) -> int:
     """Refit the shipped default from half of each skin set under the data root."""
     import argparse
@@ -190,31 +214,18 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     from quality_checks._atomic import atomic_write_text
-    from quality_checks.decode import read_image
-    from quality_checks.evaluate import CLEAN_MIN_SIDE, SKIN_MODEL_SETS, default_data_root, fit_half, read_rows
-    from quality_checks.features import shrink
+    from quality_checks.evaluate import default_data_root
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "data" / "skin_model.json"))
     args = parser.parse_args(argv)
     root = Path(args.data_root) if args.data_root else default_data_root()
-    rows_used, descs = {}, []
-    for ds in SKIN_MODEL_SETS:
-        rows = [r for r in read_rows(root / ds) if fit_half(r["image"])][:MAX_PHOTOS_PER_SET]
-        n = 0
-        for r in rows:
-            rgb = read_image(root / ds / r["image"])
-            if ds != "ham10000_200px" and min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
-                continue
-            descs.append(describe(shrink(rgb, 320)))
-            n += 1
-        rows_used[ds] = n
-    source = "fit half of " + ", ".join(f"{k} ({v})" for k, v in rows_used.items())
-    model = fit(np.stack(descs), source=source)
+    photos, source = fitting_photos(root)
+    model = fit(np.stack([describe(small) for small in photos]), source=source)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(model.to_dict()) + "\n")
-    print(f"{args.out}: {len(descs)} photos, distance quantiles {model.distance_quantiles}")
+    print(f"{args.out}: {len(photos)} photos, distance quantiles {model.distance_quantiles}")
     return 0
 
 
