@@ -70,9 +70,6 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
     return written
 
 
-SKIN_CHECK_FILENAME = "skin_check.tflite"
-
-
 def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
     """If the gate config uses a learned skin check (quality_checks.skin_check), copy its
     model beside the exported models and point the packed config at that copy by name,
@@ -87,9 +84,10 @@ def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
     source = Path(source)
     if not source.is_file():
         raise ConfigError(source, "the gate config's skin-check model file is missing")
+    from export.skin_check import MODEL_FILENAME
     from mobile_derm.io_utils import atomic_write_bytes
 
-    atomic_write_bytes(out_dir / SKIN_CHECK_FILENAME, source.read_bytes())
+    atomic_write_bytes(out_dir / MODEL_FILENAME, source.read_bytes())
     gate = copy.deepcopy(gate)
-    gate["skin_check_model"] = SKIN_CHECK_FILENAME
+    gate["skin_check_model"] = MODEL_FILENAME
     return dataclasses.replace(info, gate_config=gate)

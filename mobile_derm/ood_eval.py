@@ -56,8 +56,8 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
         raise ConfigError(run_dir / "model_info.json", "has no ood_threshold")
     def score(pixels):
         feats, probs = features_and_probs(model, pixels, info.mean, info.std)
-        if info.test_time_views != "none":  # the softmax rule sees what the exported model returns
-            probs = view_averaged_probs(model, pixels, info.mean, info.std, info.test_time_views)
+        # the softmax rule sees what the exported model returns (the photo as given is already scored)
+        probs = view_averaged_probs(model, pixels, info.mean, info.std, info.test_time_views, as_given=probs)
         return probs.max(axis=1), familiar.distance(feats)
 
     pixels, _, split = run_arrays(test_dataset, run_dir, progress=progress)

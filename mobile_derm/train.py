@@ -208,7 +208,7 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
 def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
     """Fold a prior correction into ``model``'s head bias (in place); returns the
     record for ModelInfo and the validation probabilities of the adjusted model.
-    ``val_probs`` is the (views, N, classes) stack of ``_other_views``."""
+    ``val_probs`` is the (views, N, classes) stack of ``view_stack``."""
     from mobile_derm import logit_adjustment as la
 
     prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
@@ -230,20 +230,17 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
     return record, la.adjusted_mean(val_probs, shift)
 
 
-def _other_views(model, pixels: np.ndarray, probs: np.ndarray, spec, views_name: str) -> np.ndarray:
-    """(views, N, classes): ``probs`` (the photos as given) stacked with the model's
-    probabilities on the other test-time views."""
+def view_stack(model, pixels: np.ndarray, mean, std, views_name: str, as_given: np.ndarray | None = None) -> np.ndarray:
+    """(views, N, classes): the model's probabilities on each test-time view of ``pixels``
+    (row 0: the photos as given, or ``as_given`` if already computed)."""
     from mobile_derm import views
 
-    rest = [predict_probs(model, views.view_of(pixels, v), spec.mean, spec.std) for v in views.check(views_name)[1:]]
-    return np.stack([probs, *rest])
+    return views.view_probs(lambda x: predict_probs(model, x, mean, std), pixels, views_name, as_given)
 
 
-def view_averaged_probs(model, pixels: np.ndarray, mean, std, views_name: str) -> np.ndarray:
+def view_averaged_probs(model, pixels: np.ndarray, mean, std, views_name: str, as_given: np.ndarray | None = None) -> np.ndarray:
     """What the exported model returns: probabilities averaged over the run's test-time views."""
-    from mobile_derm import views
-
-    return views.view_probs(lambda x: predict_probs(model, x, mean, std), pixels, views_name).mean(axis=0)
+    return view_stack(model, pixels, mean, std, views_name, as_given).mean(axis=0)
 
 
 def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) -> np.ndarray:
@@ -366,7 +363,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # With test-time views the probabilities are averaged over views (mobile_derm.views),
     # as the exported model does; the familiarity model keeps the photo as given.
     val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
-    val_view_probs = _other_views(model, x_val, val_probs, spec, config.test_time_views)
+    val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
     adjustment = None
     if config.logit_adjustment != 0:  # a tau, or "validation"
         adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment)
@@ -403,7 +400,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     info.save(run_dir / "model_info.json")
 
     test_features, test_probs = features_and_probs(model, pixels[idx_test], spec.mean, spec.std)
-    test_view_probs = _other_views(model, pixels[idx_test], test_probs, spec, config.test_time_views)
+    test_view_probs = view_stack(model, pixels[idx_test], spec.mean, spec.std, config.test_time_views, as_given=test_probs)
     test_probs = test_view_probs.mean(axis=0)
     extra = {"familiarity_abstain_rate": float(np.mean(familiar.unfamiliar(test_features)))}
     if config.test_time_views != "none":

@@ -55,10 +55,12 @@ def view_of(images: np.ndarray, view: tuple[bool, bool, bool]) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def view_probs(predict, images: np.ndarray, name: str) -> np.ndarray:
+def view_probs(predict, images: np.ndarray, name: str, as_given: np.ndarray | None = None) -> np.ndarray:
     """``predict`` (images -> probabilities) on every view: shape (views, N, classes).
-    Row 0 is the photo as given."""
-    return np.stack([predict(view_of(images, v)) for v in check(name)])
+    Row 0 is the photo as given; pass ``as_given`` when those are already computed."""
+    first, *rest = check(name)
+    given = predict(view_of(images, first)) if as_given is None else np.asarray(as_given)
+    return np.stack([given, *(predict(view_of(images, v)) for v in rest)])
 
 
 def with_view_averaging(model, name: str):

@@ -184,8 +184,8 @@ def default_ramp(model: SkinPhotoModel) -> dict[str, float]:
     return {"good": round(good, 4), "bad": round(bad, 4)}
 
 
-def fitting_photos(root, analysis_size: int = 320) -> tuple[list[np.ndarray], str]:
-    """The analysis copies (longer side <= ``analysis_size``) of the photos the shipped skin
+def fitting_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndarray], str]:
+    """The analysis copies (longer side <= ``analysis_size``, default the GateConfig's) of the photos the shipped skin
     models are fitted on: the fit half of each skin set under ``root`` (by a hash of the
     file name), at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
     Returns them and a line saying where they came from."""
@@ -193,6 +193,10 @@ def fitting_photos(root, analysis_size: int = 320) -> tuple[list[np.ndarray], st
     from quality_checks.evaluate import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
     from quality_checks.features import shrink
 
+    if analysis_size is None:
+        from quality_checks.config import GateConfig
+
+        analysis_size = GateConfig.default().analysis_size
     photos, used = [], {}
     for ds in SKIN_MODEL_SETS:
         rows = [r for r in read_rows(root / ds) if fit_half(r["image"])][:MAX_PHOTOS_PER_SET]

@@ -47,6 +47,11 @@ def test_view_probs_stacks_one_prediction_per_view():
     np.testing.assert_array_equal(stacked[1], x[:, 0, -1])  # mirrored left-right
     np.testing.assert_array_equal(stacked[2], x[:, -1, 0])  # upside down
     np.testing.assert_array_equal(stacked[3], x[:, -1, -1])
+    # probabilities of the photos as given, already computed, are used as they are
+    given = np.full((3, 3), 0.5, np.float32)
+    reused = views.view_probs(lambda batch: batch[:, 0, 0, :], x, "flips", as_given=given)
+    np.testing.assert_array_equal(reused[0], given)
+    np.testing.assert_array_equal(reused[1:], stacked[1:])
 
 
 def _tiny_model(size=(6, 6), two_outputs=False):
