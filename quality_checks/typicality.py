@@ -150,13 +150,15 @@ def half_models(descriptors: np.ndarray, n_components: int = N_COMPONENTS) -> li
     return [fit_parameters(x[fold != f], n_components) for f in (0, 1)]
 
 
-def cross_fit_distances(descriptors: np.ndarray, n_components: int = N_COMPONENTS) -> np.ndarray:
+def cross_fit_distances(descriptors: np.ndarray, n_components: int = N_COMPONENTS,
+                        models: list[SkinPhotoModel] | None = None) -> np.ndarray:
     """Each photo's distance under a model fitted on the other half (2-fold), i.e. how
-    the model will score new photos of the same kind, not the optimistic in-sample value."""
+    the model will score new photos of the same kind, not the in-sample value.
+    ``models``: the half_models of these descriptors, when already fitted."""
     x = np.asarray(descriptors, np.float64)
     fold = fold_of(len(x))
     out = np.empty(len(x))
-    for f, model in enumerate(half_models(x, n_components)):
+    for f, model in enumerate(models or half_models(x, n_components)):
         out[fold == f] = [model.distance(row) for row in x[fold == f]]
     return out
 
@@ -178,7 +180,11 @@ def fit(descriptors: np.ndarray, n_components: int = N_COMPONENTS, source: str =
 def default_ramp(model: SkinPhotoModel) -> dict[str, float]:
     """Score 1 up to the distance 95% of the fitting photos stay under, 0 at 1.2x the 99.5% one
     (with the default not_skin threshold 0.3, photos beyond about the 99.5% distance fail)."""
-    q = model.distance_quantiles
+    return ramp_from_quantiles(model.distance_quantiles)
+
+
+def ramp_from_quantiles(q: dict[str, float]) -> dict[str, float]:
+    """default_ramp from the quantiles alone ("q95", "q99.5" of cross-fitted distances)."""
     good = q.get("q95", 2.0)
     bad = max(1.2 * q.get("q99.5", 4.0), good * 1.5)
     return {"good": round(good, 4), "bad": round(bad, 4)}

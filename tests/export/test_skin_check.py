@@ -55,7 +55,8 @@ def test_fit_writes_a_model_and_a_ramp_from_cross_fitted_distances(fitted):
 
 def test_in_graph_distance_equals_numpy(tmp_path):
     """Build the distance model from a known backbone and one-class model: the .tflite
-    output equals SkinPhotoModel.distance on the same unit-length features."""
+    output equals SkinPhotoModel.distance on the same unit-length features; with the two
+    half models fit-skin-check ships, it is the smaller of their two distances."""
     from export.convert import keras_converter
     from export.skin_check import _backbone, distance_model, unit_features
     from mobile_derm.tf_setup import keras
@@ -71,6 +72,15 @@ def test_in_graph_distance_equals_numpy(tmp_path):
     check = SkinCheck(path)
     for t, f in zip(thumbs[:5], features[:5]):
         assert check.distance(t) == pytest.approx(model.distance(f), rel=2e-3)
+
+    halves = typicality.half_models(features, 8)
+    path = tmp_path / "halves.tflite"
+    path.write_bytes(keras_converter(distance_model(backbone, halves)).convert())
+    check = SkinCheck(path)
+    got = np.array([check.distance(t) for t in thumbs])
+    each = np.array([[m.distance(f) for m in halves] for f in features])
+    np.testing.assert_allclose(got, each.min(axis=1), rtol=2e-3)
+    assert np.any(each[:, 0] < each[:, 1]) and np.any(each[:, 1] < each[:, 0])  # both halves decide somewhere
 
 
 def test_gate_uses_the_learned_check_from_the_written_config(fitted):
@@ -154,13 +164,17 @@ def test_on_real_photos_the_learned_check_rejects_the_non_skin_set(real_data_roo
         return check.distance(thumbnail(shrink(read_image(path), config.analysis_size)))
 
     ood = [distance(real_data_root / "ood" / r["image"]) for r in read_rows(real_data_root / "ood")]
-    held_out = []
+    held_out, fitted_on = [], []
     for ds in CLEAN_SETS:
-        rows = [r for r in read_rows(real_data_root / ds) if not fit_half(r["image"])][:150]
-        for r in rows:
+        rows = read_rows(real_data_root / ds)
+        for r in [r for r in rows if not fit_half(r["image"])][:150] + [r for r in rows if fit_half(r["image"])][:150]:
             rgb = read_image(real_data_root / ds / r["image"])
             if min(rgb.shape[:2]) >= CLEAN_MIN_SIDE:
-                held_out.append(check.distance(thumbnail(shrink(rgb, config.analysis_size))))
-    assert np.mean(np.array(ood) > limit) >= 0.9  # measured 1.0 (README)
-    assert np.mean(np.array(held_out) > limit) <= 0.05  # measured 0.026 on the whole held-out half
+                d = check.distance(thumbnail(shrink(rgb, config.analysis_size)))
+                (held_out if not fit_half(r["image"]) else fitted_on).append(d)
+    assert np.mean(np.array(ood) > limit) >= 0.9  # measured 0.94 (README)
+    assert np.mean(np.array(held_out) > limit) <= 0.05  # measured 0.013 on the whole held-out half
+    # the photos it was fitted on are not held to a stricter standard than new ones (a single
+    # model fitted on all of them failed 7% of these)
+    assert np.mean(np.array(fitted_on) > limit) <= 0.05
     assert result["photos"] >= 2000
