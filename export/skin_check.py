@@ -81,18 +81,19 @@ def _distance_head(photo_model, tf):
     """unit-length features -> SkinPhotoModel.distance, as TF ops."""
     mean = tf.constant(photo_model.mean.astype(np.float32)[None])
     scale = tf.constant(photo_model.scale.astype(np.float32)[None])
-    components = tf.constant(photo_model.components.astype(np.float32))
-    directions = tf.constant((photo_model.components / np.linalg.norm(photo_model.components, axis=0)).astype(np.float32))
+    # components = unit directions / spread: one matrix product along the directions gives
+    # both terms (at 64 px the file's time goes mostly into reading weights, not arithmetic)
+    spread_inv = np.linalg.norm(photo_model.components, axis=0)
+    directions = tf.constant((photo_model.components / spread_inv).astype(np.float32))
+    spread_inv = tf.constant(spread_inv.astype(np.float32)[None])
     k = photo_model.components.shape[1]
     residual_scale = float(photo_model.residual_scale)
 
     def distance(f):
         z = (f - mean) / scale
-        w = tf.matmul(z, components)
         along = tf.matmul(z, directions)
-        # |z - projection|^2 = |z|^2 - |projection|^2 (orthonormal directions): two plain
-        # matrix products, which OpenCV's dnn runs as well as LiteRT (a transposed product
-        # back into feature space it does not)
+        w = along * spread_inv
+        # |z - projection|^2 = |z|^2 - |projection|^2 (orthonormal directions)
         residual = tf.maximum(tf.reduce_sum(z * z, axis=1, keepdims=True) - tf.reduce_sum(along * along, axis=1, keepdims=True), 0.0)
         d = tf.reduce_sum(w * w, axis=1, keepdims=True) + residual / residual_scale
         return d / float(k + 1)
