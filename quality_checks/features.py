@@ -27,7 +27,14 @@ def _quantile(values: np.ndarray, q: float, max_n: int = 8192) -> float:
     v = values.ravel()
     if v.size > max_n:
         v = v[:: v.size // max_n]
-    return float(np.percentile(v, q))
+    if v.size == 0:
+        return float("nan")
+    # np.percentile's linear interpolation from a two-element partition (a third of its cost)
+    pos = q / 100.0 * (v.size - 1)
+    lo = int(pos)
+    hi = min(lo + 1, v.size - 1)
+    part = np.partition(v, (lo, hi))
+    return float(part[lo] + (pos - lo) * (part[hi] - part[lo]))
 
 
 def _u8_percentiles(values: np.ndarray, qs) -> list[float]:
@@ -102,7 +109,8 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     g = f[:, :, 1] / s
     b = 1.0 - r - g
     bright = float(s.max()) if s.size else 0.0
-    valid = (s > max(45.0, 0.08 * bright)) & (f.min(axis=2) < 248)
+    darkest = np.minimum(np.minimum(rgb[:, :, 0], rgb[:, :, 1]), rgb[:, :, 2])  # uint8: cheaper than on floats
+    valid = (s > max(45.0, 0.08 * bright)) & (darkest < 248)
     m = valid & (r > 0.345) & (r < 0.66) & (g > 0.22) & (g < 0.38) & (r >= g - 0.005) & (b <= g + 0.012) & (r - b > 0.025)
     return m.astype(np.uint8) * 255
 
