@@ -172,9 +172,9 @@ def test_on_real_photos_the_learned_check_rejects_the_non_skin_set(real_data_roo
             if min(rgb.shape[:2]) >= CLEAN_MIN_SIDE:
                 d = check.distance(thumbnail(shrink(rgb, config.analysis_size)))
                 (held_out if not fit_half(r["image"]) else fitted_on).append(d)
-    assert np.mean(np.array(ood) > limit) >= 0.9  # measured 0.94 (README)
-    assert np.mean(np.array(held_out) > limit) <= 0.05  # measured 0.013 on the whole held-out half
-    # the photos it was fitted on are not held to a stricter standard than new ones (a single
-    # model fitted on all of them failed 7% of these)
+    assert np.mean(np.array(ood) > limit) >= 0.9  # measured 0.92 (README)
+    assert np.mean(np.array(held_out) > limit) <= 0.05  # measured 0.008 on the whole held-out half
+    # the photos it was fitted on are not held to a stricter standard than new ones (measured
+    # 0.007 on the whole fit half; a single model fitted on all of them failed about 7%)
     assert np.mean(np.array(fitted_on) > limit) <= 0.05
     assert result["photos"] >= 2000

@@ -55,3 +55,27 @@ def test_ece_zero_when_confidence_equals_accuracy_and_large_when_overconfident()
     assert metrics.expected_calibration_error(probs, y) == pytest.approx(0.0, abs=1e-12)
     overconfident = np.tile([0.99, 0.01], (10, 1))
     assert metrics.expected_calibration_error(overconfident, y) == pytest.approx(0.19, abs=1e-9)
+
+
+def test_bootstrap_intervals_bracket_the_figure_and_narrow_with_more_images():
+    rng = np.random.default_rng(0)
+    malignant = np.array([False, True, False])
+
+    def sample(per_class):
+        y = np.repeat(np.arange(3), per_class)
+        # right 80% of the time, scores a bit informative about malignancy
+        pred = np.where(rng.random(len(y)) < 0.8, y, (y + 1) % 3)
+        return np.eye(3)[pred] * 0.7 + 0.1, y
+
+    probs, y = sample(20)
+    ci = metrics.bootstrap_intervals(probs, y, malignant, n_boot=400)
+    ba = metrics.balanced_accuracy(y, probs.argmax(axis=1), 3)
+    auc = metrics.roc_auc(malignant[y], probs @ malignant)
+    assert ci["balanced_accuracy"][0] < ba < ci["balanced_accuracy"][1]
+    assert ci["malignancy_auc"][0] < auc < ci["malignancy_auc"][1]
+    width_small = np.diff(ci["balanced_accuracy"])[0]
+    probs, y = sample(500)
+    width_large = np.diff(metrics.bootstrap_intervals(probs, y, malignant, n_boot=400)["balanced_accuracy"])[0]
+    assert width_large < width_small / 3  # ~1/sqrt(25) as wide
+    # the same seed gives the same interval
+    assert metrics.bootstrap_intervals(probs, y, malignant, n_boot=50) == metrics.bootstrap_intervals(probs, y, malignant, n_boot=50)
