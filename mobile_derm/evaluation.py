@@ -30,10 +30,9 @@ def operating_points(val_probs: np.ndarray, y_val: np.ndarray, malignant: np.nda
 
 
 def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: str | Path | None = None, title: str = "",
-                   extra: dict | None = None, intervals: bool = True) -> dict:
-    """Metrics of ``probs`` against labels ``y``; ``extra`` entries are added to the report.
-    ``intervals``: 95% bootstrap intervals of balanced accuracy and malignancy AUC
-    (``ci95``; metrics.bootstrap_intervals)."""
+                   extra: dict | None = None) -> dict:
+    """Metrics of ``probs`` against labels ``y``, with 95% bootstrap intervals of balanced
+    accuracy and malignancy AUC (``ci95``); ``extra`` entries are added to the report."""
     n = len(info.labels)
     pred = probs.argmax(axis=1)
     cm = metrics.confusion_matrix(y, pred, n)
@@ -59,7 +58,7 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
     for name, mask in info.treatment_masks().items():
         treatments[name] = metrics.roc_auc(mask[y], probs @ mask.astype(np.float64))
     report["treatment_auc"] = treatments
-    if intervals and len(y):
+    if len(y):
         report["ci95"] = metrics.bootstrap_intervals(probs, y, malignant)
     if info.ood_threshold is not None:
         report["abstain_rate"] = float(np.mean(probs.max(axis=1) < info.ood_threshold))
