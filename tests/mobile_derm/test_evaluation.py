@@ -47,6 +47,9 @@ def test_evaluate_probs_reports_malignancy_and_treatments(tmp_path):
     assert report["malignancy_sensitive"] == {"threshold": 0.3, "sensitivity": 1.0, "specificity": 1.0}
     assert report["malignancy_specific"]["sensitivity"] == 0.0
     assert report["treatment_auc"]["antifungal"] == 1.0
+    # mel has two images, one right: resampled, its recall is 0, 0.5 or 1, so balanced accuracy spans 2/3..1
+    assert report["ci95"]["balanced_accuracy"] == [2 / 3, 1.0]
+    assert report["ci95"]["malignancy_auc"] == [1.0, 1.0]
     assert (tmp_path / "report.json").is_file() and (tmp_path / "evaluation.png").stat().st_size > 0
 
 
