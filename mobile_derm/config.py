@@ -45,9 +45,6 @@ class TrainConfig:
     # "phone": zoom, tilt, flips, light, blur, JPEG (phone capture); "light": flips and
     # light only (fixed-optics dermoscopy); "none". True/False mean "phone"/"none".
     augment: str | bool = "phone"
-    # Mixup (Zhang et al. 2018) while fine-tuning: each training batch is blended with itself
-    # reversed, images and labels alike, by a Beta(alpha, alpha) weight per image; 0 = off.
-    mixup_alpha: float = 0.0
     early_stopping_patience: int = 3
     # Post-hoc logit adjustment towards rare classes (mobile_derm.logit_adjustment):
     # "validation" picks tau for balanced accuracy on the validation split, a
@@ -85,8 +82,6 @@ class TrainConfig:
         elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
             raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
         check_views(self.test_time_views)
-        if not 0.0 <= float(self.mixup_alpha) <= 10.0:
-            raise ConfigError(None, f"mixup_alpha must lie in [0, 10], not {self.mixup_alpha!r}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

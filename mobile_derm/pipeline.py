@@ -116,8 +116,6 @@ def make_dataset(
     shuffle: bool | None = None,
     augmentation: str = "phone",
     class_rates: np.ndarray | None = None,
-    one_hot: int | None = None,
-    mixup_alpha: float = 0.0,
 ):
     """Batches of normalized images ((pixel - mean) / std) and labels.
 
@@ -125,9 +123,7 @@ def make_dataset(
     ``shuffle`` overrides the shuffling alone (distillation wants shuffled but
     unaugmented images). ``class_rates`` (one number per class) oversamples: an
     endless stream in which an image of class c is drawn ``class_rates[c]`` times as
-    often as under plain shuffling; the caller sets ``steps_per_epoch``.
-    ``one_hot`` (the number of classes) gives labels as one-hot rows; ``mixup_alpha`` > 0
-    (training only, needs ``one_hot``) blends each batch with itself reversed (``mixup``)."""
+    often as under plain shuffling; the caller sets ``steps_per_epoch``."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, not {augmentation!r}")
     size = int(pixels.shape[1])
@@ -142,12 +138,8 @@ def make_dataset(
             ds = ds.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
     chain = {"phone": augment, "light": light_augment}.get(augmentation) if training else None
 
-    depth = int(one_hot) if one_hot is not None and labels is not None else None
-
     def prepare(image, *rest):
         image = chain(image, size) if chain else tf.cast(image, tf.float32)
-        if depth is not None:  # rest = (label, [sample weight])
-            rest = (tf.one_hot(tf.cast(rest[0], tf.int32), depth), *rest[1:])
         return ((image - mean) / std, *rest)
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
@@ -157,29 +149,7 @@ def make_dataset(
     options = tf.data.Options()
     options.threading.private_threadpool_size = 2
     options.threading.max_intra_op_parallelism = 1
-    ds = ds.batch(batch_size)
-    if training and mixup_alpha > 0:
-        if one_hot is None or labels is None:
-            raise ValueError("mixup needs labels given as one-hot rows (one_hot=number of classes)")
-        ds = ds.map(lambda *batch: mixup(*batch, alpha=float(mixup_alpha)), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
-
-
-def mixup(images, labels, *rest, alpha: float):
-    """Blend each image, its one-hot label (and its sample weight) with those of the image at
-    the mirrored position of the batch, by lam ~ Beta(alpha, alpha) per image. Pairing with
-    the reversed batch keeps it one gather-free op; the batch is already shuffled."""
-    n = tf.shape(images)[0]
-    a = tf.random.gamma([n], alpha)
-    lam = a / (a + tf.random.gamma([n], alpha))
-    lam = tf.maximum(lam, 1.0 - lam)  # the image keeps the larger share: its own sample weight stays meaningful
-
-    def blend(t):
-        w = tf.reshape(lam, [-1] + [1] * (len(t.shape) - 1))
-        t = tf.cast(t, tf.float32)
-        return w * t + (1.0 - w) * tf.reverse(t, [0])
-
-    return (blend(images), blend(labels), *(blend(r) for r in rest))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _oversampled(parts: list, labels: np.ndarray, class_rates: np.ndarray, seed: int):

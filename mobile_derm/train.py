@@ -160,8 +160,6 @@ def _smoothed_loss(label_smoothing: float, n_classes: int):
     cce = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction="none")
 
     def loss(y_true, y_pred):
-        if y_true.shape.rank == 2 and y_true.shape[-1] == n_classes and n_classes > 1:
-            return cce(y_true, y_pred)  # one-hot or mixed-up rows (pipeline.make_dataset one_hot=)
         y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), n_classes)
         return cce(y, y_pred)
 
@@ -334,11 +332,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             x_train, y_train, spec.mean, spec.std, config.batch_size, training=True, augmentation=config.augment,
             seed=config.seed, sample_weights=weights_per_class[y_train],
             class_rates=class_weights(y_train, n_classes, config.oversampling) if oversampled else None,
-            one_hot=n_classes, mixup_alpha=config.mixup_alpha,
         )
-        # one-hot validation labels too: Keras picks its accuracy metric from the first labels it sees
-        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=objective_weights[y_val],
-                              one_hot=n_classes)
+        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=objective_weights[y_val])
         # Fine-tuning must pay for itself: it has to beat the head alone on
         # validation, or the head's weights are kept (small data sets overfit).
         head_val_loss = float(model.evaluate(val_ds, verbose=0)[0])

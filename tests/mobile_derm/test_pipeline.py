@@ -89,28 +89,3 @@ def test_oversampling_draws_classes_at_the_requested_rates():
 def test_unknown_augmentation_is_refused():
     with pytest.raises(ValueError, match="augmentation"):
         pipeline.make_dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]), (0.0,) * 3, (1.0,) * 3, 2, True, augmentation="heavy")
-
-
-def test_mixup_blends_images_labels_and_weights_alike():
-    """Each mixed example is lam * its own + (1 - lam) * the mirrored one, with the same lam
-    for image, one-hot label and sample weight, and lam >= 0.5 (the image keeps the larger share)."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (8, 4, 4, 3), dtype=np.uint8)
-    labels = np.array([0, 1, 2, 0, 2, 1, 0, 1])  # every image's mirror (7 - i) has another class
-    weights = np.arange(1, 9, dtype=np.float32)
-    ds = pipeline.make_dataset(pixels, labels, [0, 0, 0], [1, 1, 1], 8, training=True, augmentation="none",
-                               shuffle=False, sample_weights=weights, one_hot=3, mixup_alpha=0.4)
-    x, y, w = (t.numpy() for t in next(iter(ds)))
-    own = np.eye(3)[labels]
-    lam = y[np.arange(8), labels]  # the own class's share of the label
-    assert np.all((lam >= 0.5 - 1e-6) & (lam <= 1 + 1e-6)) and np.ptp(lam) > 0.01  # a weight per image
-    expect = lam[:, None, None, None] * pixels + (1 - lam[:, None, None, None]) * pixels[::-1]
-    np.testing.assert_allclose(x, expect, atol=1e-3)
-    np.testing.assert_allclose(y, lam[:, None] * own + (1 - lam[:, None]) * own[::-1], atol=1e-6)
-    np.testing.assert_allclose(w, lam * weights + (1 - lam) * weights[::-1], atol=1e-5)
-    # evaluation batches are never mixed, and one-hot labels come out as such
-    _, y_eval = next(iter(pipeline.make_dataset(pixels, labels, [0, 0, 0], [1, 1, 1], 8, training=False,
-                                                one_hot=3, mixup_alpha=0.4)))
-    np.testing.assert_array_equal(y_eval.numpy(), own)
-    with pytest.raises(ValueError, match="one-hot"):
-        pipeline.make_dataset(pixels, labels, [0, 0, 0], [1, 1, 1], 8, training=True, mixup_alpha=0.4)

@@ -161,28 +161,3 @@ def test_logit_adjustment_is_folded_into_the_head_and_travels_with_the_run(tmp_p
     best = max(p["balanced_accuracy"] for p in curve)
     assert next(p for p in curve if p["tau"] == record["tau"])["balanced_accuracy"] == best
     assert all(p["balanced_accuracy"] < best for p in curve if p["tau"] < record["tau"])
-
-
-def test_mixup_fine_tune_trains_on_mixed_rows_and_the_loss_reads_them(tmp_path):
-    from mobile_derm.synthetic import generate_demo_dataset
-    from mobile_derm.tf_setup import tf
-    from mobile_derm.train import _smoothed_loss
-
-    # the loss takes class ids and one-hot / mixed rows alike
-    loss = _smoothed_loss(0.1, 3)
-    pred = tf.constant([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    rows = tf.constant([[0.8, 0.2, 0.0], [0.0, 0.0, 1.0]])
-    smoothed = rows.numpy() * 0.9 + 0.1 / 3
-    expected = -(smoothed * np.log(pred.numpy())).sum(axis=1)
-    np.testing.assert_allclose(loss(rows, pred).numpy(), expected, rtol=1e-5)
-    np.testing.assert_allclose(loss(tf.constant([[0], [2]]), pred).numpy()[1], expected[1], rtol=1e-5)
-
-    data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
-                                 lesions_per_class=4, views_per_lesion=2, size=48)
-    config = TrainConfig(input_size=32, head_epochs=2, finetune_epochs=2, batch_size=8, mixup_alpha=0.4,
-                         allow_random_weights=True, early_stopping_patience=5)
-    train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert len(history["finetune"]["loss"]) == 2 and np.all(np.isfinite(history["finetune"]["val_loss"]))
-    assert 0.0 <= history["finetune"]["val_accuracy"][-1] <= 1.0
-    assert TrainConfig.load(tmp_path / "run" / "train_config.json").mixup_alpha == 0.4
