@@ -158,7 +158,7 @@ def fit_skin_check(photos, out_dir: str | Path, source: str = "", weights="image
     # each photo's distance under the half model not fitted on it: what the shipped minimum
     # gives a new photo at most, and a fitting photo exactly or less
     distances = typicality.cross_fit_distances(features, models=half_models)
-    quantiles = {f"q{q}": float(np.percentile(distances, q)) for q in (50, 90, 95, 97.5, 99, 99.5)}
+    quantiles = typicality.distance_quantiles(distances)
     ramp = typicality.ramp_from_quantiles(quantiles)
 
     out_dir = Path(out_dir)

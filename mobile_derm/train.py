@@ -409,9 +409,9 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         extra["single_view"] = {k: single[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
     if adjustment:
         # what the same model scored on test before the correction, for the record
-        from mobile_derm.logit_adjustment import adjust_probs
+        from mobile_derm.logit_adjustment import adjusted_mean
 
-        before = evaluate_probs(adjust_probs(test_view_probs, -np.asarray(adjustment["shift"])).mean(axis=0), y_all[idx_test], info)
+        before = evaluate_probs(adjusted_mean(test_view_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
         extra["without_logit_adjustment"] = {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
                             title=f"{info.name} (Keras float, test split)", extra=extra)

@@ -15,9 +15,10 @@ distance, about 1 for a typical skin photo. An app runs the same file with its T
 runtime.
 
 Here it runs on LiteRT (about 0.8 ms on one core with the int8 backbone that
-fit-skin-check writes; no TensorFlow import), the TFLite runtime an app has anyway. OpenCV's dnn module was tried so that the gate would need
-nothing else: its TFLite importer (OpenCV 5.0) runs the backbone in 5-6 ms, too slow for
-the gate's 10 ms, and mis-shapes the one-class head's matrix products (README).
+fit-skin-check writes; no TensorFlow import), the TFLite runtime an app has anyway.
+OpenCV's dnn module was tried so that the gate would need nothing else: its TFLite
+importer (OpenCV 5.0) runs the backbone in 5-6 ms, too slow for the gate's 10 ms, and
+mis-shapes the one-class head's matrix products (README).
 """
 from __future__ import annotations
 

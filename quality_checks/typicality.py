@@ -163,6 +163,11 @@ def cross_fit_distances(descriptors: np.ndarray, n_components: int = N_COMPONENT
     return out
 
 
+def distance_quantiles(distances: np.ndarray) -> dict[str, float]:
+    """The quantiles of (cross-fitted) distances that ramps and reports use, keyed "q95" etc."""
+    return {f"q{q}": float(np.percentile(distances, q)) for q in (50, 90, 95, 97.5, 99, 99.5)}
+
+
 def fit(descriptors: np.ndarray, n_components: int = N_COMPONENTS, source: str = "") -> SkinPhotoModel:
     """Fit the one-class model to descriptors of good skin photos (rows)."""
     x = np.asarray(descriptors, np.float64)
@@ -173,7 +178,7 @@ def fit(descriptors: np.ndarray, n_components: int = N_COMPONENTS, source: str =
     model = fit_parameters(x, n_components)
     model.source = source
     d = cross_fit_distances(x, n_components)
-    model.distance_quantiles = {f"q{q}": float(np.percentile(d, q)) for q in (50, 90, 95, 97.5, 99, 99.5)}
+    model.distance_quantiles = distance_quantiles(d)
     return model
 
 
