@@ -17,27 +17,9 @@ from mobile_derm.views import VIEW_SETS
 
 # ------------------------------------------------------------------ helpers
 def _load_dataset(spec: str, data_root: str | None):
-    """A preset name (ham10000, pad_ufes20, derm7pt, sd198), a labels CSV, or a
-    class-per-folder tree."""
     from mobile_derm import datasets
 
-    path = Path(spec)
-    if spec in datasets.PRESETS:
-        return datasets.load_preset(spec, data_root)
-    if path.suffix.lower() == ".csv":
-        # A "group" column (lesion or patient id), when present, keeps a
-        # group's images on one side of every split.
-        import csv
-
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                header = next(csv.reader(handle), [])
-        except OSError:
-            header = []  # read_csv reports the problem with the file's name
-        return datasets.read_csv(path, group_col="group" if "group" in header else None)
-    if path.is_dir():
-        return datasets.read_folder(path)
-    raise DataError(path, f"not found (give a preset: {', '.join(datasets.PRESETS)}; a labels .csv; or a folder)")
+    return datasets.load(spec, data_root)
 
 
 def _require_new_or_empty_dir(path: Path, what: str) -> None:
@@ -57,13 +39,15 @@ def cmd_demo(args) -> int:
 
 
 def _tau_or_validation(value: str | None):
-    """--logit-adjustment: "validation" or a number (tau)."""
-    if value is None or value == "validation":
+    """--logit-adjustment: "validation", "per_class" or a number (tau)."""
+    from mobile_derm.config import LOGIT_ADJUSTMENT_CHOICES
+
+    if value is None or value in LOGIT_ADJUSTMENT_CHOICES:
         return value
     try:
         return float(value)
     except ValueError:
-        raise ConfigError(None, f"--logit-adjustment takes a number or 'validation', not {value!r}") from None
+        raise ConfigError(None, f"--logit-adjustment takes a number, 'validation' or 'per_class', not {value!r}") from None
 
 
 def cmd_train(args) -> int:
@@ -234,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--logit-adjustment", metavar="TAU|validation",
-                   help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there); "
+    p.add_argument("--logit-adjustment", metavar="TAU|validation|per_class",
+                   help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there; "
+                        "'per_class': then one offset per class, kept where it holds on held-out validation); "
                         "re-running on a finished run only redoes this step")
     p.add_argument("--test-time-views", choices=list(VIEW_SETS),
                    help="average predictions over flipped/turned copies of the photo, in evaluation and in the "

@@ -16,6 +16,7 @@ from mobile_derm.views import check as check_views
 
 AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.pipeline: augment, light_augment, nothing
 OVERSAMPLING = ("none", "sqrt")
+LOGIT_ADJUSTMENT_CHOICES = ("validation", "per_class")  # or a number: tau itself
 
 
 @dataclass
@@ -48,13 +49,18 @@ class TrainConfig:
     early_stopping_patience: int = 3
     # Post-hoc logit adjustment towards rare classes (mobile_derm.logit_adjustment):
     # "validation" picks tau for balanced accuracy on the validation split, a
-    # number fixes tau, 0 leaves the trained model as it is.
+    # number fixes tau, 0 leaves the trained model as it is; "per_class" refines the
+    # validation tau with one offset per class where that holds on held-out validation.
     logit_adjustment: float | str = 0.0
     # Average the prediction over flipped/turned copies of the photo (mobile_derm.views):
     # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
     # on validation and the exported models all use them; each view costs a forward pass.
     test_time_views: str = "none"
     dropout_rate: float | None = None  # None: the backbone spec's
+    # More training photos from other sets, relabelled into this data set's classes:
+    # {set: {its label: our label}}, a set being a preset, labels CSV or folder
+    # (mobile_derm.datasets.load). They join every training split, never validation or test.
+    extra_training_data: dict[str, dict[str, str]] | None = None
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     # Operating points chosen on the validation split.
@@ -77,11 +83,16 @@ class TrainConfig:
         if self.augment not in AUGMENTATIONS:
             raise ConfigError(None, f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
         if isinstance(self.logit_adjustment, str):
-            if self.logit_adjustment != "validation":
-                raise ConfigError(None, f"logit_adjustment must be a number or \"validation\", not {self.logit_adjustment!r}")
+            if self.logit_adjustment not in LOGIT_ADJUSTMENT_CHOICES:
+                raise ConfigError(None, f"logit_adjustment must be a number, \"validation\" or \"per_class\", not {self.logit_adjustment!r}")
         elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
             raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
         check_views(self.test_time_views)
+        if self.extra_training_data is not None:
+            if not isinstance(self.extra_training_data, dict) or not all(
+                    isinstance(m, dict) and m and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
+                    for m in self.extra_training_data.values()):
+                raise ConfigError(None, "extra_training_data must map each set to a non-empty {its label: our label} object")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

@@ -478,6 +478,27 @@ def sd198_groups(labels: Sequence[str], names: Sequence[str], max_gap: int = SD1
 # --------------------------------------------------------------------------
 # Presets for the real data
 # --------------------------------------------------------------------------
+def load(spec: str | Path, data_root: str | Path | None = None) -> Dataset:
+    """A preset name (ham10000, pad_ufes20, derm7pt, sd198), a labels CSV, or a
+    class-per-folder tree: what ``--data`` and ``extra_training_data`` accept."""
+    spec = str(spec)
+    path = Path(spec)
+    if spec in PRESETS:
+        return load_preset(spec, data_root)
+    if path.suffix.lower() == ".csv":
+        # A "group" column (lesion or patient id), when present, keeps a
+        # group's images on one side of every split.
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = next(csv.reader(handle), [])
+        except OSError:
+            header = []  # read_csv reports the problem with the file's name
+        return read_csv(path, group_col="group" if "group" in header else None)
+    if path.is_dir():
+        return read_folder(path)
+    raise DataError(path, f"not found (give a preset: {', '.join(PRESETS)}; a labels .csv; or a folder)")
+
+
 def load_preset(name: str, data_root: str | Path | None = None, *, taxonomy=None,
                 check_files: bool = True, label_col: str | None = None,
                 drop_other: bool = False, sd198_max_gap: int = SD198_MAX_GAP,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.config import TrainConfig
-from mobile_derm.errors import DataError
+from mobile_derm.errors import ConfigError, DataError
 from mobile_derm.io_utils import atomic_path, atomic_write_text, user_cache_dir
 from mobile_derm.model_info import ModelInfo
 from mobile_derm.preprocess import RESIZE_VERSION, load_rgb, normalize, resize_square
@@ -71,6 +71,28 @@ def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) ->
     cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
     paths = [str(s.path) for s in dataset.samples]
     return cached_pixels(paths, size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
+
+
+def extra_training_pixels(config: TrainConfig, labels: list[str], size: int, cache_dir=None, progress: bool = True):
+    """Pixels and label indices of ``config.extra_training_data`` (empty arrays if none),
+    relabelled into ``labels``; an unknown label on either side is a ConfigError."""
+    from mobile_derm import datasets
+
+    pixels, y = [np.empty((0, size, size, 3), np.uint8)], [np.empty(0, np.int64)]
+    for source, mapping in (config.extra_training_data or {}).items():
+        unknown = sorted(set(mapping.values()) - set(labels))
+        if unknown:
+            raise ConfigError(None, f"extra_training_data {source!r}: {', '.join(map(repr, unknown))} not among the classes {labels}")
+        extra = datasets.load(source)
+        missing = sorted(set(mapping) - set(extra.classes))
+        if missing:
+            raise ConfigError(None, f"extra_training_data {source!r} has no class {', '.join(map(repr, missing))}")
+        extra = extra.filter(lambda sample: sample.label in mapping)
+        pixels.append(dataset_pixels(extra, size, cache_dir, progress))
+        y.append(np.array([labels.index(mapping[s.label]) for s in extra.samples], dtype=np.int64))
+        counts = ", ".join(f"{label} {n}" for label, n in zip(labels, np.bincount(y[-1], minlength=len(labels))) if n)
+        print(f"extra training data from {source}: {len(extra)} images ({counts})")
+    return np.concatenate(pixels), np.concatenate(y)
 
 
 # ---------------------------------------------------------------- model
@@ -208,25 +230,35 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
 def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
     """Fold a prior correction into ``model``'s head bias (in place); returns the
     record for ModelInfo and the validation probabilities of the adjusted model.
-    ``val_probs`` is the (views, N, classes) stack of ``view_stack``."""
+    ``val_probs`` is the (views, N, classes) stack of ``view_stack``; ``setting`` a
+    tau, "validation" (tau chosen there) or "per_class" (then refined per class)."""
     from mobile_derm import logit_adjustment as la
 
     prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
-    curve = None
-    if setting == "validation":
+    chosen: dict = {}
+    if setting == "per_class":
+        shift, chosen = la.choose_class_shift(val_probs, y_val, prior)
+        tau = chosen.pop("tau")
+    elif setting == "validation":
         tau, curve = la.choose_tau(val_probs, y_val, prior)
+        shift, chosen = la.prior_shift(prior, tau), {"validation_curve": curve}
     else:
         tau = float(setting)
-    shift = la.prior_shift(prior, tau)
+        shift = la.prior_shift(prior, tau)
     la.apply_to_model(model, shift)
-    if curve:
-        best = next(p for p in curve if p["tau"] == tau)
-        print(f"logit adjustment: tau {tau:.2f} chosen on validation (balanced accuracy "
-              f"{curve[0]['balanced_accuracy']:.3f} -> {best['balanced_accuracy']:.3f}, top-1 {curve[0]['top1']:.3f} -> {best['top1']:.3f})")
-    record = {"tau": tau, "chosen_on": "validation" if curve else "config",
-              "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift]}
-    if curve:
-        record["validation_curve"] = curve
+    if chosen:
+        before = chosen["validation_curve"][0]
+        after = la.adjusted_mean(val_probs, shift).argmax(axis=1)
+        from mobile_derm.metrics import balanced_accuracy
+
+        how = f"tau {tau:.2f}" + (", refined per class" if chosen.get("per_class") else "")
+        print(f"logit adjustment: {how}, chosen on validation (balanced accuracy {before['balanced_accuracy']:.3f} -> "
+              f"{balanced_accuracy(y_val, after, n_classes):.3f}, top-1 {before['top1']:.3f} -> {np.mean(after == y_val):.3f})")
+        if "held_out_balanced_accuracy" in chosen:
+            print(f"  per-class offsets on held-out validation halves: {chosen['held_out_balanced_accuracy']} "
+                  f"({'kept' if chosen['per_class'] else 'not kept: no better than tau alone'})")
+    record = {"tau": tau, "chosen_on": "validation" if chosen else "config",
+              "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift], **chosen}
     return record, la.adjusted_mean(val_probs, shift)
 
 
@@ -276,12 +308,15 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # with its name and leaves no half-made run folder.
     y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
     pixels = dataset_pixels(dataset, size, cache_dir, progress)
+    x_extra, y_extra = extra_training_pixels(config, labels, size, cache_dir, progress)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     split.save(split_file)
     config.save(run_dir / "train_config.json")
     idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
     x_train, y_train = pixels[idx_train], y_all[idx_train]
+    if len(y_extra):
+        x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
     x_val, y_val = pixels[idx_val], y_all[idx_val]
     # Validation is weighted like training, so early stopping and the head-versus-
     # fine-tuned choice judge the same (class-balanced) objective the model learns;
@@ -365,7 +400,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
     val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
     adjustment = None
-    if config.logit_adjustment != 0:  # a tau, or "validation"
+    if config.logit_adjustment != 0:  # a tau, "validation" or "per_class"
         adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment)
     else:
         val_probs = val_view_probs.mean(axis=0)

@@ -161,3 +161,63 @@ def test_logit_adjustment_is_folded_into_the_head_and_travels_with_the_run(tmp_p
     best = max(p["balanced_accuracy"] for p in curve)
     assert next(p for p in curve if p["tau"] == record["tau"])["balanced_accuracy"] == best
     assert all(p["balanced_accuracy"] < best for p in curve if p["tau"] < record["tau"])
+
+    # per-class offsets: the record says whether they held on held-out validation, and the
+    # shift saved is the one the run's model carries
+    config = TrainConfig(input_size=32, head_epochs=3, finetune_epochs=0, batch_size=8, allow_random_weights=True,
+                         logit_adjustment="per_class")
+    result = train(data, config, tmp_path / "per_class", cache_dir=tmp_path / "cache", progress=False)
+    record = result.info.logit_adjustment
+    assert record["tau"] in TAU_GRID and isinstance(record["per_class"], bool)
+    assert set(record["held_out_balanced_accuracy"]) == {"tau", "per_class"}
+    loaded, _, info = load_run(tmp_path / "per_class")
+    np.testing.assert_allclose(predict_probs(loaded, x, info.mean, info.std),
+                               predict_probs(result.model, x, info.mean, info.std), atol=1e-5)
+
+
+def test_extra_training_data_joins_training_only_relabelled(tmp_path, monkeypatch):
+    """Photos of another set, relabelled into our classes, add to every training split and
+    to nothing else: validation and test stay the data set's own."""
+    import mobile_derm.train as train_mod
+    from mobile_derm.splits import Split
+    from mobile_derm.synthetic import generate_demo_dataset
+
+    data = _imbalanced_demo(tmp_path)
+    generate_demo_dataset(tmp_path / "extra", classes=["demo_ak_like", "demo_sk_like"], lesions_per_class=3,
+                          views_per_lesion=2, size=48, seed=5)
+    extra_root = str(tmp_path / "extra" / "images")
+    seen = {}
+    real_fit_head = train_mod._fit_head
+
+    def spy(model, f_train, y_train, f_val, y_val, *rest):
+        seen.update(n_train=len(f_train), y_train=np.array(y_train), n_val=len(f_val))
+        return real_fit_head(model, f_train, y_train, f_val, y_val, *rest)
+
+    monkeypatch.setattr(train_mod, "_fit_head", spy)
+    config = TrainConfig(input_size=32, head_epochs=2, finetune_epochs=0, batch_size=8, allow_random_weights=True,
+                         extra_training_data={extra_root: {"demo_ak_like": "demo_bcc_like"}})
+    train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    split = Split.load(tmp_path / "run" / "split.json", data)
+    bcc = data.classes.index("demo_bcc_like")
+    own_bcc = sum(data.samples[i].label == "demo_bcc_like" for i in split.train)
+    assert seen["n_train"] == len(split.train) + 6  # 3 ak-like lesions x 2 views; sk-like not mapped, left out
+    assert int(np.sum(seen["y_train"] == bcc)) == own_bcc + 6
+    assert seen["n_val"] == len(split.val)
+    assert TrainConfig.load(tmp_path / "run" / "train_config.json").extra_training_data == config.extra_training_data
+
+
+@pytest.mark.parametrize("mapping, fragment", [
+    ({"demo_ak_like": "no_such_class"}, "'no_such_class'"),
+    ({"no_such_source": "demo_bcc_like"}, "'no_such_source'"),
+])
+def test_extra_training_data_with_an_unknown_label_fails_before_anything_is_written(tmp_path, mapping, fragment):
+    from mobile_derm.errors import ConfigError
+    from mobile_derm.synthetic import generate_demo_dataset
+
+    data = _imbalanced_demo(tmp_path)
+    generate_demo_dataset(tmp_path / "extra", classes=["demo_ak_like"], lesions_per_class=2, views_per_lesion=1, size=32)
+    config = TrainConfig(input_size=32, head_epochs=1, finetune_epochs=0, allow_random_weights=True,
+                         extra_training_data={str(tmp_path / "extra" / "images"): mapping})
+    with pytest.raises(ConfigError, match=fragment):
+        train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "run").exists()
