@@ -57,10 +57,6 @@ class TrainConfig:
     # on validation and the exported models all use them; each view costs a forward pass.
     test_time_views: str = "none"
     dropout_rate: float | None = None  # None: the backbone spec's
-    # More training photos from other sets, relabelled into this data set's classes:
-    # {set: {its label: our label}}, a set being a preset, labels CSV or folder
-    # (mobile_derm.datasets.load). They join every training split, never validation or test.
-    extra_training_data: dict[str, dict[str, str]] | None = None
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     # Operating points chosen on the validation split.
@@ -88,11 +84,6 @@ class TrainConfig:
         elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
             raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
         check_views(self.test_time_views)
-        if self.extra_training_data is not None:
-            if not isinstance(self.extra_training_data, dict) or not all(
-                    isinstance(m, dict) and m and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items())
-                    for m in self.extra_training_data.values()):
-                raise ConfigError(None, "extra_training_data must map each set to a non-empty {its label: our label} object")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

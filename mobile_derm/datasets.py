@@ -480,7 +480,7 @@ def sd198_groups(labels: Sequence[str], names: Sequence[str], max_gap: int = SD1
 # --------------------------------------------------------------------------
 def load(spec: str | Path, data_root: str | Path | None = None) -> Dataset:
     """A preset name (ham10000, pad_ufes20, derm7pt, sd198), a labels CSV, or a
-    class-per-folder tree: what ``--data`` and ``extra_training_data`` accept."""
+    class-per-folder tree: what ``--data`` accepts."""
     spec = str(spec)
     path = Path(spec)
     if spec in PRESETS:

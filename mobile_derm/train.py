@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.config import TrainConfig
-from mobile_derm.errors import ConfigError, DataError
+from mobile_derm.errors import DataError
 from mobile_derm.io_utils import atomic_path, atomic_write_text, user_cache_dir
 from mobile_derm.model_info import ModelInfo
 from mobile_derm.preprocess import RESIZE_VERSION, load_rgb, normalize, resize_square
@@ -71,28 +71,6 @@ def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) ->
     cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
     paths = [str(s.path) for s in dataset.samples]
     return cached_pixels(paths, size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
-
-
-def extra_training_pixels(config: TrainConfig, labels: list[str], size: int, cache_dir=None, progress: bool = True):
-    """Pixels and label indices of ``config.extra_training_data`` (empty arrays if none),
-    relabelled into ``labels``; an unknown label on either side is a ConfigError."""
-    from mobile_derm import datasets
-
-    pixels, y = [np.empty((0, size, size, 3), np.uint8)], [np.empty(0, np.int64)]
-    for source, mapping in (config.extra_training_data or {}).items():
-        unknown = sorted(set(mapping.values()) - set(labels))
-        if unknown:
-            raise ConfigError(None, f"extra_training_data {source!r}: {', '.join(map(repr, unknown))} not among the classes {labels}")
-        extra = datasets.load(source)
-        missing = sorted(set(mapping) - set(extra.classes))
-        if missing:
-            raise ConfigError(None, f"extra_training_data {source!r} has no class {', '.join(map(repr, missing))}")
-        extra = extra.filter(lambda sample: sample.label in mapping)
-        pixels.append(dataset_pixels(extra, size, cache_dir, progress))
-        y.append(np.array([labels.index(mapping[s.label]) for s in extra.samples], dtype=np.int64))
-        counts = ", ".join(f"{label} {n}" for label, n in zip(labels, np.bincount(y[-1], minlength=len(labels))) if n)
-        print(f"extra training data from {source}: {len(extra)} images ({counts})")
-    return np.concatenate(pixels), np.concatenate(y)
 
 
 # ---------------------------------------------------------------- model
@@ -308,15 +286,12 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # with its name and leaves no half-made run folder.
     y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
     pixels = dataset_pixels(dataset, size, cache_dir, progress)
-    x_extra, y_extra = extra_training_pixels(config, labels, size, cache_dir, progress)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     split.save(split_file)
     config.save(run_dir / "train_config.json")
     idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
     x_train, y_train = pixels[idx_train], y_all[idx_train]
-    if len(y_extra):
-        x_train, y_train = np.concatenate([x_train, x_extra]), np.concatenate([y_train, y_extra])
     x_val, y_val = pixels[idx_val], y_all[idx_val]
     # Validation is weighted like training, so early stopping and the head-versus-
     # fine-tuned choice judge the same (class-balanced) objective the model learns;

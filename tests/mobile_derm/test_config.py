@@ -23,8 +23,6 @@ def test_config_round_trips_through_json(tmp_path):
     ('{"split_fractions": [0.5, 0.5, 0.5]}', "split_fractions"),
     ('{"learning_rat": 1}', "learning_rat"),
     ('{"logit_adjustment": "often"}', "per_class"),
-    ('{"extra_training_data": {"sd198": ["MEL"]}}', "extra_training_data"),
-    ('{"extra_training_data": {"sd198": {}}}', "extra_training_data"),
     ("[1, 2]", "JSON object"),
     ("{oops", "not valid JSON"),
 ])
