@@ -38,7 +38,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _tau_or_validation(value: str | None):
+def _logit_adjustment_arg(value: str | None):
     """--logit-adjustment: "validation", "per_class" or a number (tau)."""
     from mobile_derm.config import LOGIT_ADJUSTMENT_CHOICES
 
@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in {
         "backbone": args.backbone, "input_size": args.input_size, "finetune_epochs": args.epochs,
-        "seed": args.seed, "batch_size": args.batch_size, "logit_adjustment": _tau_or_validation(args.logit_adjustment),
+        "seed": args.seed, "batch_size": args.batch_size, "logit_adjustment": _logit_adjustment_arg(args.logit_adjustment),
         "test_time_views": args.test_time_views,
     }.items() if v is not None}
     if args.random_weights:

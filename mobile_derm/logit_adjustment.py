@@ -79,11 +79,12 @@ def fit_class_shift(probs: np.ndarray, y: np.ndarray, start: np.ndarray, steps=C
     the smallest move), until a sweep moves nothing. Returns the centred shift."""
     shift = np.array(start, dtype=np.float64)
     best = _balanced_accuracy(probs, y, shift)
+    smallest_first = sorted(steps, key=abs)
     for _ in range(sweeps):
         moved = False
         for c in range(probs.shape[-1]):
             best_step = 0.0
-            for step in sorted(steps, key=abs):
+            for step in smallest_first:
                 trial = shift.copy()
                 trial[c] += step
                 score = _balanced_accuracy(probs, y, trial)

@@ -224,9 +224,10 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
         tau = float(setting)
         shift = la.prior_shift(prior, tau)
     la.apply_to_model(model, shift)
+    adjusted = la.adjusted_mean(val_probs, shift)
     if chosen:
         before = chosen["validation_curve"][0]
-        after = la.adjusted_mean(val_probs, shift).argmax(axis=1)
+        after = adjusted.argmax(axis=1)
         from mobile_derm.metrics import balanced_accuracy
 
         how = f"tau {tau:.2f}" + (", refined per class" if chosen.get("per_class") else "")
@@ -237,7 +238,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
                   f"({'kept' if chosen['per_class'] else 'not kept: no better than tau alone'})")
     record = {"tau": tau, "chosen_on": "validation" if chosen else "config",
               "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift], **chosen}
-    return record, la.adjusted_mean(val_probs, shift)
+    return record, adjusted
 
 
 def view_stack(model, pixels: np.ndarray, mean, std, views_name: str, as_given: np.ndarray | None = None) -> np.ndarray:
