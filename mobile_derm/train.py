@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.config import TrainConfig
-from mobile_derm.errors import DataError
+from mobile_derm.errors import ConfigError, DataError
 from mobile_derm.io_utils import atomic_path, atomic_write_text, user_cache_dir
 from mobile_derm.model_info import ModelInfo
 from mobile_derm.preprocess import RESIZE_VERSION, load_rgb, normalize, resize_square
@@ -80,6 +80,23 @@ def freeze_batchnorm(model) -> list:
     from mobile_derm.tf_setup import keras
 
     changed = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    for layer in changed:
+        layer.trainable = False
+    return changed
+
+
+def freeze_lower_blocks(model, n_blocks: int) -> list:
+    """Make the backbone's stem and its first ``n_blocks`` blocks non-trainable
+    (their BatchNorm then runs in inference mode); returns the layers it changed."""
+    from mobile_derm.backbones import backbone_blocks
+
+    if n_blocks <= 0:
+        return []
+    groups = backbone_blocks(model)
+    n_available = len(groups) - 2  # without the stem and the head group
+    if n_blocks > n_available:
+        raise ConfigError(None, f"frozen_blocks is {n_blocks}, but the backbone has only {n_available} blocks")
+    changed = [layer for group in groups[: n_blocks + 1] for layer in group if layer.trainable]
     for layer in changed:
         layer.trainable = False
     return changed
@@ -333,6 +350,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
         if not config.train_batchnorm:
             freeze_batchnorm(model)
+        freeze_lower_blocks(model, config.frozen_blocks)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
             loss=_smoothed_loss(config.label_smoothing, n_classes),

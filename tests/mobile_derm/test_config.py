@@ -23,6 +23,8 @@ def test_config_round_trips_through_json(tmp_path):
     ('{"split_fractions": [0.5, 0.5, 0.5]}', "split_fractions"),
     ('{"learning_rat": 1}', "learning_rat"),
     ('{"logit_adjustment": "often"}', "per_class"),
+    ('{"frozen_blocks": -1}', "frozen_blocks"),
+    ('{"frozen_blocks": 2.5}', "frozen_blocks"),
     ("[1, 2]", "JSON object"),
     ("{oops", "not valid JSON"),
 ])
