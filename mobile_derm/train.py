@@ -304,6 +304,11 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # with its name and leaves no half-made run folder.
     y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
     pixels = dataset_pixels(dataset, size, cache_dir, progress)
+    keras.utils.set_random_seed(config.seed)
+    model = build_classifier(config, n_classes)
+    # Stage 1 only reads backbone features, so the low blocks can be frozen now, where
+    # a frozen_blocks the backbone cannot give stops the run before anything is written.
+    freeze_lower_blocks(model, config.frozen_blocks)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     split.save(split_file)
@@ -318,8 +323,6 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     weights_per_class = class_weights(y_train, n_classes, config.class_weighting)
     objective_weights = effective_class_weights(y_train, n_classes, config)
 
-    keras.utils.set_random_seed(config.seed)
-    model = build_classifier(config, n_classes)
     history: dict = {}
     history_file = run_dir / "history.json"
     if history_file.is_file():
@@ -350,7 +353,6 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
         if not config.train_batchnorm:
             freeze_batchnorm(model)
-        freeze_lower_blocks(model, config.frozen_blocks)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
             loss=_smoothed_loss(config.label_smoothing, n_classes),

@@ -155,6 +155,18 @@ def test_training_with_frozen_blocks_fine_tunes_only_the_upper_blocks(tmp_path, 
             np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def test_frozen_blocks_beyond_the_backbone_fail_before_anything_is_written(tmp_path):
+    from mobile_derm.errors import ConfigError
+    from mobile_derm.synthetic import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
+                                 lesions_per_class=4, views_per_lesion=1, size=32)
+    config = TrainConfig(input_size=32, head_epochs=1, finetune_epochs=1, allow_random_weights=True, frozen_blocks=17)
+    with pytest.raises(ConfigError, match="frozen_blocks is 17, but the backbone has only 16 blocks"):
+        train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def _imbalanced_demo(tmp_path):
     """Three synthetic classes, the first with twice the lesions of the others."""
     from mobile_derm.synthetic import generate_demo_dataset
