@@ -57,6 +57,10 @@ class TrainConfig:
     # number fixes tau, 0 leaves the trained model as it is; "per_class" refines the
     # validation tau with one offset per class where that holds on held-out validation.
     logit_adjustment: float | str = 0.0
+    # Logit-adjusted loss (Menon et al. 2021, eq. 10): training adds tau * log(prior)
+    # to the logits inside the loss, so the model learns the class-balanced scores
+    # directly instead of through loss weights; 0 is plain cross-entropy.
+    loss_logit_adjustment: float = 0.0
     # Average the prediction over flipped/turned copies of the photo (mobile_derm.views):
     # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
     # on validation and the exported models all use them; each view costs a forward pass.
@@ -64,6 +68,9 @@ class TrainConfig:
     dropout_rate: float | None = None  # None: the backbone spec's
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    # Cross-validation: the share of each fold's validation part (one of k) kept for
+    # validation; the rest joins training (mobile_derm.splits.grouped_kfold).
+    crossval_val_share: float = 1.0
     # Operating points chosen on the validation split.
     min_sensitivity: float = 0.90
     min_specificity: float = 0.90
@@ -89,8 +96,14 @@ class TrainConfig:
         elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
             raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
         check_views(self.test_time_views)
+        if isinstance(self.loss_logit_adjustment, bool) or not isinstance(self.loss_logit_adjustment, (int, float)) \
+                or not 0.0 <= self.loss_logit_adjustment <= 3.0:
+            raise ConfigError(None, f"loss_logit_adjustment must be a number in [0, 3], not {self.loss_logit_adjustment!r}")
         if not isinstance(self.frozen_blocks, int) or isinstance(self.frozen_blocks, bool) or self.frozen_blocks < 0:
             raise ConfigError(None, f"frozen_blocks must be a whole number >= 0, not {self.frozen_blocks!r}")
+        if isinstance(self.crossval_val_share, bool) or not isinstance(self.crossval_val_share, (int, float)) \
+                or not 0.0 < self.crossval_val_share <= 1.0:
+            raise ConfigError(None, f"crossval_val_share must be a number in (0, 1], not {self.crossval_val_share!r}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

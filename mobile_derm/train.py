@@ -169,18 +169,33 @@ class TrainResult:
     test_report: dict
 
 
-def _smoothed_loss(label_smoothing: float, n_classes: int):
+def _smoothed_loss(label_smoothing: float, n_classes: int, logit_shift: np.ndarray | None = None):
+    """Cross-entropy on the softmax output; with ``logit_shift`` (tau * log prior, the
+    logit-adjusted loss) the shift is added to the logits inside the loss only."""
     from mobile_derm.tf_setup import keras, tf
 
     # reduction="none": one loss per image, so Keras can apply the per-image
     # class weights (a pre-reduced scalar would silently ignore them).
-    cce = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction="none")
+    cce = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction="none",
+                                               from_logits=logit_shift is not None)
+    shift = None if logit_shift is None else tf.constant(np.asarray(logit_shift, np.float32))
 
     def loss(y_true, y_pred):
         y = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), n_classes)
-        return cce(y, y_pred)
+        if shift is None:
+            return cce(y, y_pred)
+        # log softmax output = logits up to a per-image constant, which softmax ignores
+        return cce(y, tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)) + shift)
 
     return loss
+
+
+def training_logit_shift(y_train: np.ndarray, n_classes: int, tau: float) -> np.ndarray | None:
+    """tau * log(class prior of the training images) for the logit-adjusted loss, or None."""
+    if not tau:
+        return None
+    prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
+    return (tau * np.log(prior)).astype(np.float32)
 
 
 def _warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int):
@@ -208,7 +223,8 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
     head = keras.Sequential([keras.Input(features_train.shape[1:]), keras.layers.Dense(n_classes, activation="softmax")])
     head.compile(
         optimizer=keras.optimizers.Adam(config.head_learning_rate),
-        loss=_smoothed_loss(config.label_smoothing, n_classes),
+        loss=_smoothed_loss(config.label_smoothing, n_classes,
+                            training_logit_shift(y_train, n_classes, config.loss_logit_adjustment)),
         metrics=["accuracy"],
     )
     history = head.fit(
@@ -355,7 +371,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             freeze_batchnorm(model)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-            loss=_smoothed_loss(config.label_smoothing, n_classes),
+            loss=_smoothed_loss(config.label_smoothing, n_classes,
+                                training_logit_shift(y_train, n_classes, config.loss_logit_adjustment)),
             metrics=["accuracy"],
         )
         oversampled = config.oversampling != "none"
