@@ -26,6 +26,14 @@ from mobile_derm.metrics import balanced_accuracy
 
 # Candidate tau values; 0 (no adjustment) is always one of them.
 TAU_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
+
+
+def tau_grid(trained_tau: float = 0.0) -> tuple[float, ...]:
+    """TAU_GRID, extended below 0 down to ``-trained_tau`` for a model trained with the
+    logit-adjusted loss (``TrainConfig.loss_logit_adjustment``): its outputs already
+    carry that much correction, and validation may want part of it taken back."""
+    lowest = int(round(float(trained_tau) / 0.05))
+    return tuple(round(0.05 * i, 2) for i in range(-lowest, 0)) + TAU_GRID
 # Per-class moves tried around the tau shift, in logit units (+1 = 2.7x the odds).
 CLASS_STEPS = tuple(round(0.1 * i, 1) for i in range(-10, 11))
 
@@ -59,13 +67,13 @@ def adjusted_mean(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
 def choose_tau(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, grid=TAU_GRID) -> tuple[float, list[dict]]:
     """The tau of ``grid`` with the highest balanced accuracy on (validation) ``probs``
     ((N, classes), or a (views, N, classes) stack: see ``adjusted_mean``); ties go to
-    the smaller tau (less change). Returns tau and the whole curve."""
+    the tau nearest 0 (less change). Returns tau and the whole curve."""
     curve = []
     for tau in grid:
         pred = adjusted_mean(probs, prior_shift(prior, tau)).argmax(axis=1)
         curve.append({"tau": float(tau), "balanced_accuracy": float(balanced_accuracy(y, pred, probs.shape[-1])),
                       "top1": float(np.mean(pred == y))})
-    best = max(curve, key=lambda point: (round(point["balanced_accuracy"], 6), -point["tau"]))
+    best = max(curve, key=lambda point: (round(point["balanced_accuracy"], 6), -abs(point["tau"])))
     return best["tau"], curve
 
 

@@ -238,20 +238,21 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
+def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, trained_tau: float = 0.0):
     """Fold a prior correction into ``model``'s head bias (in place); returns the
     record for ModelInfo and the validation probabilities of the adjusted model.
     ``val_probs`` is the (views, N, classes) stack of ``view_stack``; ``setting`` a
-    tau, "validation" (tau chosen there) or "per_class" (then refined per class)."""
+    tau, "validation" (tau chosen there) or "per_class" (then refined per class);
+    ``trained_tau`` (the loss's own adjustment) lets validation choose a negative tau."""
     from mobile_derm import logit_adjustment as la
 
     prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
     chosen: dict = {}
     if setting == "per_class":
-        shift, chosen = la.choose_class_shift(val_probs, y_val, prior)
+        shift, chosen = la.choose_class_shift(val_probs, y_val, prior, la.tau_grid(trained_tau))
         tau = chosen.pop("tau")
     elif setting == "validation":
-        tau, curve = la.choose_tau(val_probs, y_val, prior)
+        tau, curve = la.choose_tau(val_probs, y_val, prior, la.tau_grid(trained_tau))
         shift, chosen = la.prior_shift(prior, tau), {"validation_curve": curve}
     else:
         tau = float(setting)
@@ -259,7 +260,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting):
     la.apply_to_model(model, shift)
     adjusted = la.adjusted_mean(val_probs, shift)
     if chosen:
-        before = chosen["validation_curve"][0]
+        before = next(point for point in chosen["validation_curve"] if point["tau"] == 0)
         after = adjusted.argmax(axis=1)
         from mobile_derm.metrics import balanced_accuracy
 
@@ -414,7 +415,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
     adjustment = None
     if config.logit_adjustment != 0:  # a tau, "validation" or "per_class"
-        adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment)
+        adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment,
+                                              config.loss_logit_adjustment)
     else:
         val_probs = val_view_probs.mean(axis=0)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)

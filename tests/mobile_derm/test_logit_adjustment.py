@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mobile_derm.logit_adjustment import (TAU_GRID, adjust_probs, apply_to_model, choose_class_shift, choose_tau,
-                                         fit_class_shift, prior_shift, stratified_halves)
+                                         fit_class_shift, prior_shift, stratified_halves, tau_grid)
 from mobile_derm.metrics import balanced_accuracy
 
 
@@ -57,6 +57,26 @@ def test_choose_tau_keeps_a_model_that_needs_no_correction():
     probs[np.arange(30), y] = 0.8  # already perfect: every tau ties at 1.0, the smallest wins
     tau, _ = choose_tau(probs, y, np.array([0.6, 0.3, 0.1]))
     assert tau == 0.0
+
+
+def test_tau_grid_reaches_below_zero_by_the_trained_correction():
+    grid = tau_grid(1.0)
+    assert grid[0] == -1.0 and grid[-1] == TAU_GRID[-1] and 0.0 in grid
+    assert len(set(grid)) == len(grid) == 20 + len(TAU_GRID)
+    assert tau_grid(0.0) == TAU_GRID and tau_grid(0.25)[0] == -0.25
+
+
+def test_choose_tau_can_go_below_zero_when_the_grid_allows():
+    # a model that over-corrects: logits carry log(prior) with the wrong sign (tau = 1 applied twice)
+    probs, y, prior = _prior_biased_validation()
+    over = adjust_probs(probs, prior_shift(prior, 2.0))  # net correction +1 past balanced
+    tau, curve = choose_tau(over, y, prior, tau_grid(1.0))
+    assert -1.3 <= tau <= -0.7
+    plain_tau, _ = choose_tau(over, y, prior)
+    assert plain_tau == 0.0
+    before = balanced_accuracy(y, over.argmax(axis=1), 2)
+    after = balanced_accuracy(y, adjust_probs(over, prior_shift(prior, tau)).argmax(axis=1), 2)
+    assert after > before + 0.05
 
 
 def test_apply_to_model_shifts_the_softmax_input():
