@@ -68,9 +68,6 @@ class TrainConfig:
     dropout_rate: float | None = None  # None: the backbone spec's
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    # Cross-validation: the share of each fold's validation part (one of k) kept for
-    # validation; the rest joins training (mobile_derm.splits.grouped_kfold).
-    crossval_val_share: float = 1.0
     # Operating points chosen on the validation split.
     min_sensitivity: float = 0.90
     min_specificity: float = 0.90
@@ -101,9 +98,6 @@ class TrainConfig:
             raise ConfigError(None, f"loss_logit_adjustment must be a number in [0, 3], not {self.loss_logit_adjustment!r}")
         if not isinstance(self.frozen_blocks, int) or isinstance(self.frozen_blocks, bool) or self.frozen_blocks < 0:
             raise ConfigError(None, f"frozen_blocks must be a whole number >= 0, not {self.frozen_blocks!r}")
-        if isinstance(self.crossval_val_share, bool) or not isinstance(self.crossval_val_share, (int, float)) \
-                or not 0.0 < self.crossval_val_share <= 1.0:
-            raise ConfigError(None, f"crossval_val_share must be a number in (0, 1], not {self.crossval_val_share!r}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

@@ -2,8 +2,7 @@
 (PAD-UFES-20's 745 phone photos, SD-198's 800 atlas photos).
 
 Each fold trains with ``mobile_derm.train.train`` on k-2 parts, picks its
-thresholds on the next part (validation; ``crossval_val_share`` < 1 keeps only that
-share of it and trains on the rest) and reports on its own test part;
+thresholds on the next part (validation) and reports on its own test part;
 the summary gives each metric's mean and standard deviation over folds.
 """
 from __future__ import annotations
@@ -24,7 +23,7 @@ def cross_validate(dataset, config: TrainConfig, out_dir: str | Path, k: int = 5
     from mobile_derm.train import train
 
     out_dir = Path(out_dir)
-    folds = grouped_kfold(dataset, k=k, seed=config.seed, with_val=True, val_share=config.crossval_val_share)
+    folds = grouped_kfold(dataset, k=k, seed=config.seed, with_val=True)
     reports = []
     for fold in folds:
         print(f"\n== fold {fold.fold + 1}/{k}: {len(fold.train)} train / {len(fold.val)} val / {len(fold.test)} test")

@@ -260,19 +260,13 @@ def split_grouped(dataset: Dataset, fractions: Sequence[float] = (0.70, 0.15, 0.
                  dataset_name=dataset.name, listing_hash=dataset.listing_hash()).attach(dataset)
 
 
-def grouped_kfold(dataset: Dataset, k: int = 5, seed: int = 0, with_val: bool = False,
-                  val_share: float = 1.0) -> list[Split]:
+def grouped_kfold(dataset: Dataset, k: int = 5, seed: int = 0, with_val: bool = False) -> list[Split]:
     """k group-disjoint, class-stratified folds.
 
     Fold i tests on part i and trains on the rest; every sample is in exactly
     one fold's test part. With ``with_val`` part (i + 1) % k becomes fold i's
-    validation part (so training uses k - 2 parts). ``val_share`` below 1 keeps only
-    that share of the validation part's groups (class-stratified, as ever) for
-    validation and trains on the rest: more training photos for small data sets,
-    while the test parts stay exactly those of ``val_share`` 1.
+    validation part (so training uses k - 2 parts).
     """
-    if not 0.0 < val_share <= 1.0:
-        raise ValueError(f"val_share must lie in (0, 1], got {val_share}")
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
     if with_val and k < 3:
@@ -287,15 +281,8 @@ def grouped_kfold(dataset: Dataset, k: int = 5, seed: int = 0, with_val: bool = 
     folds = []
     for i in range(k):
         v = (i + 1) % k if with_val else None
-        train = [j for p in range(k) if p != i and p != v for j in parts[p]]
+        train = sorted(j for p in range(k) if p != i and p != v for j in parts[p])
         val = list(parts[v]) if v is not None else []
-        if v is not None and val_share < 1.0:
-            in_v = np.flatnonzero(part_of == v)
-            kept = _assign(counts[in_v], np.array([val_share, 1.0 - val_share]), seed + i)
-            to_train = set(in_v[kept == 1].tolist())
-            train += [j for j in val if sample_group[j] in to_train]
-            val = [j for j in val if sample_group[j] not in to_train]
-        train = sorted(train)
         folds.append(Split(train, val, list(parts[i]), seed=seed, fractions=tuple([1.0 / k] * k),
                            dataset_name=dataset.name, listing_hash=h, fold=i, k=k).attach(dataset))
     return folds

@@ -27,8 +27,6 @@ def test_config_round_trips_through_json(tmp_path):
     ('{"frozen_blocks": 2.5}', "frozen_blocks"),
     ('{"loss_logit_adjustment": -1}', "loss_logit_adjustment"),
     ('{"loss_logit_adjustment": "yes"}', "loss_logit_adjustment"),
-    ('{"crossval_val_share": 0}', "crossval_val_share"),
-    ('{"crossval_val_share": 1.5}', "crossval_val_share"),
     ("[1, 2]", "JSON object"),
     ("{oops", "not valid JSON"),
 ])

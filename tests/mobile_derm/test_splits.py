@@ -114,20 +114,6 @@ def test_kfold_covers_every_sample_once(toy):
     withval = grouped_kfold(toy, k=5, seed=0, with_val=True)
     assert withval[0].val == folds[1].test and withval[0].test == folds[0].test
     assert not set(withval[0].val) & set(withval[0].train)
-    # val_share: part of each validation part trains instead; the test parts do not move
-    half = grouped_kfold(toy, k=5, seed=0, with_val=True, val_share=0.5)
-    for full, f in zip(withval, half):
-        f.check(toy)
-        assert f.test == full.test
-        assert set(f.val) < set(full.val) and set(f.train) > set(full.train)
-        assert sorted(f.train + f.val) == sorted(full.train + full.val)
-        assert not _groups(toy, f.train) & _groups(toy, f.val)
-        assert abs(len(f.val) / len(full.val) - 0.5) < 0.15
-        # every class the full validation part had is still there (stratified, not cut blindly)
-        kept_classes = {c for c, n in f.class_counts(toy)["val"].items() if n}
-        assert kept_classes == {c for c, n in full.class_counts(toy)["val"].items() if n}
-    with pytest.raises(ValueError, match="val_share"):
-        grouped_kfold(toy, k=5, with_val=True, val_share=0.0)
 
 
 def test_save_load_roundtrip_and_mismatch(tmp_path, toy):
