@@ -26,6 +26,8 @@ from mobile_derm.metrics import balanced_accuracy
 
 # Candidate tau values; 0 (no adjustment) is always one of them.
 TAU_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
+# Per-class moves tried around the tau shift, in logit units (+1 = 2.7x the odds).
+CLASS_STEPS = tuple(round(0.1 * i, 1) for i in range(-10, 11))
 
 
 def tau_grid(trained_tau: float = 0.0) -> tuple[float, ...]:
@@ -34,8 +36,6 @@ def tau_grid(trained_tau: float = 0.0) -> tuple[float, ...]:
     carry that much correction, and validation may want part of it taken back."""
     lowest = int(round(float(trained_tau) / 0.05))
     return tuple(round(0.05 * i, 2) for i in range(-lowest, 0)) + TAU_GRID
-# Per-class moves tried around the tau shift, in logit units (+1 = 2.7x the odds).
-CLASS_STEPS = tuple(round(0.1 * i, 1) for i in range(-10, 11))
 
 
 def prior_shift(prior: np.ndarray, tau: float) -> np.ndarray:

@@ -190,12 +190,19 @@ def _smoothed_loss(label_smoothing: float, n_classes: int, logit_shift: np.ndarr
     return loss
 
 
+def training_prior(y_train: np.ndarray, n_classes: int) -> np.ndarray:
+    """Each class's share of the training images (at least one image's worth, so log is finite)."""
+    return np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
+
+
 def training_logit_shift(y_train: np.ndarray, n_classes: int, tau: float) -> np.ndarray | None:
-    """tau * log(class prior of the training images) for the logit-adjusted loss, or None."""
+    """tau * log(training prior), centred, for the logit-adjusted loss; None when tau is 0.
+    It is the opposite of the post-hoc shift: the loss adds the prior that prediction leaves out."""
+    from mobile_derm.logit_adjustment import prior_shift
+
     if not tau:
         return None
-    prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
-    return (tau * np.log(prior)).astype(np.float32)
+    return (-prior_shift(training_prior(y_train, n_classes), tau)).astype(np.float32)
 
 
 def _warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int):
@@ -246,7 +253,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     ``trained_tau`` (the loss's own adjustment) lets validation choose a negative tau."""
     from mobile_derm import logit_adjustment as la
 
-    prior = np.maximum(np.bincount(y_train, minlength=n_classes), 1) / max(len(y_train), 1)
+    prior = training_prior(y_train, n_classes)
     chosen: dict = {}
     if setting == "per_class":
         shift, chosen = la.choose_class_shift(val_probs, y_val, prior, la.tau_grid(trained_tau))
