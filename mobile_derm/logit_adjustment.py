@@ -25,7 +25,8 @@ import numpy as np
 from mobile_derm.metrics import balanced_accuracy
 
 # Candidate tau values; 0 (no adjustment) is always one of them.
-TAU_GRID = tuple(round(0.05 * i, 2) for i in range(0, 31))
+TAU_STEP = 0.05
+TAU_GRID = tuple(round(TAU_STEP * i, 2) for i in range(0, 31))
 # Per-class moves tried around the tau shift, in logit units (+1 = 2.7x the odds).
 CLASS_STEPS = tuple(round(0.1 * i, 1) for i in range(-10, 11))
 
@@ -34,8 +35,8 @@ def tau_grid(trained_tau: float = 0.0) -> tuple[float, ...]:
     """TAU_GRID, extended below 0 down to ``-trained_tau`` for a model trained with the
     logit-adjusted loss (``TrainConfig.loss_logit_adjustment``): its outputs already
     carry that much correction, and validation may want part of it taken back."""
-    lowest = int(round(float(trained_tau) / 0.05))
-    return tuple(round(0.05 * i, 2) for i in range(-lowest, 0)) + TAU_GRID
+    lowest = int(round(float(trained_tau) / TAU_STEP))
+    return tuple(round(TAU_STEP * i, 2) for i in range(-lowest, 0)) + TAU_GRID
 
 
 def prior_shift(prior: np.ndarray, tau: float) -> np.ndarray:

@@ -222,16 +222,15 @@ def _warmup_cosine(base_lr: float, total_steps: int, warmup_steps: int):
     return WarmupCosine()
 
 
-def _fit_head(model, features_train, y_train, features_val, y_val, config, n_classes, weights_per_class):
-    """Stage 1: the softmax layer alone, on features computed once."""
+def _fit_head(model, features_train, y_train, features_val, y_val, config, n_classes, weights_per_class, loss):
+    """Stage 1: the softmax layer alone, on features computed once, with fine-tuning's ``loss``."""
     from mobile_derm.tf_setup import keras
 
     keras.utils.set_random_seed(config.seed)
     head = keras.Sequential([keras.Input(features_train.shape[1:]), keras.layers.Dense(n_classes, activation="softmax")])
     head.compile(
         optimizer=keras.optimizers.Adam(config.head_learning_rate),
-        loss=_smoothed_loss(config.label_smoothing, n_classes,
-                            training_logit_shift(y_train, n_classes, config.loss_logit_adjustment)),
+        loss=loss,
         metrics=["accuracy"],
     )
     history = head.fit(
@@ -346,6 +345,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # that the weights ask for.
     weights_per_class = class_weights(y_train, n_classes, config.class_weighting)
     objective_weights = effective_class_weights(y_train, n_classes, config)
+    loss = _smoothed_loss(config.label_smoothing, n_classes,
+                          training_logit_shift(y_train, n_classes, config.loss_logit_adjustment))
 
     history: dict = {}
     history_file = run_dir / "history.json"
@@ -361,7 +362,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         print(f"stage 1: features for {len(x_train)} train / {len(x_val)} val images")
         f_train = predict_probs(feature_model, x_train, spec.mean, spec.std)
         f_val = predict_probs(feature_model, x_val, spec.mean, spec.std)
-        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, objective_weights)
+        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, objective_weights, loss)
         with atomic_path(head_file) as tmp:
             model.save_weights(str(tmp))
         atomic_write_text(history_file, json.dumps(history))
@@ -379,8 +380,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             freeze_batchnorm(model)
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-            loss=_smoothed_loss(config.label_smoothing, n_classes,
-                                training_logit_shift(y_train, n_classes, config.loss_logit_adjustment)),
+            loss=loss,
             metrics=["accuracy"],
         )
         oversampled = config.oversampling != "none"

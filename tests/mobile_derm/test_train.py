@@ -237,7 +237,6 @@ def test_logit_adjustment_is_folded_into_the_head_and_travels_with_the_run(tmp_p
                                predict_probs(result.model, x, info.mean, info.std), atol=1e-5)
 
 
-
 def test_logit_adjusted_loss_learns_balanced_scores_where_plain_loss_learns_the_prior():
     # Features that say nothing about the label, 90% class 0: plain cross-entropy learns the
     # prior (class 0 at ~0.9 for every input); the logit-adjusted loss (tau 1) learns scores
