@@ -29,10 +29,15 @@ def quantization_aware_finetune(model, config, x_train, x_val, epochs: int = 1, 
     (``x_val`` reports how often the two agree). Returns the QAT model."""
     import tensorflow_model_optimization as tfmot
 
+    from mobile_derm.errors import ConfigError
     from mobile_derm.pipeline import make_dataset
     from mobile_derm.tf_setup import keras
     from mobile_derm.train import freeze_batchnorm, predict_probs
 
+    if config.ensemble_members > 1:
+        # tfmot's 8-bit registry has no quantized Average layer to join the members with
+        raise ConfigError(None, f"qat_int8 cannot quantize an ensemble (ensemble_members {config.ensemble_members}): "
+                                "tfmot has no quantized Average layer; export the int8 variant (post-training) instead")
     spec = config.spec
     teacher_train = predict_probs(model, x_train, spec.mean, spec.std)
     teacher_val = predict_probs(model, x_val, spec.mean, spec.std)

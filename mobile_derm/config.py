@@ -17,6 +17,7 @@ from mobile_derm.views import check as check_views
 AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.pipeline: augment, light_augment, nothing
 OVERSAMPLING = ("none", "sqrt")
 LOGIT_ADJUSTMENT_CHOICES = ("validation", "per_class")  # or a number: tau itself
+MAX_ENSEMBLE_MEMBERS = 5  # each member costs a training run and a forward pass in the app
 
 
 @dataclass
@@ -65,6 +66,12 @@ class TrainConfig:
     # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
     # on validation and the exported models all use them; each view costs a forward pass.
     test_time_views: str = "none"
+    # Several models averaged, each trained on the training part plus all but one share of
+    # the validation part and validated on that share (cross-fitted: every validation photo
+    # is scored by the member that never trained on it, so tau and the thresholds are still
+    # chosen on unseen photos). More training photos and an ensemble, for small data sets;
+    # the app pays one forward pass per member (and view). 1: a single model.
+    ensemble_members: int = 1
     dropout_rate: float | None = None  # None: the backbone spec's
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -96,6 +103,10 @@ class TrainConfig:
         if isinstance(self.loss_logit_adjustment, bool) or not isinstance(self.loss_logit_adjustment, (int, float)) \
                 or not 0.0 <= self.loss_logit_adjustment <= 3.0:
             raise ConfigError(None, f"loss_logit_adjustment must be a number in [0, 3], not {self.loss_logit_adjustment!r}")
+        if not isinstance(self.ensemble_members, int) or isinstance(self.ensemble_members, bool) \
+                or not 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS:
+            raise ConfigError(None, f"ensemble_members must be a whole number from 1 to {MAX_ENSEMBLE_MEMBERS}, "
+                                    f"not {self.ensemble_members!r}")
         if not isinstance(self.frozen_blocks, int) or isinstance(self.frozen_blocks, bool) or self.frozen_blocks < 0:
             raise ConfigError(None, f"frozen_blocks must be a whole number >= 0, not {self.frozen_blocks!r}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)

@@ -2,7 +2,9 @@
 (PAD-UFES-20's 745 phone photos, SD-198's 800 atlas photos).
 
 Each fold trains with ``mobile_derm.train.train`` on k-2 parts, picks its
-thresholds on the next part (validation) and reports on its own test part;
+thresholds on the next part (validation) and reports on its own test part (an
+ensemble's members also train on shares of the validation part, each scoring the
+share it never saw: ``TrainConfig.ensemble_members``);
 the summary gives each metric's mean and standard deviation over folds.
 """
 from __future__ import annotations

@@ -6,9 +6,11 @@ Run folder layout (everything a later export/benchmark needs):
   head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
   weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
   history.json       Keras histories            eval/           test-split report + plots
+  member0/, member1/ an ensemble's members (``ensemble_members``), each a run of its own
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -104,10 +106,14 @@ def freeze_lower_blocks(model, n_blocks: int) -> list:
 
 def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = None):
     """Backbone + dropout + softmax, as one flat functional model (tfmot's
-    quantize_model refuses nested models)."""
+    quantize_model refuses nested models); with ``config.ensemble_members`` > 1, that
+    many of them averaged (``ensemble_classifier``)."""
     from mobile_derm.backbones import build_backbone
     from mobile_derm.tf_setup import keras
 
+    if config.ensemble_members > 1:
+        single = dataclasses.replace(config, ensemble_members=1)
+        return ensemble_classifier([build_classifier(single, n_classes, weights) for _ in range(config.ensemble_members)])
     spec = config.spec
     backbone = build_backbone(
         spec, config.image_size, weights=config.weights if weights is None else weights,
@@ -117,6 +123,35 @@ def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = 
     x = keras.layers.Dropout(dropout, name="head_dropout")(backbone.output)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
     return keras.Model(backbone.input, outputs, name=f"{spec.name}_classifier")
+
+
+MEMBER_PREFIX = "member{}_"  # layer names of ensemble member k > 0; member 0 keeps the plain names
+
+
+def ensemble_classifier(members: list):
+    """One flat Keras model whose output is the mean of the ``members``' probabilities
+    (same backbone and input). Member 0 keeps its layer names ("head", "head_dropout", ...),
+    so the unfamiliarity score reads member 0's features; member k's layers are renamed
+    ``member{k}_...`` so the graph stays flat (one name per layer) for export."""
+    from mobile_derm.tf_setup import keras
+
+    first, *rest = members
+    outputs = [first.output]
+    for k, member in enumerate(rest, 1):
+        prefix = MEMBER_PREFIX.format(k)
+        clone = keras.models.clone_model(
+            member, input_tensors=first.input,
+            clone_function=lambda layer, prefix=prefix: layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name}))
+        clone.set_weights(member.get_weights())
+        outputs.append(clone.output)
+    mean = keras.layers.Average(name="member_mean")(outputs)
+    return keras.Model(first.input, mean, name=f"{first.name}_x{len(members)}")
+
+
+def head_layer_names(model) -> list[str]:
+    """The softmax layer of every member ("head", "member1_head", ...)."""
+    return [layer.name for layer in model.layers if layer.name == "head"
+            or (layer.name.startswith("member") and layer.name.endswith("_head"))]
 
 
 def feature_extractor(model):
@@ -263,7 +298,8 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     else:
         tau = float(setting)
         shift = la.prior_shift(prior, tau)
-    la.apply_to_model(model, shift)
+    for head in head_layer_names(model):  # every member's, as the views and members are averaged after it
+        la.apply_to_model(model, shift, head)
     adjusted = la.adjusted_mean(val_probs, shift)
     if chosen:
         before = next(point for point in chosen["validation_curve"] if point["tau"] == 0)
@@ -300,45 +336,26 @@ def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) ->
     return model.predict(make_dataset(pixels, None, mean, std, batch_size, training=False), verbose=0)
 
 
-def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True) -> TrainResult:
-    """Train (or resume) a classifier on ``dataset`` into ``run_dir``."""
-    from mobile_derm import splits as splits_mod
-    from mobile_derm.evaluation import evaluate_probs, operating_points
-    from mobile_derm.taxonomy import Taxonomy
+def _start_run(run_dir: Path, split, config: TrainConfig) -> None:
+    """Write the run folder's split and config: a resumed run, export and the
+    benchmark read them back, so all use exactly these test images."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split.save(run_dir / "split.json")
+    config.save(run_dir / "train_config.json")
+
+
+def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool):
+    """One classifier: the head on cached features, then fine-tuning; a stage whose
+    weights file is already in ``run_dir`` is not run again (resume)."""
     from mobile_derm.tf_setup import keras
 
-    run_dir = Path(run_dir)
-    spec, size = config.spec, config.image_size
-    labels = list(dataset.classes)
-    n_classes = len(labels)
-    taxonomy = taxonomy or Taxonomy.load()
-    taxonomy_entries = {label: entry.to_dict() for label, entry in taxonomy.for_labels(labels).items()}
-
-    # The split is decided once and saved: a resumed run, export and the
-    # benchmark all use exactly these test images.
-    split_file = run_dir / "split.json"
-    if split is None:
-        if split_file.is_file():
-            split = splits_mod.Split.load(split_file, dataset)
-        else:
-            split = splits_mod.split_grouped(dataset, config.split_fractions, seed=config.seed)
-
-    # Decode everything before writing anything: a bad image stops the run
-    # with its name and leaves no half-made run folder.
-    y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
-    pixels = dataset_pixels(dataset, size, cache_dir, progress)
+    spec = config.spec
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(config, n_classes)
     # Stage 1 only reads backbone features, so the low blocks can be frozen now, where
     # a frozen_blocks the backbone cannot give stops the run before anything is written.
     freeze_lower_blocks(model, config.frozen_blocks)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split.save(split_file)
-    config.save(run_dir / "train_config.json")
-    idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
-    x_train, y_train = pixels[idx_train], y_all[idx_train]
-    x_val, y_val = pixels[idx_val], y_all[idx_val]
+    _start_run(run_dir, split, config)
     # Validation is weighted like training, so early stopping and the head-versus-
     # fine-tuned choice judge the same (class-balanced) objective the model learns;
     # an unweighted validation loss penalises exactly the shift towards rare classes
@@ -413,13 +430,82 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     if not final_file.is_file():
         with atomic_path(final_file) as tmp:
             model.save_weights(str(tmp))
+    return model
+
+
+def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, cache_dir, progress: bool, pixels):
+    """An ensemble (``config.ensemble_members``): each member is a run of its own in
+    ``run_dir/member<k>`` (resumable like any run) on its split from
+    ``splits.member_splits``. Returns the averaging model; the validation views'
+    probabilities, each photo scored by the member that never trained on it; and the
+    validation photos member 0 never saw (for the familiarity threshold)."""
+    from mobile_derm.splits import member_splits
+
+    spec = config.spec
+    splits = member_splits(dataset, split, config.ensemble_members, seed=config.seed)
+    _start_run(run_dir, split, config)
+    # members are plain models: the prior correction is chosen for the ensemble
+    member_config = dataclasses.replace(config, ensemble_members=1, logit_adjustment=0.0)
+    members, val_view_probs = [], None
+    row_of = {index: row for row, index in enumerate(split.val)}
+    for k, member_split in enumerate(splits):
+        print(f"== ensemble member {k + 1}/{len(splits)}: {len(member_split.train)} train / {len(member_split.val)} val")
+        member = train(dataset, member_config, run_dir / f"member{k}", taxonomy=taxonomy, split=member_split,
+                       cache_dir=cache_dir, progress=progress)
+        members.append(member.model)
+        held_out = view_stack(member.model, pixels[member_split.val], spec.mean, spec.std, config.test_time_views)
+        if val_view_probs is None:
+            val_view_probs = np.empty((held_out.shape[0], len(split.val), held_out.shape[2]), np.float32)
+        val_view_probs[:, [row_of[i] for i in member_split.val]] = held_out
+    model = ensemble_classifier(members)
+    final_file = run_dir / "weights.h5"
+    if not final_file.is_file():
+        with atomic_path(final_file) as tmp:
+            model.save_weights(str(tmp))
+    return model, val_view_probs, np.asarray(splits[0].val, dtype=np.int64)
+
+
+def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True) -> TrainResult:
+    """Train (or resume) a classifier on ``dataset`` into ``run_dir``."""
+    from mobile_derm import splits as splits_mod
+    from mobile_derm.evaluation import evaluate_probs, operating_points
+    from mobile_derm.taxonomy import Taxonomy
+
+    run_dir = Path(run_dir)
+    spec, size = config.spec, config.image_size
+    labels = list(dataset.classes)
+    n_classes = len(labels)
+    taxonomy = taxonomy or Taxonomy.load()
+    taxonomy_entries = {label: entry.to_dict() for label, entry in taxonomy.for_labels(labels).items()}
+
+    # The split is decided once and saved: a resumed run, export and the
+    # benchmark all use exactly these test images.
+    split_file = run_dir / "split.json"
+    if split is None:
+        if split_file.is_file():
+            split = splits_mod.Split.load(split_file, dataset)
+        else:
+            split = splits_mod.split_grouped(dataset, config.split_fractions, seed=config.seed)
+
+    # Decode everything before writing anything: a bad image stops the run
+    # with its name and leaves no half-made run folder.
+    y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
+    pixels = dataset_pixels(dataset, size, cache_dir, progress)
+    idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
+    x_train, y_train = pixels[idx_train], y_all[idx_train]
+    x_val, y_val = pixels[idx_val], y_all[idx_val]
+
+    if config.ensemble_members > 1:
+        model, val_view_probs, familiarity_val_idx = _fit_members(dataset, config, run_dir, split, taxonomy, cache_dir,
+                                                                   progress, pixels)
+    else:
+        model = _fit_single(config, run_dir, split, x_train, y_train, x_val, y_val, n_classes, progress)
+        val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views)
+        familiarity_val_idx = idx_val
 
     # ---- prior correction, then operating points, on validation; report on test
-    # (the logit shift changes only the head, so these features serve the familiarity model too)
     # With test-time views the probabilities are averaged over views (mobile_derm.views),
     # as the exported model does; the familiarity model keeps the photo as given.
-    val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
-    val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
     adjustment = None
     if config.logit_adjustment != 0:  # a tau, "validation" or "per_class"
         adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment,
@@ -431,7 +517,11 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
     from mobile_derm import familiarity
 
-    train_features = predict_probs(feature_extractor(model), x_train, spec.mean, spec.std)
+    # (the logit shift changes only the head, so these are the trained features; in an
+    # ensemble, member 0's, calibrated on the validation photos member 0 never saw)
+    features = feature_extractor(model)
+    train_features = predict_probs(features, x_train, spec.mean, spec.std)
+    val_features = predict_probs(features, pixels[familiarity_val_idx], spec.mean, spec.std)
     familiar = familiarity.fit(train_features, y_train).calibrate(val_features, config.ood_keep_fraction)
     familiar.save(run_dir / familiarity.FILENAME)
 
@@ -452,7 +542,9 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         test_time_views=config.test_time_views,
         familiarity=familiar.summary(),
         gate_config=GateConfig.default().to_dict(),
-        description=f"{dataset.name} classifier ({n_classes} classes, {spec.name} at {size}px). Decision support, not a diagnosis.",
+        description=f"{dataset.name} classifier ({n_classes} classes, {spec.name} at {size}px"
+                    f"{f', {config.ensemble_members} models averaged' if config.ensemble_members > 1 else ''}). "
+                    "Decision support, not a diagnosis.",
     )
     info.save(run_dir / "model_info.json")
 
@@ -464,8 +556,9 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         # the photo as given, for the record: what the views added
         single = evaluate_probs(test_view_probs[0], y_all[idx_test], info)
         extra["single_view"] = {k: single[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
-    if adjustment:
-        # what the same model scored on test before the correction, for the record
+    if adjustment and config.ensemble_members == 1:
+        # what the same model scored on test before the correction, for the record (an
+        # ensemble's average cannot be un-shifted exactly, so it has no such record)
         from mobile_derm.logit_adjustment import adjusted_mean
 
         before = evaluate_probs(adjusted_mean(test_view_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
@@ -490,7 +583,8 @@ def load_run(run_dir: str | Path):
         # model_info.json and is folded into the head bias here, as in train().
         from mobile_derm.logit_adjustment import apply_to_model
 
-        apply_to_model(model, np.asarray(info.logit_adjustment["shift"]))
+        for head in head_layer_names(model):
+            apply_to_model(model, np.asarray(info.logit_adjustment["shift"]), head)
     return model, config, info
 
 

@@ -58,6 +58,21 @@ def test_each_ptq_variant_matches_keras(tiny_model, calibration, variant):
         assert scale == pytest.approx(1 / 128, rel=0.01) and zero in (127, 128)
 
 
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_an_ensemble_converts_to_one_model_file_that_averages_its_members(tiny_model, calibration, variant):
+    from mobile_derm.tf_setup import keras
+    from mobile_derm.train import ensemble_classifier
+
+    other = keras.models.clone_model(tiny_model)  # same layers, fresh random weights
+    ensemble = ensemble_classifier([tiny_model, other])
+    assert len({layer.name for layer in ensemble.layers}) == len(ensemble.layers)  # flat: one name per layer
+    x = calibration[3]
+    members = [m.predict(x[None], verbose=0)[0] for m in (tiny_model, other)]
+    assert np.abs(members[0] - members[1]).max() > 0.01  # two different members
+    y, _ = run(convert(ensemble, variant, calibration), x)
+    np.testing.assert_allclose(y, np.mean(members, axis=0), atol={"float32": 1e-5, "int8": 3e-2}[variant])
+
+
 def test_qat_model_converts_to_integer_io(tiny_model, calibration):
     import tensorflow_model_optimization as tfmot
 

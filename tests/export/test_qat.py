@@ -65,3 +65,15 @@ def test_activation_ranges_start_at_the_float_models_ranges(float_model_and_pixe
     assert weights[f"quant_{relu.name}/output_min"] == 0.0
     input_range = sorted(v for k, v in weights.items() if k.startswith("quantize_layer") and k.endswith(("_min", "_max")))
     assert input_range == pytest.approx([-127 / 128, 128 / 128])
+
+
+def test_an_ensemble_is_refused_with_a_clear_error(float_model_and_pixels):
+    # tfmot cannot quantize the layer that averages the members: say so before it fails deep inside
+    from export.qat import quantization_aware_finetune
+    from mobile_derm.errors import ConfigError
+    from mobile_derm.train import ensemble_classifier
+
+    model, pixels = float_model_and_pixels
+    ensemble = ensemble_classifier([model, model])
+    with pytest.raises(ConfigError, match="ensemble_members 2.*int8"):
+        quantization_aware_finetune(ensemble, TrainConfig(ensemble_members=2), pixels[:16], pixels[16:32])
