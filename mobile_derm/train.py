@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,10 +149,16 @@ def ensemble_classifier(members: list):
     return keras.Model(first.input, mean, name=f"{first.name}_x{len(members)}")
 
 
-def head_layer_names(model) -> list[str]:
-    """The softmax layer of every member ("head", "member1_head", ...)."""
-    return [layer.name for layer in model.layers if layer.name == "head"
-            or (layer.name.startswith("member") and layer.name.endswith("_head"))]
+def shift_heads(model, shift: np.ndarray) -> None:
+    """Fold a logit shift into the softmax layer of the model, or of every ensemble
+    member ("head", "member1_head", ...): the members' outputs are averaged after it,
+    as the test-time views are."""
+    from mobile_derm.logit_adjustment import apply_to_model
+
+    head = re.compile(f"({MEMBER_PREFIX.format(r'[0-9]+')})?head")
+    for layer in model.layers:
+        if head.fullmatch(layer.name):
+            apply_to_model(model, shift, layer.name)
 
 
 def feature_extractor(model):
@@ -298,8 +305,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     else:
         tau = float(setting)
         shift = la.prior_shift(prior, tau)
-    for head in head_layer_names(model):  # every member's, as the views and members are averaged after it
-        la.apply_to_model(model, shift, head)
+    shift_heads(model, shift)
     adjusted = la.adjusted_mean(val_probs, shift)
     if chosen:
         before = next(point for point in chosen["validation_curve"] if point["tau"] == 0)
@@ -334,6 +340,13 @@ def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) ->
     from mobile_derm.pipeline import make_dataset
 
     return model.predict(make_dataset(pixels, None, mean, std, batch_size, training=False), verbose=0)
+
+
+def _save_final_weights(model, final_file: Path) -> None:
+    """weights.h5, written once (atomically): its presence marks the training as done."""
+    if not final_file.is_file():
+        with atomic_path(final_file) as tmp:
+            model.save_weights(str(tmp))
 
 
 def _start_run(run_dir: Path, split, config: TrainConfig) -> None:
@@ -427,9 +440,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
             print(f"fine-tuning never beat the head on validation ({best_val_loss:.4f} >= {head_val_loss:.4f}): keeping the head")
             model.set_weights(head_weights)
         atomic_write_text(history_file, json.dumps(history))
-    if not final_file.is_file():
-        with atomic_path(final_file) as tmp:
-            model.save_weights(str(tmp))
+    _save_final_weights(model, final_file)
     return model
 
 
@@ -458,10 +469,7 @@ def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, c
             val_view_probs = np.empty((held_out.shape[0], len(split.val), held_out.shape[2]), np.float32)
         val_view_probs[:, [row_of[i] for i in member_split.val]] = held_out
     model = ensemble_classifier(members)
-    final_file = run_dir / "weights.h5"
-    if not final_file.is_file():
-        with atomic_path(final_file) as tmp:
-            model.save_weights(str(tmp))
+    _save_final_weights(model, run_dir / "weights.h5")
     return model, val_view_probs, np.asarray(splits[0].val, dtype=np.int64)
 
 
@@ -495,13 +503,17 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     x_train, y_train = pixels[idx_train], y_all[idx_train]
     x_val, y_val = pixels[idx_val], y_all[idx_val]
 
+    # Validation features for the familiarity threshold: an ensemble's are member 0's
+    # (the unfamiliarity score reads them), on the validation photos member 0 never saw.
+    # (The logit shift below changes only the heads, so these are the trained features.)
     if config.ensemble_members > 1:
-        model, val_view_probs, familiarity_val_idx = _fit_members(dataset, config, run_dir, split, taxonomy, cache_dir,
-                                                                   progress, pixels)
+        model, val_view_probs, member0_held_out = _fit_members(dataset, config, run_dir, split, taxonomy, cache_dir,
+                                                               progress, pixels)
+        familiarity_val_features = predict_probs(feature_extractor(model), pixels[member0_held_out], spec.mean, spec.std)
     else:
         model = _fit_single(config, run_dir, split, x_train, y_train, x_val, y_val, n_classes, progress)
-        val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views)
-        familiarity_val_idx = idx_val
+        familiarity_val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
+        val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
 
     # ---- prior correction, then operating points, on validation; report on test
     # With test-time views the probabilities are averaged over views (mobile_derm.views),
@@ -517,12 +529,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
     from mobile_derm import familiarity
 
-    # (the logit shift changes only the head, so these are the trained features; in an
-    # ensemble, member 0's, calibrated on the validation photos member 0 never saw)
-    features = feature_extractor(model)
-    train_features = predict_probs(features, x_train, spec.mean, spec.std)
-    val_features = predict_probs(features, pixels[familiarity_val_idx], spec.mean, spec.std)
-    familiar = familiarity.fit(train_features, y_train).calibrate(val_features, config.ood_keep_fraction)
+    train_features = predict_probs(feature_extractor(model), x_train, spec.mean, spec.std)
+    familiar = familiarity.fit(train_features, y_train).calibrate(familiarity_val_features, config.ood_keep_fraction)
     familiar.save(run_dir / familiarity.FILENAME)
 
     from quality_checks import GateConfig
@@ -581,10 +589,7 @@ def load_run(run_dir: str | Path):
     if info.logit_adjustment:
         # weights.h5 holds the trained model; the chosen prior correction lives in
         # model_info.json and is folded into the head bias here, as in train().
-        from mobile_derm.logit_adjustment import apply_to_model
-
-        for head in head_layer_names(model):
-            apply_to_model(model, np.asarray(info.logit_adjustment["shift"]), head)
+        shift_heads(model, np.asarray(info.logit_adjustment["shift"]))
     return model, config, info
 
 
