@@ -1,16 +1,16 @@
 """Backbone benchmark for the README: params, .tflite sizes and LiteRT latency
 of each backbone, float32 vs dynamic vs int8, all measured in one run.
 
-    python -m export.backbone_benchmark --out runs/backbones \\
+    python -m mobile_derm_export.backbone_benchmark --out runs/backbones \\
         [--backbones efficientnet_lite0,efficientnet_b0] [--size 224] [--classes 7] [--runs 50]
 
 For each backbone it builds the classifier the project trains (backbone +
-dropout + an N-class softmax head, ``mobile_derm.train.build_classifier``),
+dropout + an N-class softmax head, ``mobile_derm.model.classifier.build_classifier``),
 converts it to float32, dynamic-range and full-integer int8 (uint8 I/O), writes
 each file with our metadata and measures on LiteRT, batch 1:
 
 * ``size_bytes`` of the file (metadata included),
-* latency p50/p95 with 1 thread and p50 with 2 threads (``export.benchmark.latency_columns``, variants timed interleaved),
+* latency p50/p95 with 1 thread and p50 with 2 threads (``mobile_derm_export.benchmark.latency_columns``, variants timed interleaved),
 * the ratios to float32 (size, latency), and
 * the int8 (and dynamic) model's top-1 agreement with the float32 model and the
   mean absolute probability difference, on photos the int8 model was NOT
@@ -28,8 +28,8 @@ their ImageNet top-1 agreement on the same photos: whether int8 collapses.
 
 Calibration/evaluation photos: the first images (after a fixed shuffle) of
 ``<data root>/ood/images`` (general photos: Kodak, McMaster, scikit-image
-samples), plus one black and one white frame (``export.exporter.representative_sample``);
-when that folder is absent, synthetic demo images (``mobile_derm.synthetic``).
+samples), plus one black and one white frame (``mobile_derm_export.exporter.representative_sample``);
+when that folder is absent, synthetic demo images (``mobile_derm.datasets.synthetic``).
 
 Writes ``backbones.json`` and ``backbones.md`` (atomically) and the .tflite
 files (``<out>/<backbone>/<variant>.tflite``) into ``--out``; prints the table.
@@ -50,8 +50,8 @@ from tqdm import tqdm
 
 from mobile_derm.errors import ConfigError, MobileDermError
 from mobile_derm.io_utils import atomic_write_text
-from mobile_derm.model_info import ModelInfo
-from mobile_derm.specs import get_backbone_spec
+from mobile_derm.app.model_info import ModelInfo
+from mobile_derm.model.specs import get_backbone_spec
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_b0")
 VARIANTS = ("float32", "dynamic", "int8")
@@ -62,7 +62,7 @@ B0_WEIGHTS_NOTE = ("random weights: keras.applications' EfficientNet-B0 ImageNet
 
 
 def default_image_dir() -> Path:
-    from mobile_derm.datasets import data_root
+    from mobile_derm.datasets.sources import data_root
 
     return data_root() / "ood" / "images"
 
@@ -81,7 +81,7 @@ def load_photos(image_dir: str | Path | None, size: int, n_calibration: int, n_e
     than ``n_calibration`` (evaluation gets the rest, up to ``n_evaluation``);
     otherwise both use all of them and ``disjoint`` is False.
     """
-    from mobile_derm.preprocess import load_rgb_square
+    from mobile_derm.app.preprocess import load_rgb_square
 
     if n_calibration < 1:
         raise ConfigError(None, f"need at least one calibration image, not {n_calibration}")
@@ -93,7 +93,7 @@ def load_photos(image_dir: str | Path | None, size: int, n_calibration: int, n_e
         names = [str(p.relative_to(folder)) for p in paths]
         note = f"real photos from {folder}"
     else:
-        from mobile_derm.synthetic import DEMO_CLASSES, generate_demo_dataset
+        from mobile_derm.datasets.synthetic import DEMO_CLASSES, generate_demo_dataset
 
         want = n_calibration + (n_evaluation or n_calibration)
         views = 2
@@ -104,7 +104,7 @@ def load_photos(image_dir: str | Path | None, size: int, n_calibration: int, n_e
             pixels = np.stack([load_rgb_square(s.path, size) for s in dataset.samples])
             names = [Path(s.path).name for s in dataset.samples]
         source = "synthetic"
-        note = ("synthetic demo images (mobile_derm.synthetic), because "
+        note = ("synthetic demo images (mobile_derm.datasets.synthetic), because "
                 + (f"{folder} is absent or holds no images" if folder is not None else "no photo folder was given"))
     order = np.random.default_rng(seed).permutation(len(pixels))
     pixels, names = pixels[order], [names[i] for i in order]
@@ -149,8 +149,8 @@ def resolve_weights(name: str, random_weights: bool) -> tuple[str | None, str]:
 
 def build_benchmark_classifier(name: str, size: int, n_classes: int, weights: str | None, seed: int = 0):
     """The training classifier (backbone + dropout + softmax head) with a random head."""
-    from mobile_derm.config import TrainConfig
-    from mobile_derm.train import build_classifier
+    from mobile_derm.training.config import TrainConfig
+    from mobile_derm.model.classifier import build_classifier
 
     _seed(seed)
     config = TrainConfig(backbone=name, input_size=size, weights=weights, allow_random_weights=False)
@@ -186,7 +186,7 @@ def _info(name: str, size: int, labels: list[str], what: str) -> ModelInfo:
 
 
 def _params(model) -> dict:
-    from mobile_derm.backbones import count_params
+    from mobile_derm.model.backbones import count_params
 
     trainable, frozen = count_params(model)
     return {"params_total": trainable + frozen, "params_trainable": trainable, "params_non_trainable": frozen}
@@ -221,9 +221,9 @@ def _agreement(probs: np.ndarray, reference: np.ndarray) -> dict:
 def _measure_variants(model, name: str, variants, info: ModelInfo, folder: Path, representative: np.ndarray,
                       eval_pixels: np.ndarray, runs: int, bar) -> dict:
     """Convert, write with metadata, time and evaluate each variant; float32 first."""
-    from export.benchmark import latency_columns, tflite_probs
-    from export.convert import convert
-    from export.metadata import write_model_file
+    from mobile_derm_export.benchmark import latency_columns, tflite_probs
+    from mobile_derm_export.convert import convert
+    from mobile_derm_export.metadata import write_model_file
 
     rows: dict[str, dict] = {}
     probs: dict[str, np.ndarray] = {}
@@ -261,9 +261,9 @@ def run_backbone_benchmark(out_dir: str | Path, backbones=DEFAULT_BACKBONES, siz
     """
     from importlib.metadata import version
 
-    from export.exporter import representative_sample
-    from mobile_derm.backbones import build_imagenet_classifier
-    from mobile_derm.preprocess import normalize
+    from mobile_derm_export.exporter import representative_sample
+    from mobile_derm.model.backbones import build_imagenet_classifier
+    from mobile_derm.app.preprocess import normalize
     from mobile_derm.tf_setup import tf
 
     backbones = [b.strip() for b in backbones if b.strip()]
@@ -447,7 +447,7 @@ def markdown_table(document: dict) -> str:
 
 # ------------------------------------------------------------------ CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.backbone_benchmark",
+    parser = argparse.ArgumentParser(prog="python -m mobile_derm_export.backbone_benchmark",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder (backbones.json, backbones.md, .tflite files)")
@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--random-weights", action="store_true", help="random weights for every backbone")
     parser.add_argument("--no-imagenet-head", action="store_true", help="skip the ImageNet-classifier int8 check")
     args = parser.parse_args(argv)
-    command = "python -m export.backbone_benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m mobile_derm_export.backbone_benchmark " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         document = run_backbone_benchmark(
             args.out, backbones=args.backbones.split(","), size=args.size, n_classes=args.classes,

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mobile_derm.evaluation import evaluate_probs
+from mobile_derm.evaluation.report import evaluate_probs
 from mobile_derm.io_utils import atomic_path, atomic_write_text
-from mobile_derm.model_info import ModelInfo
+from mobile_derm.app.model_info import ModelInfo
 
 TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "agreement_with_float",
                  "size_bytes", "latency_ms_p50", "latency_ms_p95", "latency_ms_p50_2threads", "latency_vs_float32")
@@ -32,7 +32,7 @@ def interleaved_times_ms(model_paths: dict[str, str | Path], num_threads: int, r
     frequency scaling, another process -- lands on every variant alike and the
     ratios between them stay fair. Timing the variants one after another let such a
     spell alone move the int8/float32 ratio by 0.1. Row i of every model is round i."""
-    from mobile_derm.predict import Predictor
+    from mobile_derm.app.predict import Predictor
 
     timed = []
     for name, path in model_paths.items():
@@ -77,7 +77,7 @@ def latency_columns(model_paths: dict[str, str | Path], runs: int = LATENCY_RUNS
 
 
 def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
-    from mobile_derm.predict import Predictor
+    from mobile_derm.app.predict import Predictor
 
     predictor = Predictor(model_path, num_threads=2)
     name = Path(model_path).stem

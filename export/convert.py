@@ -7,7 +7,7 @@ Variants (names used everywhere: CLI, benchmark.json, file names):
   int8      full-integer: int8 weights and activations, uint8 (or int8) I/O,
             calibrated on a representative sample of training images
   int16x8   int16 activations, int8 weights (more accurate, few CPU kernels)
-  qat_int8  full-integer export of a quantization-aware-trained model (export.qat)
+  qat_int8  full-integer export of a quantization-aware-trained model (mobile_derm_export.qat)
 """
 from __future__ import annotations
 

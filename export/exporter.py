@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from export.convert import check_variants
+from mobile_derm_export.convert import check_variants
 from mobile_derm.errors import ConfigError
-from mobile_derm.model_info import ModelInfo
-from mobile_derm.preprocess import normalize
+from mobile_derm.app.model_info import ModelInfo
+from mobile_derm.app.preprocess import normalize
 
 
 def representative_sample(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -30,21 +30,21 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
     is needed for ``qat_int8``; ``familiarity`` (a FamiliarityModel, recorded in
     ``info.familiarity``) adds the unfamiliarity score as every model's second output;
     ``info.test_time_views`` other than "none" makes every model average its outputs over
-    those views of the input (``mobile_derm.views``)."""
-    from export.convert import convert
-    from export.metadata import write_model_file
+    those views of the input (``mobile_derm.model.views``)."""
+    from mobile_derm_export.convert import convert
+    from mobile_derm_export.metadata import write_model_file
 
     variants = check_variants(variants)
     if (familiarity is None) != (info.familiarity is None):
         raise ConfigError(None, "the familiarity model and ModelInfo.familiarity come together (both or neither)")
     if familiarity is not None:
-        from mobile_derm.familiarity import with_unfamiliarity
+        from mobile_derm.model.familiarity import with_unfamiliarity
 
         model = with_unfamiliarity(model, familiarity)
         qat_model = with_unfamiliarity(qat_model, familiarity) if qat_model is not None else None
     if info.test_time_views != "none":
         # the views go inside the model file: an app feeds one image and gets the average
-        from mobile_derm.views import with_view_averaging
+        from mobile_derm.model.views import with_view_averaging
 
         model = with_view_averaging(model, info.test_time_views)
         qat_model = with_view_averaging(qat_model, info.test_time_views) if qat_model is not None else None
@@ -71,7 +71,7 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
 
 
 def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
-    """If the gate config uses a learned skin check (quality_checks.skin_check), copy its
+    """If the gate config uses a learned skin check (mobile_derm_quality.skin_check), copy its
     model beside the exported models and point the packed config at that copy by name,
     so the folder is what an app ships. Returns the ModelInfo to pack."""
     import copy
@@ -84,7 +84,7 @@ def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
     source = Path(source)
     if not source.is_file():
         raise ConfigError(source, "the gate config's skin-check model file is missing")
-    from export.skin_check import MODEL_FILENAME
+    from mobile_derm_export.skin_check import MODEL_FILENAME
     from mobile_derm.io_utils import atomic_write_bytes
 
     atomic_write_bytes(out_dir / MODEL_FILENAME, source.read_bytes())

@@ -1,6 +1,6 @@
 """App-runtime compatibility check: does MediaPipe Tasks read our .tflite as we do?
 
-    python -m export.mediapipe_check --models A.tflite B.tflite \\
+    python -m mobile_derm_export.mediapipe_check --models A.tflite B.tflite \\
         --images DIR_OR_FILES... --out report.json [--venv runs/mediapipe-venv]
 
 MediaPipe cannot share the main environment (its absl/opencv/protobuf/numpy
@@ -195,21 +195,21 @@ def compare_unfamiliarity(ours: dict[str, float], theirs: dict[str, float]) -> d
 
 def _our_predictor(model_path: Path):
     """Our app-side runner: the same preprocessing and quantization as ``predict``."""
-    from mobile_derm.predict import Predictor
+    from mobile_derm.app.predict import Predictor
 
     return Predictor(model_path, num_threads=1)
 
 
 def _load_rgb(path: Path) -> np.ndarray:
     """The quality gate's decoder (EXIF orientation applied), as ``predict`` uses."""
-    from mobile_derm.preprocess import load_rgb
+    from mobile_derm.app.preprocess import load_rgb
 
     return load_rgb(path)
 
 
 def _center_roi(h: int, w: int) -> list[float]:
     """Normalized [left, top, right, bottom] of the centred square (preprocess.center_square)."""
-    from mobile_derm.preprocess import square_box
+    from mobile_derm.app.preprocess import square_box
 
     top, left, side = square_box(h, w)
     return [left / w, top / h, (left + side) / w, (top + side) / h]
@@ -290,8 +290,8 @@ def run_worker(venv: Path, jobs: list[dict], workdir: Path, locale: str = "en", 
 
 
 def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spec: str = DEFAULT_SPEC) -> dict:
-    from export.metadata import read_io_spec, read_model_info
-    from mobile_derm.preprocess import resize_square
+    from mobile_derm_export.metadata import read_io_spec, read_model_info
+    from mobile_derm.app.preprocess import resize_square
 
     version = ensure_venv(venv, spec)
     report: dict = {"mediapipe_version": version, "images": [str(p) for p in images], "models": {}}
@@ -359,7 +359,7 @@ def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.mediapipe_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mobile_derm_export.mediapipe_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", required=True, type=Path)
     parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders (searched recursively)")
     parser.add_argument("--out", required=True, type=Path, help="report JSON")

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Union
 
 from mobile_derm.errors import ConfigError, MobileDermError, ModelFileError
-from mobile_derm.model_info import MODEL_INFO_FILENAME, ModelInfo
+from mobile_derm.app.model_info import MODEL_INFO_FILENAME, ModelInfo
 
 LABELS_FILENAME = "labels.txt"
 DISPLAY_NAMES_FILENAME = "display_names.en.txt"

@@ -30,9 +30,9 @@ def quantization_aware_finetune(model, config, x_train, x_val, epochs: int = 1, 
     import tensorflow_model_optimization as tfmot
 
     from mobile_derm.errors import ConfigError
-    from mobile_derm.pipeline import make_dataset
+    from mobile_derm.training.pipeline import make_dataset
     from mobile_derm.tf_setup import keras
-    from mobile_derm.train import freeze_batchnorm, predict_probs
+    from mobile_derm.model.classifier import freeze_batchnorm, predict_probs
 
     if config.ensemble_members > 1:
         # tfmot's 8-bit registry has no quantized Average layer to join the members with
@@ -67,7 +67,7 @@ def quantization_aware_finetune(model, config, x_train, x_val, epochs: int = 1, 
 def initialise_activation_ranges(float_model, qat_model, pixels: np.ndarray, mean, std, batch_size: int = 32) -> int:
     """Set each activation quantizer of ``qat_model`` to the float model's range on ``pixels``
     (uint8 images); returns how many ranges were set."""
-    from mobile_derm.preprocess import normalize
+    from mobile_derm.app.preprocess import normalize
     from mobile_derm.tf_setup import keras
 
     variables = {w.name.split(":")[0]: w for w in qat_model.weights}
@@ -110,7 +110,7 @@ def initialise_activation_ranges(float_model, qat_model, pixels: np.ndarray, mea
 
 def agreement(model_a, model_b, pixels: np.ndarray, mean, std) -> float:
     """Fraction of images on which two Keras models give the same top-1."""
-    from mobile_derm.train import predict_probs
+    from mobile_derm.model.classifier import predict_probs
 
     a = predict_probs(model_a, pixels, mean, std).argmax(axis=1)
     b = predict_probs(model_b, pixels, mean, std).argmax(axis=1)

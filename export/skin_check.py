@@ -1,5 +1,5 @@
 """Make the learned not-skin check: ImageNet EfficientNet-Lite0 features + a one-class
-model of skin photos, folded into one small .tflite (run by quality_checks.skin_check).
+model of skin photos, folded into one small .tflite (run by mobile_derm_quality.skin_check).
 
 ``fit_skin_check(photos, out_dir)`` writes two files into ``out_dir``:
 - ``skin_check.tflite``: 64x64 RGB pixels (0-255, float32) in, one distance out
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.errors import ConfigError
-from quality_checks.skin_check import INPUT_SIZE, thumbnail
+from mobile_derm_quality.skin_check import INPUT_SIZE, thumbnail
 
 N_COMPONENTS = 256
 BACKBONE = "efficientnet_lite0"
@@ -39,15 +39,15 @@ CONFIG_FILENAME = "gate_config.json"
 
 
 def _backbone(weights):
-    from mobile_derm.backbones import build_backbone
+    from mobile_derm.model.backbones import build_backbone
 
     return build_backbone(BACKBONE, INPUT_SIZE, weights=weights, allow_random=weights is None)
 
 
 def unit_features(backbone, thumbs: np.ndarray) -> np.ndarray:
     """Pooled backbone features of 64x64 uint8 thumbnails, each scaled to unit length."""
-    from mobile_derm.backbones import normalize_pixels
-    from mobile_derm.specs import get_backbone_spec
+    from mobile_derm.model.backbones import normalize_pixels
+    from mobile_derm.model.specs import get_backbone_spec
 
     x = normalize_pixels(thumbs.astype(np.float32), get_backbone_spec(BACKBONE))
     f = backbone.predict(x, batch_size=64, verbose=0).astype(np.float64)
@@ -58,7 +58,7 @@ def distance_model(backbone, photo_models):
     """Keras model: raw pixels -> the smallest one-class distance (typicality.SkinPhotoModel)
     over ``photo_models`` (one model or a list), computed in the graph on the unit-length
     features of one backbone pass."""
-    from mobile_derm.specs import get_backbone_spec
+    from mobile_derm.model.specs import get_backbone_spec
     from mobile_derm.tf_setup import keras, tf
 
     spec = get_backbone_spec(BACKBONE)
@@ -116,7 +116,7 @@ def _convert(model, thumbs: np.ndarray, integer_backbone: bool) -> bytes:
     squares; measured: 57% median error), so the head and the residual sums stay float
     (measured: 4% median difference from float, the same accept/reject on every
     gate-eval photo; README)."""
-    from export.convert import keras_converter
+    from mobile_derm_export.convert import keras_converter
     from mobile_derm.tf_setup import tf
 
     converter = keras_converter(model)
@@ -146,8 +146,8 @@ def fit_skin_check(photos, out_dir: str | Path, source: str = "", weights="image
     """Fit on good skin photos (RGB uint8 analysis copies, longer side <= the gate's
     analysis_size) and write the model file and its gate config into ``out_dir``."""
     from mobile_derm.io_utils import atomic_write_bytes
-    from quality_checks import GateConfig
-    from quality_checks import typicality
+    from mobile_derm_quality import GateConfig
+    from mobile_derm_quality import typicality
 
     if len(photos) < typicality.MIN_PHOTOS_TO_FIT:
         raise ConfigError(None, f"need at least {typicality.MIN_PHOTOS_TO_FIT} good photos to fit the skin check, got {len(photos)}")

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 from mobile_derm.errors import ConfigError, DataError, MobileDermError
-from mobile_derm.views import VIEW_SETS
+from mobile_derm.model.views import VIEW_SETS
 
 
 # ------------------------------------------------------------------ helpers
 def _load_dataset(spec: str, data_root: str | None):
-    from mobile_derm import datasets
+    from mobile_derm.datasets import sources as datasets
 
     return datasets.load(spec, data_root)
 
@@ -29,7 +29,7 @@ def _require_new_or_empty_dir(path: Path, what: str) -> None:
 
 # ------------------------------------------------------------------ commands
 def cmd_demo(args) -> int:
-    from export.convert import check_variants
+    from mobile_derm_export.convert import check_variants
     from mobile_derm.demo import DEMO_VARIANTS, TINY, DemoSize, run_demo
 
     variants = check_variants(args.variants.split(",") if args.variants else DEMO_VARIANTS)
@@ -40,7 +40,7 @@ def cmd_demo(args) -> int:
 
 def _logit_adjustment_arg(value: str | None):
     """--logit-adjustment: "validation", "per_class" or a number (tau)."""
-    from mobile_derm.config import LOGIT_ADJUSTMENT_CHOICES
+    from mobile_derm.training.config import LOGIT_ADJUSTMENT_CHOICES
 
     if value is None or value in LOGIT_ADJUSTMENT_CHOICES:
         return value
@@ -51,8 +51,8 @@ def _logit_adjustment_arg(value: str | None):
 
 
 def cmd_train(args) -> int:
-    from mobile_derm.config import TrainConfig
-    from mobile_derm.train import train
+    from mobile_derm.training.config import TrainConfig
+    from mobile_derm.training.fit import train
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in {
@@ -74,8 +74,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    from mobile_derm.config import TrainConfig
-    from mobile_derm.crossval import cross_validate, markdown
+    from mobile_derm.training.config import TrainConfig
+    from mobile_derm.training.crossval import cross_validate, markdown
     from mobile_derm.taxonomy import Taxonomy
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
@@ -89,14 +89,14 @@ def cmd_crossval(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from export.convert import check_variants
-    from export.exporter import export_variants, representative_sample
-    from mobile_derm.train import load_run, run_arrays
+    from mobile_derm_export.convert import check_variants
+    from mobile_derm_export.exporter import export_variants, representative_sample
+    from mobile_derm.training.runs import load_run, run_arrays
 
     variants = check_variants(args.variants.split(","))
     model, config, info = load_run(args.run)
     if args.gate_config:
-        from quality_checks import GateConfig
+        from mobile_derm_quality import GateConfig
 
         # The gate the app should apply, e.g. one from calibrate-gate on your own photos.
         info.gate_config = (GateConfig.default() if args.gate_config == "default" else GateConfig.load(args.gate_config)).to_dict()
@@ -106,11 +106,11 @@ def cmd_export(args) -> int:
     calibration = representative_sample(pixels[train_idx], config.representative_size, config.seed)
     qat_model = None
     if "qat_int8" in variants:
-        from export.qat import quantization_aware_finetune
+        from mobile_derm_export.qat import quantization_aware_finetune
 
         qat_model = quantization_aware_finetune(model, config, pixels[train_idx], pixels[split.val],
                                                 epochs=args.qat_epochs, learning_rate=args.qat_learning_rate)
-    from mobile_derm.familiarity import load_for_run
+    from mobile_derm.model.familiarity import load_for_run
 
     written = export_variants(model, info, args.out, variants, calibration, io_type=args.io_type, qat_model=qat_model,
                               familiarity=load_for_run(args.run, info))
@@ -122,9 +122,10 @@ def cmd_export(args) -> int:
 def cmd_benchmark(args) -> int:
     import numpy as np
 
-    from export.benchmark import print_table, run_benchmark
-    from export.convert import ALL_VARIANTS
-    from mobile_derm.train import load_run, run_arrays, view_averaged_probs
+    from mobile_derm_export.benchmark import print_table, run_benchmark
+    from mobile_derm_export.convert import ALL_VARIANTS
+    from mobile_derm.training.runs import load_run, run_arrays
+    from mobile_derm.model.classifier import view_averaged_probs
 
     model, config, info = load_run(args.run)
     dataset = _load_dataset(args.data, args.data_root)
@@ -141,7 +142,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_ood_eval(args) -> int:
-    from mobile_derm.ood_eval import run_ood_eval, table
+    from mobile_derm.evaluation.other_sets import run_ood_eval, table
 
     dataset = _load_dataset(args.data, args.data_root)
     others = {name: _load_dataset(name, args.data_root) for name in args.sets if name != args.data}
@@ -152,21 +153,21 @@ def cmd_ood_eval(args) -> int:
 
 
 def cmd_fit_skin_check(args) -> int:
-    from export.skin_check import fit_skin_check
-    from quality_checks.typicality import fitting_photos
+    from mobile_derm_export.skin_check import fit_skin_check
+    from mobile_derm_quality.typicality import fitting_photos
 
     if args.photos:
-        from quality_checks.calibrate import list_images
-        from quality_checks.decode import read_image
-        from quality_checks.features import shrink
-        from quality_checks import GateConfig
+        from mobile_derm_quality.calibrate import list_images
+        from mobile_derm_quality.decode import read_image
+        from mobile_derm_quality.features import shrink
+        from mobile_derm_quality import GateConfig
 
         analysis_size = GateConfig.default().analysis_size
         paths = list_images(args.photos)
         photos = [shrink(read_image(p), analysis_size) for p in paths]
         source = f"{len(photos)} photos under {args.photos}"
     else:
-        from mobile_derm.datasets import data_root
+        from mobile_derm.datasets.sources import data_root
 
         root = Path(args.data_root) if args.data_root else data_root()
         photos, source = fitting_photos(root)
@@ -177,7 +178,7 @@ def cmd_fit_skin_check(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from mobile_derm.predict import Predictor
+    from mobile_derm.app.predict import Predictor
 
     predictor = Predictor(args.model, num_threads=args.threads)
     results = []
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where benchmark.json/.md/.png go (default: --models)")
     p.set_defaults(func=cmd_benchmark)
 
-    from mobile_derm.ood_eval import DEFAULT_SETS
+    from mobile_derm.evaluation.other_sets import DEFAULT_SETS
 
     p = sub.add_parser("ood-eval", help="how often a run abstains (softmax, feature familiarity) on its test split and other image sets")
     p.add_argument("run", help="training run folder")
@@ -284,14 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
     p.set_defaults(func=cmd_predict)
 
-    from quality_checks import cli as quality_cli
+    from mobile_derm_quality import cli as quality_cli
 
     quality_cli.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from quality_checks.errors import QualityCheckError
+    from mobile_derm_quality.errors import QualityCheckError
 
     parser = build_parser()
     args = parser.parse_args(argv)

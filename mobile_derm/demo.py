@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_derm.config import TrainConfig
+from mobile_derm.training.config import TrainConfig
 
 DEMO_VARIANTS = ("float32", "dynamic", "float16", "int8")
 
@@ -36,10 +36,12 @@ def _step(text: str) -> None:
 
 
 def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VARIANTS, allow_random_weights: bool = False, progress: bool = True) -> dict:
-    from export.benchmark import print_table, run_benchmark
-    from export.exporter import export_variants, representative_sample
-    from mobile_derm.synthetic import generate_demo_dataset
-    from mobile_derm.train import run_arrays, train, view_averaged_probs
+    from mobile_derm_export.benchmark import print_table, run_benchmark
+    from mobile_derm_export.exporter import export_variants, representative_sample
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
+    from mobile_derm.training.runs import run_arrays
+    from mobile_derm.training.fit import train
+    from mobile_derm.model.classifier import view_averaged_probs
 
     out_dir = Path(out_dir)
     _step(f"1/5 generating demo data (synthetic lesions, not dermatology) in {out_dir / 'data'}")
@@ -55,7 +57,7 @@ def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VAR
 
     _step(f"3/5 exporting {', '.join(variants)} .tflite files with metadata")
     calibration = representative_sample(pixels[np.asarray(split.train)], config.representative_size, config.seed)
-    from mobile_derm.familiarity import load_for_run
+    from mobile_derm.model.familiarity import load_for_run
 
     models = export_variants(result.model, result.info, out_dir, variants, calibration,
                              familiarity=load_for_run(out_dir / "run", result.info))
@@ -81,7 +83,7 @@ def gate_examples(dataset, out_dir: Path, model_input: int) -> dict:
     """Run the gate on two clean demo photos and on blurred / darkened copies."""
     import cv2
 
-    from quality_checks import assess, read_image
+    from mobile_derm_quality import assess, read_image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     verdicts = {}

@@ -1,15 +1,22 @@
-"""quality_checks: the photo-quality gate (numpy + OpenCV only; no TensorFlow, no mobile_derm).
+"""mobile_derm_quality: the photo-quality gate (numpy + OpenCV only; no TensorFlow, no mobile_derm).
 
-    from quality_checks import check_photo
+    from mobile_derm_quality import check_photo
     v = check_photo("photo.jpg")
     v.decision   # "accept" | "warn" | "reject"
     v.guidance   # ["Hold the phone still", ...]
 """
-from quality_checks.calibrate import calibrate
-from quality_checks.config import CHECK_NAMES, GateConfig
-from quality_checks.decode import decode_image_bytes, read_image
-from quality_checks.errors import GateConfigError, ImageReadError, QualityCheckError
-from quality_checks.gate import GUIDANCE, CheckResult, Verdict, assess, check_photo
+
+# This folder installs as mobile_derm_quality (setup.cfg: package_dir); imported under its folder
+# name (for example from the repository root, where the folder is on sys.path) it
+# would be a second copy of every module, with its own classes and errors.
+if __name__ != "mobile_derm_quality":
+    raise ImportError(f"the quality_checks/ folder is the package mobile_derm_quality; import mobile_derm_quality, not {__name__}")
+
+from mobile_derm_quality.calibrate import calibrate
+from mobile_derm_quality.config import CHECK_NAMES, GateConfig
+from mobile_derm_quality.decode import decode_image_bytes, read_image
+from mobile_derm_quality.errors import GateConfigError, ImageReadError, QualityCheckError
+from mobile_derm_quality.gate import GUIDANCE, CheckResult, Verdict, assess, check_photo
 
 __version__ = "0.1.0"
 

@@ -15,8 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from quality_checks.config import CHECK_NAMES, GateConfig
-from quality_checks.errors import GateConfigError, ImageReadError
+from mobile_derm_quality.config import CHECK_NAMES, GateConfig
+from mobile_derm_quality.errors import GateConfigError, ImageReadError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
 CALIBRATED = tuple(n for n in CHECK_NAMES if n != "resolution")
@@ -80,9 +80,9 @@ def calibrate(
     refitted on these photos first (at least typicality.MIN_PHOTOS_TO_FIT of them): do
     that when your photos differ from the atlas, dermoscopy and phone photos the
     default was fitted on."""
-    from quality_checks.decode import read_image
-    from quality_checks.features import measure
-    from quality_checks.gate import scores_from_measurements
+    from mobile_derm_quality.decode import read_image
+    from mobile_derm_quality.features import measure
+    from mobile_derm_quality.gate import scores_from_measurements
 
     if not 0.0 < target_pass_rate < 1.0:
         raise GateConfigError(None, f"target pass rate must be between 0 and 1, got {target_pass_rate}")
@@ -105,7 +105,7 @@ def calibrate(
     cfg = GateConfig.from_dict(base.to_dict())
     scores = None
     if fit_skin_model:
-        from quality_checks import typicality
+        from mobile_derm_quality import typicality
 
         descriptors = np.stack([m.descriptor for m in measurements]) if measurements else np.zeros((0, typicality.DESCRIPTOR_SIZE))
         model = typicality.fit(descriptors, source=f"calibrate-gate on {len(measurements)} photos")

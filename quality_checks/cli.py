@@ -1,7 +1,7 @@
 """Subcommands of ``mobile-derm`` for the quality gate: check-photo, calibrate-gate, gate-eval.
 
 The main CLI calls ``register(subparsers)`` and then ``args.func(args)``. This module can also
-run on its own: ``python -m quality_checks.cli check-photo IMAGE``.
+run on its own: ``python -m mobile_derm_quality.cli check-photo IMAGE``.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from quality_checks.errors import QualityCheckError
+from mobile_derm_quality.errors import QualityCheckError
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -18,7 +18,7 @@ EXIT_REJECTED = 3
 
 
 def _load_config(path):
-    from quality_checks.config import GateConfig
+    from mobile_derm_quality.config import GateConfig
 
     return GateConfig.load(path) if path else GateConfig.default()
 
@@ -29,7 +29,7 @@ def _err(exc: Exception) -> int:
 
 
 def cmd_check_photo(args) -> int:
-    from quality_checks.gate import check_photo
+    from mobile_derm_quality.gate import check_photo
 
     try:
         config = _load_config(args.config)
@@ -64,7 +64,7 @@ def cmd_check_photo(args) -> int:
 
 
 def cmd_calibrate_gate(args) -> int:
-    from quality_checks.calibrate import calibrate
+    from mobile_derm_quality.calibrate import calibrate
 
     try:
         base = _load_config(args.config)
@@ -84,13 +84,13 @@ def cmd_calibrate_gate(args) -> int:
 
 
 def cmd_gate_eval(args, predictor=None) -> int:
-    from quality_checks.evaluate import gate_eval
+    from mobile_derm_quality.evaluate import gate_eval
 
     try:
         config = _load_config(args.config)
         if predictor is None and args.model:
             try:
-                from mobile_derm.predict import Predictor
+                from mobile_derm.app.predict import Predictor
             except ImportError as exc:
                 return _err(QualityCheckError(args.model, f"cannot load the classifier runtime ({exc})"))
             predictor = Predictor(args.model, num_threads=1)
@@ -152,7 +152,7 @@ def register(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quality_checks.cli")
+    parser = argparse.ArgumentParser(prog="python -m mobile_derm_quality.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(argv)

@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quality_checks._atomic import atomic_write_text
-from quality_checks.errors import GateConfigError
+from mobile_derm_quality._atomic import atomic_write_text
+from mobile_derm_quality.errors import GateConfigError
 
 SCHEMA_VERSION = 1
 CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "noise", "framing", "not_skin")
@@ -95,7 +95,7 @@ def _shipped_typicality_ramp() -> tuple[tuple[str, float], ...] | None:
     model = _shipped_skin_model()
     if model is None:
         return None
-    from quality_checks.typicality import SkinPhotoModel, default_ramp
+    from mobile_derm_quality.typicality import SkinPhotoModel, default_ramp
 
     return tuple(default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)).items())
 
@@ -144,7 +144,7 @@ class GateConfig:
             return None
         cached = getattr(self, "_parsed_skin_model", None)
         if cached is None or cached[0] is not self.skin_model:
-            from quality_checks.typicality import SkinPhotoModel
+            from mobile_derm_quality.typicality import SkinPhotoModel
 
             cached = (self.skin_model, SkinPhotoModel.from_dict(self.skin_model))
             self._parsed_skin_model = cached
@@ -154,7 +154,7 @@ class GateConfig:
         """The loaded skin-check model (skin_check.SkinCheck, one per file and process), or None."""
         if self.skin_check_model is None:
             return None
-        from quality_checks import skin_check
+        from mobile_derm_quality import skin_check
 
         return skin_check.load(str(self.skin_check_model))
 
@@ -241,7 +241,7 @@ class GateConfig:
                 if gb["good"] == gb["bad"]:
                     raise GateConfigError(source, f"ramp {check}.{key} has good == bad")
         if self.skin_model is not None:
-            from quality_checks.typicality import SkinPhotoModel
+            from mobile_derm_quality.typicality import SkinPhotoModel
 
             SkinPhotoModel.from_dict(self.skin_model, source)
         if ("skin_check_distance" in self.ramps.get("not_skin", {})) != (self.skin_check_model is not None):

@@ -9,7 +9,7 @@
 * The pixel count announced in the header is checked against ``max_pixels`` *before*
   decoding, against decompression bombs.
 
-Anything that cannot be decoded raises :class:`~quality_checks.errors.ImageReadError`;
+Anything that cannot be decoded raises :class:`~mobile_derm_quality.errors.ImageReadError`;
 no OpenCV or Pillow exception escapes.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from quality_checks.errors import ImageReadError
+from mobile_derm_quality.errors import ImageReadError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # a 108 MP phone photo is 12000x9000
 DEFAULT_MIN_LONG_SIDE = 800  # reduced JPEG decode keeps at least this many pixels on the longer side

@@ -1,6 +1,6 @@
 """Typed errors of the quality gate.
 
-``quality_checks`` has no dependency on ``mobile_derm``, so it defines its own
+``mobile_derm_quality`` has no dependency on ``mobile_derm``, so it defines its own
 error; the main CLI prints any of them as ``error: <path>: <problem>``.
 """
 from __future__ import annotations

@@ -20,12 +20,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from quality_checks import degrade
-from quality_checks._atomic import atomic_write_text
-from quality_checks.config import GateConfig
-from quality_checks.decode import read_image
-from quality_checks.errors import ImageReadError, QualityCheckError
-from quality_checks.gate import measure_for, verdict_from_measurements
+from mobile_derm_quality import degrade
+from mobile_derm_quality._atomic import atomic_write_text
+from mobile_derm_quality.config import GateConfig
+from mobile_derm_quality.decode import read_image
+from mobile_derm_quality.errors import ImageReadError, QualityCheckError
+from mobile_derm_quality.gate import measure_for, verdict_from_measurements
 
 CLEAN_SETS = ("pad_ufes20_subset", "sd198_subset", "derm7pt_dermoscopic")
 LOWRES_SET = "ham10000_200px"
@@ -107,8 +107,8 @@ def _label_column(rows: list[dict], labels: list[str]) -> str | None:
 
 def time_analysis(rgb_src: np.ndarray, config: GateConfig, repeats: int = 15) -> dict:
     """ms to analyse an already-decoded 4000x3000 photo on one core (and to decode its JPEG)."""
-    from quality_checks.decode import decode_image_bytes
-    from quality_checks.gate import assess
+    from mobile_derm_quality.decode import decode_image_bytes
+    from mobile_derm_quality.gate import assess
 
     big = cv2.resize(rgb_src, (4000, 3000), interpolation=cv2.INTER_CUBIC)
     noise = np.random.default_rng(0).normal(0, 2.0, big.shape[:2] + (1,)).astype(np.float32)
@@ -433,7 +433,7 @@ def write_plots(out_dir: Path, rep: dict, clean_scores, deg_scores, ood_scores, 
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    from quality_checks._atomic import atomic_write_bytes
+    from mobile_derm_quality._atomic import atomic_write_bytes
     import io
 
     def save(fig, name):

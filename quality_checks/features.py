@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from quality_checks.skin_check import thumbnail
-from quality_checks.typicality import describe
+from mobile_derm_quality.skin_check import thumbnail
+from mobile_derm_quality.typicality import describe
 
 SKIN_MIN_PIXELS = 64
 

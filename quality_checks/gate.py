@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quality_checks.config import CHECK_NAMES, GateConfig
-from quality_checks.errors import ImageReadError
-from quality_checks.features import Measurements, measure
+from mobile_derm_quality.config import CHECK_NAMES, GateConfig
+from mobile_derm_quality.errors import ImageReadError
+from mobile_derm_quality.features import Measurements, measure
 
 # reason code -> what the person should do
 GUIDANCE = {
@@ -275,7 +275,7 @@ def check_photo(
 
     Raises ImageReadError for anything that cannot be decoded.
     """
-    from quality_checks.decode import read_image
+    from mobile_derm_quality.decode import read_image
 
     config = config or GateConfig.default()
     rgb = read_image(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)

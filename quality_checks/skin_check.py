@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from quality_checks.errors import GateConfigError
+from mobile_derm_quality.errors import GateConfigError
 
 INPUT_SIZE = 64  # below this the ImageNet features stop separating skin from scenes (README)
 

@@ -12,7 +12,7 @@ model file carries them and an app computes the same score.
 
 Refit it from your own good photos with ``mobile-derm calibrate-gate --fit-skin-model``.
 The shipped default is fitted on half of each skin set in ``../shared/data``
-(``python -m quality_checks.typicality``); gate-eval reports the pass rate on the
+(``python -m mobile_derm_quality.typicality``); gate-eval reports the pass rate on the
 other half separately.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from quality_checks.errors import GateConfigError
+from mobile_derm_quality.errors import GateConfigError
 
 GRID = 4  # colour-layout grid (GRID x GRID cells)
 CHROMA_BINS = 6  # rg-chromaticity histogram bins per axis
@@ -200,12 +200,12 @@ def fitting_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndar
     models are fitted on: the fit half of each skin set under ``root`` (by a hash of the
     file name), at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
     Returns them and a line saying where they came from."""
-    from quality_checks.decode import read_image
-    from quality_checks.evaluate import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
-    from quality_checks.features import shrink
+    from mobile_derm_quality.decode import read_image
+    from mobile_derm_quality.evaluate import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
+    from mobile_derm_quality.features import shrink
 
     if analysis_size is None:
-        from quality_checks.config import GateConfig
+        from mobile_derm_quality.config import GateConfig
 
         analysis_size = GateConfig.default().analysis_size
     photos, used = [], {}
@@ -228,8 +228,8 @@ def main(argv=None) -> int:
     import json
     from pathlib import Path
 
-    from quality_checks._atomic import atomic_write_text
-    from quality_checks.evaluate import default_data_root
+    from mobile_derm_quality._atomic import atomic_write_text
+    from mobile_derm_quality.evaluate import default_data_root
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-root", default=None)

@@ -14,7 +14,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def real_data_root():
-    from mobile_derm.datasets import DATA_ENV, PRESET_FOLDERS, data_root
+    from mobile_derm.datasets.sources import DATA_ENV, PRESET_FOLDERS, data_root
 
     root = data_root()
     missing = [f for f in PRESET_FOLDERS.values() if not (root / f / "labels.csv").is_file()]

@@ -1,4 +1,4 @@
-"""export.backbone_benchmark: one tiny real run (Lite0 at 64 px, 2 latency runs,
+"""mobile_derm_export.backbone_benchmark: one tiny real run (Lite0 at 64 px, 2 latency runs,
 a few synthetic calibration images) and the photo split, checked for structure
 and for relations the numbers must obey."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from export.backbone_benchmark import VARIANTS, load_photos, main, run_backbone_benchmark
-from export.metadata import read_io_spec, read_model_info
+from mobile_derm_export.backbone_benchmark import VARIANTS, load_photos, main, run_backbone_benchmark
+from mobile_derm_export.metadata import read_io_spec, read_model_info
 from mobile_derm.errors import ConfigError
 
 SIZE = 64
@@ -18,8 +18,8 @@ CLASSES = 7
 
 
 def _has_lite0_weights() -> bool:
-    from mobile_derm import weights as weights_lib
-    from mobile_derm.specs import get_backbone_spec
+    from mobile_derm.model import weights as weights_lib
+    from mobile_derm.model.specs import get_backbone_spec
 
     try:
         weights_lib.find_weights_file(get_backbone_spec("efficientnet_lite0"))
@@ -43,9 +43,9 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_benchmark_structure_and_relations(tiny_run):
-    from mobile_derm.backbones import count_params
-    from mobile_derm.config import TrainConfig
-    from mobile_derm.train import build_classifier
+    from mobile_derm.model.backbones import count_params
+    from mobile_derm.training.config import TrainConfig
+    from mobile_derm.model.classifier import build_classifier
 
     out, document, real = tiny_run
     on_disk = json.loads((out / "backbones.json").read_text())

@@ -1,11 +1,11 @@
-"""export.benchmark latency: every variant timed in the same rounds."""
+"""mobile_derm_export.benchmark latency: every variant timed in the same rounds."""
 import numpy as np
 import pytest
 
-from export.benchmark import LATENCY_BLOCKS, interleaved_times_ms, latency_columns, ratio_by_block
-from export.convert import convert
-from export.metadata import write_model_file
-from mobile_derm.model_info import ModelInfo
+from mobile_derm_export.benchmark import LATENCY_BLOCKS, interleaved_times_ms, latency_columns, ratio_by_block
+from mobile_derm_export.convert import convert
+from mobile_derm_export.metadata import write_model_file
+from mobile_derm.app.model_info import ModelInfo
 
 SIZE = 48
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from export.convert import ALL_VARIANTS, check_variants, convert
-from export.exporter import representative_sample
+from mobile_derm_export.convert import ALL_VARIANTS, check_variants, convert
+from mobile_derm_export.exporter import representative_sample
 from mobile_derm.errors import ConfigError
-from mobile_derm.preprocess import normalize
+from mobile_derm.app.preprocess import normalize
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_each_ptq_variant_matches_keras(tiny_model, calibration, variant):
 @pytest.mark.parametrize("variant", ["float32", "int8"])
 def test_an_ensemble_converts_to_one_model_file_that_averages_its_members(tiny_model, calibration, variant):
     from mobile_derm.tf_setup import keras
-    from mobile_derm.train import ensemble_classifier
+    from mobile_derm.model.classifier import ensemble_classifier
 
     other = keras.models.clone_model(tiny_model)  # same layers, fresh random weights
     ensemble = ensemble_classifier([tiny_model, other])
@@ -100,7 +100,7 @@ def test_representative_sample_pins_the_pixel_range():
 def test_unfamiliarity_output_survives_integer_conversion(calibration, quantization_aware):
     """The familiarity head converts after a plain or a quantization-aware model
     (tfmot renames the head "quant_head") and the integer score tracks the float one."""
-    from mobile_derm import familiarity
+    from mobile_derm.model import familiarity
     from mobile_derm.tf_setup import keras
 
     keras.utils.set_random_seed(1)
@@ -114,7 +114,7 @@ def test_unfamiliarity_output_survives_integer_conversion(calibration, quantizat
     if quantization_aware:
         import tensorflow_model_optimization as tfmot
 
-        from export.qat import initialise_activation_ranges
+        from mobile_derm_export.qat import initialise_activation_ranges
 
         qat = tfmot.quantization.keras.quantize_model(model)
         pixels = np.round(calibration * 128 + 127).clip(0, 255).astype(np.uint8)

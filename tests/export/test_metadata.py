@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import mediapipe_check
-from export.metadata import (
+from mobile_derm_export import mediapipe_check
+from mobile_derm_export.metadata import (
     DISPLAY_NAMES_FILENAME,
     LABELS_FILENAME,
     MetadataWarning,
@@ -29,7 +29,7 @@ from export.metadata import (
     write_model_file,
 )
 from mobile_derm.errors import ConfigError, ModelFileError
-from mobile_derm.model_info import MODEL_INFO_FILENAME, ModelInfo
+from mobile_derm.app.model_info import MODEL_INFO_FILENAME, ModelInfo
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -106,7 +106,7 @@ def test_round_trip(written, variant):
 
 
 def test_displayer_sees_labels_and_normalization(written):
-    from export.metadata import describe
+    from mobile_derm_export.metadata import describe
 
     for variant, path in written.items():
         d = describe(path)
@@ -140,7 +140,7 @@ def test_reader_runs_without_tensorflow(written):
                     raise ImportError("blocked: " + name)
                 return None
         sys.meta_path.insert(0, Block())
-        from export.metadata import read_model_info, read_labels
+        from mobile_derm_export.metadata import read_model_info, read_labels
         info = read_model_info({str(written['int8'])!r})
         print(info.name, ",".join(read_labels({str(written['float32'])!r})))
         assert not any(m.split(".")[0] in ("tensorflow", "tensorflow_lite_support") for m in sys.modules)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mobile_derm.config import TrainConfig
+from mobile_derm.training.config import TrainConfig
 
 pytest.importorskip("tensorflow_model_optimization")
 
@@ -29,7 +29,7 @@ def float_model_and_pixels():
 
 
 def test_qat_distils_the_float_model_with_batchnorm_frozen(float_model_and_pixels):
-    from export.qat import agreement, quantization_aware_finetune
+    from mobile_derm_export.qat import agreement, quantization_aware_finetune
     from mobile_derm.tf_setup import keras
 
     model, pixels = float_model_and_pixels
@@ -51,8 +51,8 @@ def test_activation_ranges_start_at_the_float_models_ranges(float_model_and_pixe
     """tfmot would start every range at [-6, 6]; ours start where the float activations are."""
     import tensorflow_model_optimization as tfmot
 
-    from export.qat import initialise_activation_ranges
-    from mobile_derm.preprocess import normalize
+    from mobile_derm_export.qat import initialise_activation_ranges
+    from mobile_derm.app.preprocess import normalize
     from mobile_derm.tf_setup import keras
 
     model, pixels = float_model_and_pixels
@@ -69,9 +69,9 @@ def test_activation_ranges_start_at_the_float_models_ranges(float_model_and_pixe
 
 def test_an_ensemble_is_refused_with_a_clear_error(float_model_and_pixels):
     # tfmot cannot quantize the layer that averages the members: say so before it fails deep inside
-    from export.qat import quantization_aware_finetune
+    from mobile_derm_export.qat import quantization_aware_finetune
     from mobile_derm.errors import ConfigError
-    from mobile_derm.train import ensemble_classifier
+    from mobile_derm.model.classifier import ensemble_classifier
 
     model, pixels = float_model_and_pixels
     ensemble = ensemble_classifier([model, model])

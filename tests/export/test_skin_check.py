@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from quality_checks import GateConfig, assess
-from quality_checks.errors import GateConfigError
-from quality_checks.features import shrink
-from quality_checks.skin_check import SkinCheck, thumbnail
+from mobile_derm_quality import GateConfig, assess
+from mobile_derm_quality.errors import GateConfigError
+from mobile_derm_quality.features import shrink
+from mobile_derm_quality.skin_check import SkinCheck, thumbnail
 
 
 def _photos(n=60, seed=0):
@@ -29,7 +29,7 @@ def _photos(n=60, seed=0):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    from export.skin_check import fit_skin_check
+    from mobile_derm_export.skin_check import fit_skin_check
 
     out = tmp_path_factory.mktemp("skin_check")
     photos = _photos()
@@ -39,7 +39,7 @@ def fitted(tmp_path_factory):
 
 
 def test_fit_writes_a_model_and_a_ramp_from_cross_fitted_distances(fitted):
-    from quality_checks import typicality
+    from mobile_derm_quality import typicality
 
     out, photos, result = fitted
     assert result["photos"] == len(photos)
@@ -57,10 +57,10 @@ def test_in_graph_distance_equals_numpy(tmp_path):
     """Build the distance model from a known backbone and one-class model: the .tflite
     output equals SkinPhotoModel.distance on the same unit-length features; with the two
     half models fit-skin-check ships, it is the smaller of their two distances."""
-    from export.convert import keras_converter
-    from export.skin_check import _backbone, distance_model, unit_features
+    from mobile_derm_export.convert import keras_converter
+    from mobile_derm_export.skin_check import _backbone, distance_model, unit_features
     from mobile_derm.tf_setup import keras
-    from quality_checks import typicality
+    from mobile_derm_quality import typicality
 
     keras.utils.set_random_seed(1)
     backbone = _backbone(None)
@@ -108,7 +108,7 @@ def test_bad_skin_check_configs_and_files_are_refused(fitted, tmp_path):
     with pytest.raises(GateConfigError, match="nowhere.tflite.*not found|not found"):
         config.skin_check()
     # a TFLite model of another shape (here: a tiny classifier) is not a skin check
-    from export.convert import keras_converter
+    from mobile_derm_export.convert import keras_converter
     from mobile_derm.tf_setup import keras
 
     inputs = keras.Input((32, 32, 3))
@@ -122,15 +122,15 @@ def test_bad_skin_check_configs_and_files_are_refused(fitted, tmp_path):
 
 
 def test_export_ships_the_skin_check_beside_the_models(fitted, tiny_demo, tmp_path):
-    from export.exporter import export_variants
-    from export.metadata import read_model_info
-    from mobile_derm.train import load_run
+    from mobile_derm_export.exporter import export_variants
+    from mobile_derm_export.metadata import read_model_info
+    from mobile_derm.training.runs import load_run
 
     out, _, _ = fitted
     model, _, info = load_run(tiny_demo / "run")
     info.gate_config = GateConfig.load(out / "gate_config.json").to_dict()
     calibration = np.random.default_rng(0).integers(0, 255, (4, info.input_size, info.input_size, 3), dtype=np.uint8)
-    from mobile_derm.familiarity import load_for_run
+    from mobile_derm.model.familiarity import load_for_run
 
     written = export_variants(model, info, tmp_path / "models", ["float32"], calibration,
                               familiarity=load_for_run(tiny_demo / "run", info))
@@ -147,10 +147,10 @@ def test_export_ships_the_skin_check_beside_the_models(fitted, tiny_demo, tmp_pa
 def test_on_real_photos_the_learned_check_rejects_the_non_skin_set(real_data_root, tmp_path):
     """Fitted on the fit half of the skin sets (ImageNet weights), scored on the other
     half and on the 50 non-skin photos, which the fit never sees."""
-    from export.skin_check import fit_skin_check
-    from quality_checks.decode import read_image
-    from quality_checks.evaluate import CLEAN_MIN_SIDE, CLEAN_SETS, fit_half, read_rows
-    from quality_checks.typicality import fitting_photos
+    from mobile_derm_export.skin_check import fit_skin_check
+    from mobile_derm_quality.decode import read_image
+    from mobile_derm_quality.evaluate import CLEAN_MIN_SIDE, CLEAN_SETS, fit_half, read_rows
+    from mobile_derm_quality.typicality import fitting_photos
 
     photos, source = fitting_photos(real_data_root)
     result = fit_skin_check(photos, tmp_path, source=source)

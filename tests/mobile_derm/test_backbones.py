@@ -1,4 +1,4 @@
-"""mobile_derm.backbones: EfficientNet-Lite graphs, the converted ImageNet weights,
+"""mobile_derm.model.backbones: EfficientNet-Lite graphs, the converted ImageNet weights,
 TFLite (float32 and int8) and tfmot quantize_model.
 
 The ImageNet test proves the weight conversion is right, not merely that it
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from export.convert import keras_converter
+from mobile_derm_export.convert import keras_converter
 import pytest
 
-from mobile_derm import backbones as B
-from mobile_derm import weights as W
+from mobile_derm.model import backbones as B
+from mobile_derm.model import weights as W
 from mobile_derm.errors import ConfigError, ModelFileError
-from mobile_derm.specs import BACKBONES
+from mobile_derm.model.specs import BACKBONES
 from mobile_derm.tf_setup import keras, tf
 
 LITE0 = BACKBONES["efficientnet_lite0"]
@@ -162,10 +162,10 @@ def test_missing_extra_and_random_fallback(caplog):
     with pytest.raises(ConfigError) as info:
         B.build_backbone(ghost, input_size=64)
     assert "pip install 'mobile_derm[weights]'" in str(info.value) and "\n" not in str(info.value)
-    with caplog.at_level("WARNING", logger="mobile_derm.backbones"):
+    with caplog.at_level("WARNING", logger="mobile_derm.model.backbones"):
         model = B.build_backbone(ghost, input_size=64, allow_random=True)
     assert model.output_shape == (None, 1280)
-    ours = [r for r in caplog.records if r.name == "mobile_derm.backbones"]
+    ours = [r for r in caplog.records if r.name == "mobile_derm.model.backbones"]
     assert len(ours) == 1 and "random initialisation" in ours[0].getMessage()
     with pytest.raises(ConfigError, match="no packaged ImageNet weights"):
         B.build_backbone(BACKBONES["efficientnet_lite4"], input_size=64)

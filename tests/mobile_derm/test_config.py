@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from mobile_derm.config import TrainConfig
+from mobile_derm.training.config import TrainConfig
 from mobile_derm.errors import ConfigError
-from mobile_derm.train import class_weights, effective_class_weights
+from mobile_derm.training.fit import class_weights, effective_class_weights
 
 
 def test_config_round_trips_through_json(tmp_path):
@@ -66,7 +66,7 @@ def test_sample_weights_reach_the_loss():
     """Class weighting only works if the loss is per image: a pre-reduced
     scalar would make every weighting a no-op."""
     from mobile_derm.tf_setup import keras
-    from mobile_derm.train import _smoothed_loss
+    from mobile_derm.training.fit import _smoothed_loss
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(loss=_smoothed_loss(0.1, 2))

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mobile_derm.cli import main
-from mobile_derm.crossval import summarize
+from mobile_derm.training.crossval import summarize
 
 
 def test_summarize_gives_mean_and_spread():
@@ -17,7 +17,7 @@ def test_summarize_gives_mean_and_spread():
 
 
 def test_crossval_command_runs_every_fold(tmp_path, monkeypatch):
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
 
     monkeypatch.setenv("MOBILE_DERM_CACHE", str(tmp_path / "cache"))
     generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like"],

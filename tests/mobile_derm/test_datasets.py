@@ -1,4 +1,4 @@
-"""Readers, validation and presets of mobile_derm.datasets."""
+"""Readers, validation and presets of mobile_derm.datasets.sources."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mobile_derm import datasets as D
+from mobile_derm.datasets import sources as D
 from mobile_derm.errors import DataError
 
 
@@ -191,7 +191,7 @@ def test_data_root_env(monkeypatch, tmp_path):
         D.require_data("ham10000")
     assert e.value.path == str(tmp_path / "ham10000_200px") and D.DATA_ENV in e.value.problem
     monkeypatch.delenv(D.DATA_ENV)
-    assert D.data_root() == Path(D.__file__).resolve().parent.parent.parent / "shared" / "data"
+    assert D.data_root() == Path(D.__file__).resolve().parents[3] / "shared" / "data"
     with pytest.raises(DataError, match="unknown data set preset 'nope'"):
         D.load_preset("nope", tmp_path)
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from mobile_derm.config import TrainConfig
-from mobile_derm.evaluation import evaluate_probs, operating_points
-from mobile_derm.model_info import ModelInfo
+from mobile_derm.training.config import TrainConfig
+from mobile_derm.evaluation.report import evaluate_probs, operating_points
+from mobile_derm.app.model_info import ModelInfo
 
 
 def info_for(labels, malignant, treatments=None):

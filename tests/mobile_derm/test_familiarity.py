@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mobile_derm import familiarity
+from mobile_derm.model import familiarity
 from mobile_derm.errors import ConfigError
 
 

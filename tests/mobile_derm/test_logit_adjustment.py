@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from mobile_derm.logit_adjustment import (TAU_GRID, adjust_probs, apply_to_model, choose_class_shift, choose_tau,
+from mobile_derm.training.logit_adjustment import (TAU_GRID, adjust_probs, apply_to_model, choose_class_shift, choose_tau,
                                          fit_class_shift, prior_shift, stratified_halves, tau_grid)
-from mobile_derm.metrics import balanced_accuracy
+from mobile_derm.evaluation.metrics import balanced_accuracy
 
 
 def _softmax(z):
@@ -94,7 +94,7 @@ def test_apply_to_model_shifts_the_softmax_input():
 def test_views_are_adjusted_one_by_one_before_averaging():
     """With test-time views the shift sits in the head, before the model averages its
     views: the mean of adjusted views, which is not the adjusted mean."""
-    from mobile_derm.logit_adjustment import adjusted_mean
+    from mobile_derm.training.logit_adjustment import adjusted_mean
 
     rng = np.random.default_rng(3)
     view_logits = rng.normal(size=(4, 30, 3)) * 3

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mobile_derm import metrics
+from mobile_derm.evaluation import metrics
 
 
 def test_topk_accuracy_counts_hits_in_the_first_k():

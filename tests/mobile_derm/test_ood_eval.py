@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from mobile_derm import familiarity
+from mobile_derm.model import familiarity
 from mobile_derm.errors import ConfigError
-from mobile_derm.ood_eval import abstention_rates
+from mobile_derm.evaluation.other_sets import abstention_rates
 
 
 def test_abstention_rates_count_each_rule_and_their_union():
@@ -20,8 +20,8 @@ def test_ood_eval_on_the_tiny_demo_run(tiny_demo, tmp_path):
     import cv2
 
     from mobile_derm.cli import _load_dataset
-    from mobile_derm.datasets import read_folder
-    from mobile_derm.ood_eval import run_ood_eval
+    from mobile_derm.datasets.sources import read_folder
+    from mobile_derm.evaluation.other_sets import run_ood_eval
 
     data = _load_dataset(str(tiny_demo / "data" / "labels.csv"), None)
     # "other" photos: demo images with their colours inverted
@@ -50,7 +50,7 @@ def test_ood_eval_names_a_missing_familiarity_file(tiny_demo, tmp_path):
     import shutil
 
     from mobile_derm.cli import _load_dataset
-    from mobile_derm.ood_eval import run_ood_eval
+    from mobile_derm.evaluation.other_sets import run_ood_eval
 
     run = tmp_path / "run"
     shutil.copytree(tiny_demo / "run", run)

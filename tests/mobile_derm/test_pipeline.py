@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mobile_derm.tf_setup import tf
-from mobile_derm import pipeline
+from mobile_derm.training import pipeline
 
 
 @pytest.fixture(scope="module")

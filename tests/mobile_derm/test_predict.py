@@ -9,7 +9,7 @@ import pytest
 
 from mobile_derm.cli import main
 from mobile_derm.errors import ModelFileError
-from mobile_derm.predict import Predictor
+from mobile_derm.app.predict import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_predict_on_a_non_image_reports_the_file(tiny_demo, tmp_path, capsys):
 
 
 def test_model_without_our_metadata_is_refused(tiny_demo, tmp_path):
-    from export.convert import convert
+    from mobile_derm_export.convert import convert
     from mobile_derm.tf_setup import keras
 
     bare = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
@@ -90,9 +90,10 @@ def test_truncated_model_is_refused(tiny_demo, tmp_path, capsys):
 def test_exported_unfamiliarity_matches_the_run_and_drives_abstention(tiny_demo, photo, variant):
     """The second output is the run's feature-space distance, squashed so 0.5 is its
     threshold; integer models keep it close enough to decide the same way."""
-    from mobile_derm import familiarity
-    from mobile_derm.preprocess import resize_square
-    from mobile_derm.train import feature_extractor, load_run, predict_probs
+    from mobile_derm.model import familiarity
+    from mobile_derm.app.preprocess import resize_square
+    from mobile_derm.model.classifier import feature_extractor, predict_probs
+    from mobile_derm.training.runs import load_run
 
     predictor = Predictor(tiny_demo / f"{variant}.tflite")
     assert predictor.info.familiarity["output"] == "unfamiliarity"

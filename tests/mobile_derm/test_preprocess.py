@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mobile_derm.preprocess import center_square, normalize, resize_square
+from mobile_derm.app.preprocess import center_square, normalize, resize_square
 
 
 def _ramp(h: int, w: int, step: int = 2) -> np.ndarray:

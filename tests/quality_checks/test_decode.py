@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quality_checks import ImageReadError, check_photo, decode_image_bytes, read_image
-from quality_checks.decode import header_size
+from mobile_derm_quality import ImageReadError, check_photo, decode_image_bytes, read_image
+from mobile_derm_quality.decode import header_size
 
 
 def _two_tone(h=40, w=80):

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from quality_checks import ImageReadError, Verdict, assess, decode_image_bytes
+from mobile_derm_quality import ImageReadError, Verdict, assess, decode_image_bytes
 
 _DECODE_LIMIT = dict(max_pixels=4_000_000, min_long_side=64)
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-import quality_checks.cli as qcli
-from quality_checks.evaluate import gate_eval, roc_auc
+import mobile_derm_quality.cli as qcli
+from mobile_derm_quality.evaluate import gate_eval, roc_auc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,8 +24,8 @@ def test_import_without_tensorflow():
                     raise ImportError("blocked " + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        import quality_checks, quality_checks.cli, quality_checks.evaluate, quality_checks.calibrate
-        v = quality_checks.assess(np.full((64, 64, 3), 128, np.uint8))
+        import mobile_derm_quality, mobile_derm_quality.cli, mobile_derm_quality.evaluate, mobile_derm_quality.calibrate
+        v = mobile_derm_quality.assess(np.full((64, 64, 3), 128, np.uint8))
         assert v.decision == "reject"
         assert "tensorflow" not in sys.modules and "mobile_derm" not in sys.modules
         print("ok")
@@ -84,7 +84,7 @@ def test_roc_auc():
 
 
 class FakePredictor:
-    """Stands in for mobile_derm.predict.Predictor: right on sharp images, wrong on blurred
+    """Stands in for mobile_derm.app.predict.Predictor: right on sharp images, wrong on blurred
     ones; finds green pictures unfamiliar and abstains on them."""
 
     class info:

@@ -4,7 +4,7 @@ import csv
 import numpy as np
 import pytest
 
-from quality_checks import check_photo, read_image
+from mobile_derm_quality import check_photo, read_image
 
 pytestmark = pytest.mark.realdata
 

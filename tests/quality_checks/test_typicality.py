@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from quality_checks import GateConfig, assess, calibrate
-from quality_checks.errors import GateConfigError
-from quality_checks.typicality import DESCRIPTOR_SIZE, MIN_PHOTOS_TO_FIT, SkinPhotoModel, describe, fit
+from mobile_derm_quality import GateConfig, assess, calibrate
+from mobile_derm_quality.errors import GateConfigError
+from mobile_derm_quality.typicality import DESCRIPTOR_SIZE, MIN_PHOTOS_TO_FIT, SkinPhotoModel, describe, fit
 
 
 def test_descriptor_has_its_declared_size_and_is_deterministic(make_skin):

@@ -218,7 +218,7 @@ def data_root() -> Path:
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env).expanduser()
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = Path(__file__).resolve().parents[2]
     return repo_root.parent / "shared" / "data"
 
 

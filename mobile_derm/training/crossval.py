@@ -1,7 +1,7 @@
 """Grouped k-fold cross-validation: the honest number for small data sets
 (PAD-UFES-20's 745 phone photos, SD-198's 800 atlas photos).
 
-Each fold trains with ``mobile_derm.train.train`` on k-2 parts, picks its
+Each fold trains with ``mobile_derm.training.fit.train`` on k-2 parts, picks its
 thresholds on the next part (validation) and reports on its own test part (an
 ensemble's members also train on shares of the validation part, each scoring the
 share it never saw: ``TrainConfig.ensemble_members``);
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_derm.config import TrainConfig
+from mobile_derm.training.config import TrainConfig
 from mobile_derm.io_utils import atomic_write_text
 
 SUMMARY_METRICS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")
 
 
 def cross_validate(dataset, config: TrainConfig, out_dir: str | Path, k: int = 5, taxonomy=None, progress: bool = True) -> dict:
-    from mobile_derm.splits import grouped_kfold
-    from mobile_derm.train import train
+    from mobile_derm.datasets.splits import grouped_kfold
+    from mobile_derm.training.fit import train
 
     out_dir = Path(out_dir)
     folds = grouped_kfold(dataset, k=k, seed=config.seed, with_val=True)

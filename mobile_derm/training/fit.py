@@ -1,180 +1,22 @@
 """Training on a 2-core CPU: cache pixels, fit the head on cached features,
-then fine-tune end to end; every stage resumes after a kill.
-
-Run folder layout (everything a later export/benchmark needs):
-  train_config.json  the TrainConfig            split.json      the grouped split
-  head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
-  weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
-  history.json       Keras histories            eval/           test-split report + plots
-  member0/, member1/ an ensemble's members (``ensemble_members``), each a run of its own
+then fine-tune end to end; every stage resumes after a kill (the run folder's
+layout is in ``mobile_derm.training.runs``).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mobile_derm.config import TrainConfig
-from mobile_derm.errors import ConfigError, DataError
-from mobile_derm.io_utils import atomic_path, atomic_write_text, user_cache_dir
-from mobile_derm.model_info import ModelInfo
-from mobile_derm.preprocess import RESIZE_VERSION, load_rgb, normalize, resize_square
-
-# SD-198 photos carry a grey "DermQuest" banner along the bottom edge; cropping
-# it away before the square crop means the model can never see (or learn) it.
-BOTTOM_CROP_BY_DATASET = {"sd198": 0.12}
-
-
-# ---------------------------------------------------------------- pixel cache
-def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
-    digest = hashlib.sha256()
-    for p in paths:
-        stat = Path(p).stat()
-        digest.update(f"{p}|{stat.st_size}|{int(stat.st_mtime)}\n".encode())
-    digest.update(f"{size}|{crop_bottom}|resize-v{RESIZE_VERSION}".encode())
-    return digest.hexdigest()[:16]
-
-
-def _decode_one(path: str, size: int, crop_bottom: float) -> np.ndarray:
-    rgb = load_rgb(path)
-    if crop_bottom:
-        rgb = rgb[: max(1, int(round(rgb.shape[0] * (1.0 - crop_bottom))))]
-    return resize_square(rgb, size)
-
-
-def cached_pixels(paths: list[str], size: int, cache_dir: Path, crop_bottom: float = 0.0, progress: bool = True) -> np.ndarray:
-    """Decode + resize every image once; later runs load the .npy in a second."""
-    cache_dir = Path(cache_dir)
-    cache_file = cache_dir / f"pixels-{size}-{_cache_key(paths, size, crop_bottom)}.npy"
-    if cache_file.is_file():
-        return np.load(cache_file)
-    from tqdm import tqdm
-
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    # cv2 releases the GIL while decoding, so two threads use both cores.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = pool.map(lambda p: _decode_one(p, size, crop_bottom), paths)
-        for i, image in enumerate(tqdm(results, total=len(paths), desc=f"decode {size}px", disable=not progress)):
-            out[i] = image
-    with atomic_path(cache_file) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, out)
-    return out
-
-
-def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) -> np.ndarray:
-    """Every image of ``dataset`` as model-input pixels, through the cache
-    (``$MOBILE_DERM_CACHE/pixels`` unless given), with the dataset's bottom crop."""
-    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
-    paths = [str(s.path) for s in dataset.samples]
-    return cached_pixels(paths, size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
-
-
-# ---------------------------------------------------------------- model
-def freeze_batchnorm(model) -> list:
-    """Make every BatchNormalization layer of ``model`` non-trainable (tf_keras then
-    also runs it in inference mode); returns the layers it changed, to undo it."""
-    from mobile_derm.tf_setup import keras
-
-    changed = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    for layer in changed:
-        layer.trainable = False
-    return changed
-
-
-def freeze_lower_blocks(model, n_blocks: int) -> list:
-    """Make the backbone's stem and its first ``n_blocks`` blocks non-trainable
-    (their BatchNorm then runs in inference mode); returns the layers it changed."""
-    from mobile_derm.backbones import backbone_blocks
-
-    if n_blocks <= 0:
-        return []
-    groups = backbone_blocks(model)
-    n_available = len(groups) - 2  # without the stem and the head group
-    if n_blocks > n_available:
-        raise ConfigError(None, f"frozen_blocks is {n_blocks}, but the backbone has only {n_available} blocks")
-    changed = [layer for group in groups[: n_blocks + 1] for layer in group if layer.trainable]
-    for layer in changed:
-        layer.trainable = False
-    return changed
-
-
-def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = None):
-    """Backbone + dropout + softmax, as one flat functional model (tfmot's
-    quantize_model refuses nested models); with ``config.ensemble_members`` > 1, that
-    many of them averaged (``ensemble_classifier``)."""
-    from mobile_derm.backbones import build_backbone
-    from mobile_derm.tf_setup import keras
-
-    if config.ensemble_members > 1:
-        single = dataclasses.replace(config, ensemble_members=1)
-        return ensemble_classifier([build_classifier(single, n_classes, weights) for _ in range(config.ensemble_members)])
-    spec = config.spec
-    backbone = build_backbone(
-        spec, config.image_size, weights=config.weights if weights is None else weights,
-        allow_random=config.allow_random_weights,
-    )
-    dropout = spec.dropout_rate if config.dropout_rate is None else config.dropout_rate
-    x = keras.layers.Dropout(dropout, name="head_dropout")(backbone.output)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
-    return keras.Model(backbone.input, outputs, name=f"{spec.name}_classifier")
-
-
-MEMBER_PREFIX = "member{}_"  # layer names of ensemble member k > 0; member 0 keeps the plain names
-
-
-def ensemble_classifier(members: list):
-    """One flat Keras model whose output is the mean of the ``members``' probabilities
-    (same backbone and input). Member 0 keeps its layer names ("head", "head_dropout", ...),
-    so the unfamiliarity score reads member 0's features; member k's layers are renamed
-    ``member{k}_...`` so the graph stays flat (one name per layer) for export."""
-    from mobile_derm.tf_setup import keras
-
-    first, *rest = members
-    outputs = [first.output]
-    for k, member in enumerate(rest, 1):
-        prefix = MEMBER_PREFIX.format(k)
-        clone = keras.models.clone_model(
-            member, input_tensors=first.input,
-            clone_function=lambda layer, prefix=prefix: layer.__class__.from_config({**layer.get_config(), "name": prefix + layer.name}))
-        clone.set_weights(member.get_weights())
-        outputs.append(clone.output)
-    mean = keras.layers.Average(name="member_mean")(outputs)
-    return keras.Model(first.input, mean, name=f"{first.name}_x{len(members)}")
-
-
-def shift_heads(model, shift: np.ndarray) -> None:
-    """Fold a logit shift into the softmax layer of the model, or of every ensemble
-    member ("head", "member1_head", ...): the members' outputs are averaged after it,
-    as the test-time views are."""
-    from mobile_derm.logit_adjustment import apply_to_model
-
-    head = re.compile(f"({MEMBER_PREFIX.format(r'[0-9]+')})?head")
-    for layer in model.layers:
-        if head.fullmatch(layer.name):
-            apply_to_model(model, shift, layer.name)
-
-
-def feature_extractor(model):
-    """The classifier up to its pooled backbone features (the head's input)."""
-    from mobile_derm.tf_setup import keras
-
-    return keras.Model(model.input, model.get_layer("head_dropout").input)
-
-
-def features_and_probs(model, pixels: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features and label probabilities from one pass over ``pixels``."""
-    from mobile_derm.tf_setup import keras
-
-    both = keras.Model(model.input, [feature_extractor(model).output, model.output])
-    features, probs = predict_probs(both, pixels, mean, std)
-    return features, probs
+from mobile_derm.app.model_info import ModelInfo
+from mobile_derm.io_utils import atomic_path, atomic_write_text
+from mobile_derm.model.classifier import (build_classifier, ensemble_classifier, feature_extractor, features_and_probs,
+                                          freeze_batchnorm, freeze_lower_blocks, predict_probs, shift_heads, view_stack)
+from mobile_derm.training.config import TrainConfig
+from mobile_derm.training.runs import dataset_pixels, save_final_weights, start_run
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
@@ -240,7 +82,7 @@ def training_prior(y_train: np.ndarray, n_classes: int) -> np.ndarray:
 def training_logit_shift(y_train: np.ndarray, n_classes: int, tau: float) -> np.ndarray | None:
     """tau * log(training prior), centred, for the logit-adjusted loss; None when tau is 0.
     It is the opposite of the post-hoc shift: the loss adds the prior that prediction leaves out."""
-    from mobile_derm.logit_adjustment import prior_shift
+    from mobile_derm.training.logit_adjustment import prior_shift
 
     if not tau:
         return None
@@ -292,7 +134,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     ``val_probs`` is the (views, N, classes) stack of ``view_stack``; ``setting`` a
     tau, "validation" (tau chosen there) or "per_class" (then refined per class);
     ``trained_tau`` (the loss's own adjustment) lets validation choose a negative tau."""
-    from mobile_derm import logit_adjustment as la
+    from mobile_derm.training import logit_adjustment as la
 
     prior = training_prior(y_train, n_classes)
     chosen: dict = {}
@@ -310,7 +152,7 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     if chosen:
         before = next(point for point in chosen["validation_curve"] if point["tau"] == 0)
         after = adjusted.argmax(axis=1)
-        from mobile_derm.metrics import balanced_accuracy
+        from mobile_derm.evaluation.metrics import balanced_accuracy
 
         how = f"tau {tau:.2f}" + (", refined per class" if chosen.get("per_class") else "")
         print(f"logit adjustment: {how}, chosen on validation (balanced accuracy {before['balanced_accuracy']:.3f} -> "
@@ -321,40 +163,6 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     record = {"tau": tau, "chosen_on": "validation" if chosen else "config",
               "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift], **chosen}
     return record, adjusted
-
-
-def view_stack(model, pixels: np.ndarray, mean, std, views_name: str, as_given: np.ndarray | None = None) -> np.ndarray:
-    """(views, N, classes): the model's probabilities on each test-time view of ``pixels``
-    (row 0: the photos as given, or ``as_given`` if already computed)."""
-    from mobile_derm import views
-
-    return views.view_probs(lambda x: predict_probs(model, x, mean, std), pixels, views_name, as_given)
-
-
-def view_averaged_probs(model, pixels: np.ndarray, mean, std, views_name: str, as_given: np.ndarray | None = None) -> np.ndarray:
-    """What the exported model returns: probabilities averaged over the run's test-time views."""
-    return view_stack(model, pixels, mean, std, views_name, as_given).mean(axis=0)
-
-
-def predict_probs(model, pixels: np.ndarray, mean, std, batch_size: int = 64) -> np.ndarray:
-    from mobile_derm.pipeline import make_dataset
-
-    return model.predict(make_dataset(pixels, None, mean, std, batch_size, training=False), verbose=0)
-
-
-def _save_final_weights(model, final_file: Path) -> None:
-    """weights.h5, written once (atomically): its presence marks the training as done."""
-    if not final_file.is_file():
-        with atomic_path(final_file) as tmp:
-            model.save_weights(str(tmp))
-
-
-def _start_run(run_dir: Path, split, config: TrainConfig) -> None:
-    """Write the run folder's split and config: a resumed run, export and the
-    benchmark read them back, so all use exactly these test images."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    split.save(run_dir / "split.json")
-    config.save(run_dir / "train_config.json")
 
 
 def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool):
@@ -368,7 +176,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
     # Stage 1 only reads backbone features, so the low blocks can be frozen now, where
     # a frozen_blocks the backbone cannot give stops the run before anything is written.
     freeze_lower_blocks(model, config.frozen_blocks)
-    _start_run(run_dir, split, config)
+    start_run(run_dir, split, config)
     # Validation is weighted like training, so early stopping and the head-versus-
     # fine-tuned choice judge the same (class-balanced) objective the model learns;
     # an unweighted validation loss penalises exactly the shift towards rare classes
@@ -402,7 +210,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
     if final_file.is_file():
         model.load_weights(final_file)
     elif config.finetune_epochs > 0:
-        from mobile_derm.pipeline import make_dataset
+        from mobile_derm.training.pipeline import make_dataset
 
         steps = int(np.ceil(len(x_train) / config.batch_size))
         schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
@@ -440,7 +248,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
             print(f"fine-tuning never beat the head on validation ({best_val_loss:.4f} >= {head_val_loss:.4f}): keeping the head")
             model.set_weights(head_weights)
         atomic_write_text(history_file, json.dumps(history))
-    _save_final_weights(model, final_file)
+    save_final_weights(model, final_file)
     return model
 
 
@@ -450,11 +258,11 @@ def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, c
     ``splits.member_splits``. Returns the averaging model; the validation views'
     probabilities, each photo scored by the member that never trained on it; and the
     validation photos member 0 never saw (for the familiarity threshold)."""
-    from mobile_derm.splits import member_splits
+    from mobile_derm.datasets.splits import member_splits
 
     spec = config.spec
     splits = member_splits(dataset, split, config.ensemble_members, seed=config.seed)
-    _start_run(run_dir, split, config)
+    start_run(run_dir, split, config)
     # members are plain models: the prior correction is chosen for the ensemble
     member_config = dataclasses.replace(config, ensemble_members=1, logit_adjustment=0.0)
     members, val_view_probs = [], None
@@ -469,14 +277,14 @@ def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, c
             val_view_probs = np.empty((held_out.shape[0], len(split.val), held_out.shape[2]), np.float32)
         val_view_probs[:, [row_of[i] for i in member_split.val]] = held_out
     model = ensemble_classifier(members)
-    _save_final_weights(model, run_dir / "weights.h5")
+    save_final_weights(model, run_dir / "weights.h5")
     return model, val_view_probs, np.asarray(splits[0].val, dtype=np.int64)
 
 
 def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True) -> TrainResult:
     """Train (or resume) a classifier on ``dataset`` into ``run_dir``."""
-    from mobile_derm import splits as splits_mod
-    from mobile_derm.evaluation import evaluate_probs, operating_points
+    from mobile_derm.datasets import splits as splits_mod
+    from mobile_derm.evaluation.report import evaluate_probs, operating_points
     from mobile_derm.taxonomy import Taxonomy
 
     run_dir = Path(run_dir)
@@ -516,7 +324,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
 
     # ---- prior correction, then operating points, on validation; report on test
-    # With test-time views the probabilities are averaged over views (mobile_derm.views),
+    # With test-time views the probabilities are averaged over views (mobile_derm.model.views),
     # as the exported model does; the familiarity model keeps the photo as given.
     adjustment = None
     if config.logit_adjustment != 0:  # a tau, "validation" or "per_class"
@@ -526,14 +334,14 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         val_probs = val_view_probs.mean(axis=0)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
 
-    # ---- feature-space abstention (mobile_derm.familiarity), same keep fraction as the softmax one
-    from mobile_derm import familiarity
+    # ---- feature-space abstention (mobile_derm.model.familiarity), same keep fraction as the softmax one
+    from mobile_derm.model import familiarity
 
     train_features = predict_probs(feature_extractor(model), x_train, spec.mean, spec.std)
     familiar = familiarity.fit(train_features, y_train).calibrate(familiarity_val_features, config.ood_keep_fraction)
     familiar.save(run_dir / familiarity.FILENAME)
 
-    from quality_checks import GateConfig
+    from mobile_derm_quality import GateConfig
 
     info = ModelInfo(
         name=f"mobile_derm_{dataset.name}_{spec.name}",
@@ -567,43 +375,10 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     if adjustment and config.ensemble_members == 1:
         # what the same model scored on test before the correction, for the record (an
         # ensemble's average cannot be un-shifted exactly, so it has no such record)
-        from mobile_derm.logit_adjustment import adjusted_mean
+        from mobile_derm.training.logit_adjustment import adjusted_mean
 
         before = evaluate_probs(adjusted_mean(test_view_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
         extra["without_logit_adjustment"] = {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
                             title=f"{info.name} (Keras float, test split)", extra=extra)
     return TrainResult(run_dir, model, info, report)
-
-
-def load_run(run_dir: str | Path):
-    """Rebuild the trained Keras model of a run from its own config and weights."""
-    run_dir = Path(run_dir)
-    for name in ("train_config.json", "model_info.json", "weights.h5"):
-        if not (run_dir / name).is_file():
-            raise DataError(run_dir, f"not a finished training run (no {name})")
-    config = TrainConfig.load(run_dir / "train_config.json")
-    info = ModelInfo.load(run_dir / "model_info.json")
-    model = build_classifier(config, len(info.labels), weights=None)
-    model.load_weights(run_dir / "weights.h5")
-    if info.logit_adjustment:
-        # weights.h5 holds the trained model; the chosen prior correction lives in
-        # model_info.json and is folded into the head bias here, as in train().
-        shift_heads(model, np.asarray(info.logit_adjustment["shift"]))
-    return model, config, info
-
-
-def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = True):
-    """Pixels, label indices and the saved split of a run, for export and the
-    benchmark (the pixel cache makes this a file load, not a re-decode)."""
-    from mobile_derm.splits import Split
-
-    run_dir = Path(run_dir)
-    config = TrainConfig.load(run_dir / "train_config.json")
-    info = ModelInfo.load(run_dir / "model_info.json")
-    split = Split.load(run_dir / "split.json", dataset)
-    if list(dataset.classes) != list(info.labels):
-        raise DataError(run_dir, f"dataset classes {dataset.classes} differ from the run's labels {info.labels}")
-    pixels = dataset_pixels(dataset, config.image_size, cache_dir, progress)
-    y = np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64)
-    return pixels, y, split

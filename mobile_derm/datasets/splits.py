@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_derm.datasets import Dataset
+from mobile_derm.datasets.sources import Dataset
 from mobile_derm.errors import DataError
 from mobile_derm.io_utils import atomic_write_text
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_derm import metrics
+from mobile_derm.evaluation import metrics
 from mobile_derm.io_utils import atomic_path, atomic_write_text
-from mobile_derm.model_info import ModelInfo
+from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.taxonomy import choose_thresholds
 
 

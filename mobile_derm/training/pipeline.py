@@ -1,7 +1,7 @@
 """tf.data input pipeline and phone-capture augmentation.
 
 Images arrive as a cached uint8 array (decoded and resized once by
-``mobile_derm.preprocess``), so each epoch costs no JPEG decoding: both cores
+``mobile_derm.app.preprocess``), so each epoch costs no JPEG decoding: both cores
 go to augmentation and the network. Each augmentation is a small function of
 one float image in 0..255 pixel units, testable on its own; ``augment`` chains
 them with the probabilities below.
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from mobile_derm.config import AUGMENTATIONS
+from mobile_derm.training.config import AUGMENTATIONS
 from mobile_derm.tf_setup import tf
 
 

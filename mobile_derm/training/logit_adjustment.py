@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mobile_derm.metrics import balanced_accuracy
+from mobile_derm.evaluation.metrics import balanced_accuracy
 
 # Candidate tau values; 0 (no adjustment) is always one of them.
 TAU_STEP = 0.05
@@ -60,7 +60,7 @@ def adjust_probs(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
 def adjusted_mean(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """The adjusted probabilities of (N, classes) ``probs``, or, for a (views, N, classes)
     stack, the mean over views of each view's adjusted probabilities: the shift sits in
-    the head, before the exported model averages its views (mobile_derm.views)."""
+    the head, before the exported model averages its views (mobile_derm.model.views)."""
     adjusted = adjust_probs(probs, shift)
     return adjusted.mean(axis=0) if adjusted.ndim == 3 else adjusted
 

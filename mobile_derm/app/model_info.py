@@ -35,14 +35,14 @@ class ModelInfo:
     # post-hoc prior correction already folded into the head's bias (so nothing to
     # apply at prediction time): {"tau": t, "train_prior": [...], "shift": [...]}
     logit_adjustment: dict | None = None
-    # feature-space abstention (mobile_derm.familiarity), the exported models' second
+    # feature-space abstention (mobile_derm.model.familiarity), the exported models' second
     # output: {"output": "unfamiliarity", "abstain_above": 0.5, "threshold": distance,
     # "keep_fraction": f, "n_components": k, "slope": s}; None: one output only
     familiarity: dict | None = None
-    # mobile_derm.views: the exported models average over these views of the input
+    # mobile_derm.model.views: the exported models average over these views of the input
     # (inside the model, so an app feeds one image); "none" for a plain model
     test_time_views: str = "none"
-    gate_config: dict | None = None  # quality_checks.GateConfig as a dict
+    gate_config: dict | None = None  # mobile_derm_quality.GateConfig as a dict
     description: str = "Skin-disorder image classifier (decision support, not a diagnosis)."
     author: str = "mobile_derm"
     licence: str = "See the training data licences; research use only unless checked."

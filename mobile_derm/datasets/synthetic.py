@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mobile_derm.datasets import Dataset, read_csv
+from mobile_derm.datasets.sources import Dataset, read_csv
 from mobile_derm.errors import ConfigError
 from mobile_derm.io_utils import atomic_write_text
 
@@ -49,7 +49,7 @@ DEMO_CLASSES = ("demo_ak_like", "demo_bcc_like", "demo_melanoma_like", "demo_nev
 SKIN_TONES_RGB = ((247, 224, 208), (236, 200, 172), (214, 172, 136),
                   (180, 134, 98), (130, 90, 62), (88, 60, 44))
 
-DEMO_NOTE = ("Synthetic demo images drawn by mobile_derm.synthetic: procedural shapes on "
+DEMO_NOTE = ("Synthetic demo images drawn by mobile_derm.datasets.synthetic: procedural shapes on "
              "skin-coloured backgrounds. NOT dermatology; for exercising the pipeline only.\n")
 
 

@@ -6,7 +6,7 @@ classifier declines to interpret, by each rule it has:
 
 - ``softmax``: top probability below ``model_info.ood_threshold``;
 - ``familiarity``: feature-space distance beyond ``familiarity.npz``'s threshold
-  (``mobile_derm.familiarity``);
+  (``mobile_derm.model.familiarity``);
 - ``either``.
 
 Both thresholds keep the same fraction of validation photos, so the test split's
@@ -43,8 +43,9 @@ def abstention_rates(low_confidence: np.ndarray, unfamiliar: np.ndarray) -> dict
 def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict | None = None, progress: bool = True) -> dict:
     """``test_dataset``: the run's dataset (its saved test split is used); ``other_sets``:
     name -> Dataset, every image of which is scored; ``models``: variant -> .tflite path."""
-    from mobile_derm import familiarity
-    from mobile_derm.train import dataset_pixels, features_and_probs, load_run, run_arrays, view_averaged_probs
+    from mobile_derm.model import familiarity
+    from mobile_derm.training.runs import dataset_pixels, load_run, run_arrays
+    from mobile_derm.model.classifier import features_and_probs, view_averaged_probs
 
     run_dir = Path(run_dir)
     model, config, info = load_run(run_dir)
@@ -89,7 +90,7 @@ def _tflite_rates(path, pixels: np.ndarray, progress: bool) -> dict:
     rule (``Predictor.explain``'s abstain reasons), as an app would see them."""
     from tqdm import tqdm
 
-    from mobile_derm.predict import Predictor
+    from mobile_derm.app.predict import Predictor
 
     predictor = Predictor(path, num_threads=2)
     if predictor.info.familiarity is None:

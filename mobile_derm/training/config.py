@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from mobile_derm.errors import ConfigError
-from mobile_derm.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
-from mobile_derm.views import check as check_views
+from mobile_derm.model.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
+from mobile_derm.model.views import check as check_views
 
 
-AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.pipeline: augment, light_augment, nothing
+AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.training.pipeline: augment, light_augment, nothing
 OVERSAMPLING = ("none", "sqrt")
 LOGIT_ADJUSTMENT_CHOICES = ("validation", "per_class")  # or a number: tau itself
 MAX_ENSEMBLE_MEMBERS = 5  # each member costs a training run and a forward pass in the app
@@ -53,7 +53,7 @@ class TrainConfig:
     # light only (fixed-optics dermoscopy); "none". True/False mean "phone"/"none".
     augment: str | bool = "phone"
     early_stopping_patience: int = 3
-    # Post-hoc logit adjustment towards rare classes (mobile_derm.logit_adjustment):
+    # Post-hoc logit adjustment towards rare classes (mobile_derm.training.logit_adjustment):
     # "validation" picks tau for balanced accuracy on the validation split, a
     # number fixes tau, 0 leaves the trained model as it is; "per_class" refines the
     # validation tau with one offset per class where that holds on held-out validation.
@@ -62,7 +62,7 @@ class TrainConfig:
     # to the logits inside the loss, so the model learns the class-balanced scores
     # directly instead of through loss weights; 0 is plain cross-entropy.
     loss_logit_adjustment: float = 0.0
-    # Average the prediction over flipped/turned copies of the photo (mobile_derm.views):
+    # Average the prediction over flipped/turned copies of the photo (mobile_derm.model.views):
     # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
     # on validation and the exported models all use them; each view costs a forward pass.
     test_time_views: str = "none"

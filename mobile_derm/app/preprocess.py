@@ -58,8 +58,8 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
 def load_rgb(path: str | Path) -> np.ndarray:
     """Decode a photo as RGB uint8 the way the quality gate does (EXIF
     orientation applied, pixel-count limit), raising DataError on failure."""
-    from quality_checks import read_image
-    from quality_checks.errors import ImageReadError
+    from mobile_derm_quality import read_image
+    from mobile_derm_quality.errors import ImageReadError
 
     try:
         return read_image(path)

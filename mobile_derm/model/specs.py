@@ -5,7 +5,7 @@ A spec holds every fact that training, export and the app must agree on: the
 native input size, the normalization the weights were trained with, where the
 ImageNet weights come from and under which licence. Nothing here imports
 TensorFlow, so ``predict`` and the metadata reader can use it on a phone-like
-runtime. The Keras graphs themselves live in ``mobile_derm.backbones``.
+runtime. The Keras graphs themselves live in ``mobile_derm.model.backbones``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,119 @@
+"""Run folders: the pixel cache, the files a run writes, and reading a finished run back.
+
+Run folder layout (everything a later export/benchmark needs):
+  train_config.json  the TrainConfig            split.json      the grouped split
+  head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
+  weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
+  history.json       Keras histories            eval/           test-split report + plots
+  member0/, member1/ an ensemble's members (``ensemble_members``), each a run of its own
+"""
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from mobile_derm.app.model_info import ModelInfo
+from mobile_derm.app.preprocess import RESIZE_VERSION, load_rgb, resize_square
+from mobile_derm.errors import DataError
+from mobile_derm.io_utils import atomic_path, user_cache_dir
+from mobile_derm.model.classifier import build_classifier, shift_heads
+from mobile_derm.training.config import TrainConfig
+
+# SD-198 photos carry a grey "DermQuest" banner along the bottom edge; cropping
+# it away before the square crop means the model can never see (or learn) it.
+BOTTOM_CROP_BY_DATASET = {"sd198": 0.12}
+
+
+def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        stat = Path(p).stat()
+        digest.update(f"{p}|{stat.st_size}|{int(stat.st_mtime)}\n".encode())
+    digest.update(f"{size}|{crop_bottom}|resize-v{RESIZE_VERSION}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode_one(path: str, size: int, crop_bottom: float) -> np.ndarray:
+    rgb = load_rgb(path)
+    if crop_bottom:
+        rgb = rgb[: max(1, int(round(rgb.shape[0] * (1.0 - crop_bottom))))]
+    return resize_square(rgb, size)
+
+
+def cached_pixels(paths: list[str], size: int, cache_dir: Path, crop_bottom: float = 0.0, progress: bool = True) -> np.ndarray:
+    """Decode + resize every image once; later runs load the .npy in a second."""
+    cache_dir = Path(cache_dir)
+    cache_file = cache_dir / f"pixels-{size}-{_cache_key(paths, size, crop_bottom)}.npy"
+    if cache_file.is_file():
+        return np.load(cache_file)
+    from tqdm import tqdm
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    # cv2 releases the GIL while decoding, so two threads use both cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda p: _decode_one(p, size, crop_bottom), paths)
+        for i, image in enumerate(tqdm(results, total=len(paths), desc=f"decode {size}px", disable=not progress)):
+            out[i] = image
+    with atomic_path(cache_file) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, out)
+    return out
+
+
+def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) -> np.ndarray:
+    """Every image of ``dataset`` as model-input pixels, through the cache
+    (``$MOBILE_DERM_CACHE/pixels`` unless given), with the dataset's bottom crop."""
+    cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
+    paths = [str(s.path) for s in dataset.samples]
+    return cached_pixels(paths, size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
+
+
+def save_final_weights(model, final_file: Path) -> None:
+    """weights.h5, written once (atomically): its presence marks the training as done."""
+    if not final_file.is_file():
+        with atomic_path(final_file) as tmp:
+            model.save_weights(str(tmp))
+
+
+def start_run(run_dir: Path, split, config: TrainConfig) -> None:
+    """Write the run folder's split and config: a resumed run, export and the
+    benchmark read them back, so all use exactly these test images."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split.save(run_dir / "split.json")
+    config.save(run_dir / "train_config.json")
+
+
+def load_run(run_dir: str | Path):
+    """Rebuild the trained Keras model of a run from its own config and weights."""
+    run_dir = Path(run_dir)
+    for name in ("train_config.json", "model_info.json", "weights.h5"):
+        if not (run_dir / name).is_file():
+            raise DataError(run_dir, f"not a finished training run (no {name})")
+    config = TrainConfig.load(run_dir / "train_config.json")
+    info = ModelInfo.load(run_dir / "model_info.json")
+    model = build_classifier(config, len(info.labels), weights=None)
+    model.load_weights(run_dir / "weights.h5")
+    if info.logit_adjustment:
+        # weights.h5 holds the trained model; the chosen prior correction lives in
+        # model_info.json and is folded into the head bias here, as in train().
+        shift_heads(model, np.asarray(info.logit_adjustment["shift"]))
+    return model, config, info
+
+
+def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = True):
+    """Pixels, label indices and the saved split of a run, for export and the
+    benchmark (the pixel cache makes this a file load, not a re-decode)."""
+    from mobile_derm.datasets.splits import Split
+
+    run_dir = Path(run_dir)
+    config = TrainConfig.load(run_dir / "train_config.json")
+    info = ModelInfo.load(run_dir / "model_info.json")
+    split = Split.load(run_dir / "split.json", dataset)
+    if list(dataset.classes) != list(info.labels):
+        raise DataError(run_dir, f"dataset classes {dataset.classes} differ from the run's labels {info.labels}")
+    pixels = dataset_pixels(dataset, config.image_size, cache_dir, progress)
+    y = np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64)
+    return pixels, y, split
