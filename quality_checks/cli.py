@@ -84,7 +84,7 @@ def cmd_calibrate_gate(args) -> int:
 
 
 def cmd_gate_eval(args, predictor=None) -> int:
-    from mobile_derm_quality.evaluate import gate_eval
+    from mobile_derm_quality.gate_eval import gate_eval
 
     try:
         config = _load_config(args.config)

@@ -201,7 +201,7 @@ def fitting_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndar
     file name), at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
     Returns them and a line saying where they came from."""
     from mobile_derm_quality.decode import read_image
-    from mobile_derm_quality.evaluate import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
+    from mobile_derm_quality.gate_eval import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
     from mobile_derm_quality.features import shrink
 
     if analysis_size is None:
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     from pathlib import Path
 
     from mobile_derm_quality._atomic import atomic_write_text
-    from mobile_derm_quality.evaluate import default_data_root
+    from mobile_derm_quality.gate_eval import default_data_root
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-root", default=None)

@@ -149,7 +149,7 @@ def test_on_real_photos_the_learned_check_rejects_the_non_skin_set(real_data_roo
     half and on the 50 non-skin photos, which the fit never sees."""
     from mobile_derm_export.skin_check import fit_skin_check
     from mobile_derm_quality.decode import read_image
-    from mobile_derm_quality.evaluate import CLEAN_MIN_SIDE, CLEAN_SETS, fit_half, read_rows
+    from mobile_derm_quality.gate_eval import CLEAN_MIN_SIDE, CLEAN_SETS, fit_half, read_rows
     from mobile_derm_quality.typicality import fitting_photos
 
     photos, source = fitting_photos(real_data_root)

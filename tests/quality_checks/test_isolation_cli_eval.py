@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mobile_derm_quality.cli as qcli
-from mobile_derm_quality.evaluate import gate_eval, roc_auc
+from mobile_derm_quality.gate_eval import gate_eval, roc_auc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_import_without_tensorflow():
                     raise ImportError("blocked " + name)
         sys.meta_path.insert(0, Block())
         import numpy as np
-        import mobile_derm_quality, mobile_derm_quality.cli, mobile_derm_quality.evaluate, mobile_derm_quality.calibrate
+        import mobile_derm_quality, mobile_derm_quality.cli, mobile_derm_quality.gate_eval, mobile_derm_quality.calibrate
         v = mobile_derm_quality.assess(np.full((64, 64, 3), 128, np.uint8))
         assert v.decision == "reject"
         assert "tensorflow" not in sys.modules and "mobile_derm" not in sys.modules
