@@ -290,7 +290,7 @@ def run_worker(venv: Path, jobs: list[dict], workdir: Path, locale: str = "en", 
 
 
 def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spec: str = DEFAULT_SPEC) -> dict:
-    from mobile_derm_export.metadata import read_io_spec, read_model_info
+    from mobile_derm.app.model_file import read_io_spec, read_model_info
     from mobile_derm.app.preprocess import resize_square
 
     version = ensure_venv(venv, spec)
@@ -325,7 +325,7 @@ def check(models: list[Path], images: list[Path], venv: Path = DEFAULT_VENV, spe
             probs, items_app, items_pre = {}, [], []
             unfamiliarity[key] = {}
             for path, rgb in decoded.items():
-                probs[path], unfamiliarity[key][path] = predictor.predict(rgb)
+                probs[path], unfamiliarity[key][path] = predictor.scores(rgb)
                 i = index[path]
                 items_app.append({"key": f"app_path:{path}", "npy": str(tmp / f"full_{i}.npy"), "roi": _center_roi(*rgb.shape[:2])})
                 pre = tmp / f"pre{size}_{i}.npy"

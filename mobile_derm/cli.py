@@ -16,12 +16,6 @@ from mobile_derm.model.views import VIEW_SETS
 
 
 # ------------------------------------------------------------------ helpers
-def _load_dataset(spec: str, data_root: str | None):
-    from mobile_derm.datasets import sources as datasets
-
-    return datasets.load(spec, data_root)
-
-
 def _require_new_or_empty_dir(path: Path, what: str) -> None:
     if path.exists() and not path.is_dir():
         raise ConfigError(path, f"{what} exists and is not a folder")
@@ -39,7 +33,7 @@ def cmd_demo(args) -> int:
 
 
 def _logit_adjustment_arg(value: str | None):
-    """--logit-adjustment: "validation", "per_class" or a number (tau)."""
+    """--logit-adjustment: "validation" or a number (tau)."""
     from mobile_derm.training.config import LOGIT_ADJUSTMENT_CHOICES
 
     if value is None or value in LOGIT_ADJUSTMENT_CHOICES:
@@ -47,16 +41,16 @@ def _logit_adjustment_arg(value: str | None):
     try:
         return float(value)
     except ValueError:
-        raise ConfigError(None, f"--logit-adjustment takes a number, 'validation' or 'per_class', not {value!r}") from None
+        raise ConfigError(None, f"--logit-adjustment takes a number or 'validation', not {value!r}") from None
 
 
 def cmd_train(args) -> int:
+    from mobile_derm.api import Classifier, load_dataset
     from mobile_derm.training.config import TrainConfig
-    from mobile_derm.training.fit import train
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in {
-        "backbone": args.backbone, "input_size": args.input_size, "finetune_epochs": args.epochs,
+        "backbone": args.backbone, "input_size": args.input_size, "finetune_epochs": args.finetune_epochs,
         "seed": args.seed, "batch_size": args.batch_size, "logit_adjustment": _logit_adjustment_arg(args.logit_adjustment),
         "test_time_views": args.test_time_views,
     }.items() if v is not None}
@@ -66,14 +60,15 @@ def cmd_train(args) -> int:
     from mobile_derm.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.load(args.taxonomy)  # the shipped one unless given
-    dataset = _load_dataset(args.data, args.data_root)
-    result = train(dataset, config, args.out, taxonomy=taxonomy)
-    print(json.dumps({k: result.test_report[k] for k in ("n", "top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}, indent=2))
+    dataset = load_dataset(args.data, args.data_root)
+    clf = Classifier.train(dataset, config, args.out, taxonomy=taxonomy)
+    print(json.dumps({k: clf.test_report[k] for k in ("n", "top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}, indent=2))
     print(f"run saved in {args.out}")
     return 0
 
 
 def cmd_crossval(args) -> int:
+    from mobile_derm.api import load_dataset
     from mobile_derm.training.config import TrainConfig
     from mobile_derm.training.crossval import cross_validate, markdown
     from mobile_derm.taxonomy import Taxonomy
@@ -82,79 +77,95 @@ def cmd_crossval(args) -> int:
     if args.random_weights:
         config = TrainConfig.from_dict({**config.to_dict(), "allow_random_weights": True})
     taxonomy = Taxonomy.load(args.taxonomy)
-    dataset = _load_dataset(args.data, args.data_root)
+    dataset = load_dataset(args.data, args.data_root)
     summary = cross_validate(dataset, config, args.out, k=args.folds, taxonomy=taxonomy)
     print(markdown(summary))
     return 0
 
 
 def cmd_export(args) -> int:
-    from mobile_derm_export.convert import check_variants
-    from mobile_derm_export.exporter import export_variants, representative_sample
-    from mobile_derm.training.runs import load_run, run_arrays
+    from mobile_derm.api import Classifier
 
-    variants = check_variants(args.variants.split(","))
-    model, config, info = load_run(args.run)
-    if args.gate_config:
-        from mobile_derm_quality import GateConfig
-
-        # The gate the app should apply, e.g. one from calibrate-gate on your own photos.
-        info.gate_config = (GateConfig.default() if args.gate_config == "default" else GateConfig.load(args.gate_config)).to_dict()
-    dataset = _load_dataset(args.data, args.data_root)
-    pixels, y, split = run_arrays(dataset, args.run)
-    train_idx = split.train
-    calibration = representative_sample(pixels[train_idx], config.representative_size, config.seed)
-    qat_model = None
-    if "qat_int8" in variants:
-        from mobile_derm_export.qat import quantization_aware_finetune
-
-        qat_model = quantization_aware_finetune(model, config, pixels[train_idx], pixels[split.val],
-                                                epochs=args.qat_epochs, learning_rate=args.qat_learning_rate)
-    from mobile_derm.model.familiarity import load_for_run
-
-    written = export_variants(model, info, args.out, variants, calibration, io_type=args.io_type, qat_model=qat_model,
-                              familiarity=load_for_run(args.run, info))
+    clf = Classifier.load(args.run, args.data, data_root=args.data_root)
+    written = clf.export(args.out, args.variants.split(","), io_type=args.io_type, gate_config=args.gate_config,
+                         qat_epochs=args.qat_epochs, qat_learning_rate=args.qat_learning_rate)
     for variant, path in written.items():
         print(f"{variant:9s} {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
 def cmd_benchmark(args) -> int:
-    import numpy as np
+    """A training run's exported variants (RUN and a --models folder), or any
+    .tflite files brought along (--models files, no RUN) on a labelled --data."""
+    if args.run:
+        from mobile_derm.api import Classifier
 
-    from mobile_derm_export.benchmark import print_table, run_benchmark
-    from mobile_derm_export.convert import ALL_VARIANTS
-    from mobile_derm.training.runs import load_run, run_arrays
-    from mobile_derm.model.classifier import view_averaged_probs
+        if len(args.models) != 1 or not Path(args.models[0]).is_dir():
+            raise ConfigError(None, "with a training run, --models is the one folder its variants were exported to")
+        out = Path(args.out or args.models[0])
+        Classifier.load(args.run, args.data, data_root=args.data_root).benchmark(args.models[0], out)
+    else:
+        from mobile_derm.api import load_dataset
+        from mobile_derm_export.benchmark import benchmark_files
 
-    model, config, info = load_run(args.run)
-    dataset = _load_dataset(args.data, args.data_root)
-    pixels, y, split = run_arrays(dataset, args.run)
-    models_dir = Path(args.models)
-    models = {v: models_dir / f"{v}.tflite" for v in ALL_VARIANTS if (models_dir / f"{v}.tflite").is_file()}
-    if not models:
-        raise DataError(models_dir, "no <variant>.tflite files found (run mobile-derm export first)")
-    test = np.asarray(split.test)
-    keras_probs = view_averaged_probs(model, pixels[test], info.mean, info.std, info.test_time_views)
-    document = run_benchmark(info, pixels[test], y[test], models, args.out or models_dir, keras_probs=keras_probs)
-    print_table(document)
+        files = _tflite_files(args.models)
+        labels = _read_labels_file(args.labels) if args.labels else None
+        out = Path(args.out or files[0].parent)
+        benchmark_files(files, load_dataset(args.data, args.data_root), out, labels=labels,
+                        mean=_channels(args.mean, "--mean"), std=_channels(args.std, "--std"), reference=args.reference)
+    print((out / "benchmark.md").read_text())
     return 0
 
 
-def cmd_ood_eval(args) -> int:
-    from mobile_derm.evaluation.other_sets import run_ood_eval, table
+def _tflite_files(models: list[str]) -> list[Path]:
+    """--models: .tflite files, or folders whose .tflite files all count."""
+    files = []
+    for entry in map(Path, models):
+        found = sorted(entry.glob("*.tflite")) if entry.is_dir() else [entry]
+        if not found:
+            raise DataError(entry, "no .tflite files in this folder")
+        files += found
+    for path in files:
+        if not path.is_file():
+            raise DataError(path, "model file not found")
+    return files
 
-    dataset = _load_dataset(args.data, args.data_root)
-    others = {name: _load_dataset(name, args.data_root) for name in args.sets if name != args.data}
+
+def _read_labels_file(path: str) -> list[str]:
+    try:
+        labels = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot read the labels file ({exc})") from None
+    if not labels:
+        raise DataError(path, "no labels in the file (one per line)")
+    return labels
+
+
+def _channels(values: list[float] | None, flag: str) -> tuple[float, float, float] | None:
+    """--mean/--std: one number for all three channels, or three."""
+    if values is None:
+        return None
+    if len(values) not in (1, 3):
+        raise ConfigError(None, f"{flag} takes one number or three (R G B), not {len(values)}")
+    if flag == "--std" and min(values) <= 0:
+        raise ConfigError(None, "--std must be positive")
+    return tuple(float(v) for v in values) * (3 if len(values) == 1 else 1)
+
+
+def cmd_ood_eval(args) -> int:
+    from mobile_derm.api import Classifier, load_dataset
+    from mobile_derm.evaluation.other_sets import table
+
+    clf = Classifier.load(args.run, args.data, data_root=args.data_root)
+    others = {name: load_dataset(name, args.data_root) for name in args.sets if name != args.data}
     models = {Path(m).stem: Path(m) for m in args.models or []}
-    document = run_ood_eval(args.run, dataset, others, args.out or Path(args.run) / "ood_eval", models=models)
-    print(table(document))
+    print(table(clf.ood_eval(others, args.out, models=models)))
     return 0
 
 
 def cmd_fit_skin_check(args) -> int:
-    from mobile_derm_export.skin_check import fit_skin_check
-    from mobile_derm_quality.typicality import fitting_photos
+    from mobile_derm_export.not_skin_model import fit_skin_check
+    from mobile_derm_quality.photo_sets import fitting_photos
 
     if args.photos:
         from mobile_derm_quality.calibrate import list_images
@@ -184,16 +195,42 @@ def cmd_predict(args) -> int:
     results = []
     for image in args.images:
         try:
-            results.append(predictor.predict_file(image, top_k=args.top_k, gate=not args.no_gate, force=args.force))
+            results.append(predictor.predict(image, top_k=args.top_k, gate=not args.no_gate, force=args.force).to_dict())
         except MobileDermError as exc:
             results.append({"image": image, "error": exc.problem})
     print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0 if all("error" not in r for r in results) else 2
 
 
+class _GateClassifier:
+    """A Predictor as the gate evaluation (``mobile_derm_quality`` gate_eval's ``predictor``)
+    asks for it: ``info.labels``, ``predict(rgb) -> (probabilities, unfamiliarity)`` and
+    ``explain(probabilities, unfamiliarity=...)["abstained"]``. The gate package never
+    imports mobile_derm; the composition happens here."""
+
+    def __init__(self, predictor):
+        self.info = predictor.info
+        self.predict = predictor.scores
+        self.explain = predictor.explain
+
+
+def cmd_gate_eval(args) -> int:
+    """``gate-eval`` with ``--model``: the gate's evaluation, plus the classifier's accuracy
+    on accepted and rejected photos."""
+    from mobile_derm_quality import cli as quality_cli
+
+    predictor = None
+    if args.model:
+        from mobile_derm.app.predict import Predictor
+
+        predictor = _GateClassifier(Predictor(args.model, num_threads=1))
+    return quality_cli.cmd_gate_eval(args, predictor=predictor)
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     from mobile_derm import __version__
+    from mobile_derm_export.convert import DEFAULT_VARIANTS
 
     parser = argparse.ArgumentParser(prog="mobile-derm", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mobile-derm {__version__}")
@@ -201,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="whole pipeline on generated demo data")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--variants", help="comma-separated: float32,dynamic,float16,int8,int16x8")
+    p.add_argument("--variants", help=f"comma-separated (default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--tiny", action="store_true", help="a seconds-long version (used by the tests)")
     p.add_argument("--random-weights", action="store_true", help="allow random init if the ImageNet weights extra is missing")
     p.set_defaults(func=cmd_demo)
@@ -216,12 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TrainConfig JSON file")
     p.add_argument("--backbone")
     p.add_argument("--input-size", type=int)
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs")
+    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (TrainConfig.finetune_epochs)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--logit-adjustment", metavar="TAU|validation|per_class",
-                   help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there; "
-                        "'per_class': then one offset per class, kept where it holds on held-out validation); "
+    p.add_argument("--logit-adjustment", metavar="TAU|validation",
+                   help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there); "
                         "re-running on a finished run only redoes this step")
     p.add_argument("--test-time-views", choices=list(VIEW_SETS),
                    help="average predictions over flipped/turned copies of the photo, in evaluation and in the "
@@ -243,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="training run folder")
     data_args(p)
     p.add_argument("--out", required=True)
-    p.add_argument("--variants", default="float32,dynamic,float16,int8,int16x8")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, qat_int8 too (default %(default)s)")
     p.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
     p.add_argument("--qat-epochs", type=int, default=2, help="epochs of quantization-aware distillation (default 2: one left balanced accuracy 1.9 points below float, two 0.6)")
     p.add_argument("--qat-learning-rate", type=float, default=1e-5, help="Adam learning rate for it (default 1e-5)")
@@ -251,11 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quality-gate config to pack into the models instead of the run's ('default': this version's built-in)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("benchmark", help="accuracy / size / latency of every exported variant")
-    p.add_argument("run", help="training run folder")
+    from mobile_derm_export.benchmark import BYO_MEAN, BYO_STD
+
+    p = sub.add_parser("benchmark", help="accuracy / size / latency of every exported variant, or of any .tflite files",
+                       description="With RUN: every <variant>.tflite in the --models folder on the run's test split, "
+                                   "against the Keras model. Without RUN: any .tflite files (--models A.tflite "
+                                   "B.tflite ...) on every image of a labelled --data folder or CSV, against a "
+                                   "float reference among them.")
+    p.add_argument("run", nargs="?", help="training run folder (leave out for models brought from elsewhere)")
     data_args(p)
-    p.add_argument("--models", required=True, help="folder with <variant>.tflite files")
-    p.add_argument("--out", help="where benchmark.json/.md/.png go (default: --models)")
+    p.add_argument("--models", required=True, nargs="+",
+                   help="with RUN: the folder with <variant>.tflite files; without: .tflite files (or folders of them)")
+    p.add_argument("--out", help="where benchmark.json/.md/.png go (default: the (first) models folder)")
+    p.add_argument("--reference", metavar="FILE.tflite",
+                   help="without RUN: the float model the others are compared with (default: the first with a "
+                        "float32 input)")
+    p.add_argument("--labels", metavar="labels.txt",
+                   help="without RUN: class names in output order, one per line, for models whose metadata has none")
+    p.add_argument("--mean", type=float, nargs="+",
+                   help=f"without RUN: input normalization (pixel - mean) / std for models whose metadata gives "
+                        f"none; one number or three (default {BYO_MEAN[0]}, with --std {BYO_STD[0]}: inputs in [-1, 1])")
+    p.add_argument("--std", type=float, nargs="+", help=f"see --mean (default {BYO_STD[0]})")
     p.set_defaults(func=cmd_benchmark)
 
     from mobile_derm.evaluation.other_sets import DEFAULT_SETS
@@ -287,7 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from mobile_derm_quality import cli as quality_cli
 
-    quality_cli.register(sub)
+    gate_parsers = quality_cli.register(sub)
+    # the gate CLI runs standalone without the classifier; here gate-eval can also score one
+    gate_parsers["gate-eval"].add_argument("--model", metavar="FILE.tflite",
+                                           help="also report the classifier's accuracy on accepted/rejected photos")
+    gate_parsers["gate-eval"].set_defaults(func=cmd_gate_eval)
     return parser
 
 

@@ -1,7 +1,7 @@
 """``mobile-derm demo``: the whole pipeline, thinly, on data it makes itself.
 
 synthetic lesions -> EfficientNet-Lite0 (small input) -> head + short fine-tune
--> float32 / dynamic / float16 / int8 .tflite with metadata -> LiteRT benchmark
+-> float32 / float16 / int8 .tflite with metadata -> LiteRT benchmark
 -> quality-gate verdicts. The demo data are procedural drawings, not dermatology.
 """
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.training.config import TrainConfig
+from mobile_derm_export.convert import DEFAULT_VARIANTS
 
-DEMO_VARIANTS = ("float32", "dynamic", "float16", "int8")
+DEMO_VARIANTS = DEFAULT_VARIANTS
 
 
 @dataclass
@@ -36,12 +37,10 @@ def _step(text: str) -> None:
 
 
 def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VARIANTS, allow_random_weights: bool = False, progress: bool = True) -> dict:
-    from mobile_derm_export.benchmark import print_table, run_benchmark
-    from mobile_derm_export.exporter import export_variants, representative_sample
+    """Every step on generated data, through the Python API (``mobile_derm.api``);
+    returns the benchmark rows."""
+    from mobile_derm.api import Classifier
     from mobile_derm.datasets.synthetic import generate_demo_dataset
-    from mobile_derm.training.runs import run_arrays
-    from mobile_derm.training.fit import train
-    from mobile_derm.model.classifier import view_averaged_probs
 
     out_dir = Path(out_dir)
     _step(f"1/5 generating demo data (synthetic lesions, not dermatology) in {out_dir / 'data'}")
@@ -52,31 +51,22 @@ def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VAR
     _step("2/5 training EfficientNet-Lite0 (head on cached features, then fine-tuning)")
     config = TrainConfig(input_size=size.input_size, head_epochs=size.head_epochs, finetune_epochs=size.finetune_epochs,
                          batch_size=16, allow_random_weights=allow_random_weights, representative_size=64)
-    result = train(dataset, config, out_dir / "run", progress=progress)
-    pixels, y, split = run_arrays(dataset, out_dir / "run", progress=progress)
+    clf = Classifier.train(dataset, config, out_dir / "run", progress=progress)
 
     _step(f"3/5 exporting {', '.join(variants)} .tflite files with metadata")
-    calibration = representative_sample(pixels[np.asarray(split.train)], config.representative_size, config.seed)
-    from mobile_derm.model.familiarity import load_for_run
-
-    models = export_variants(result.model, result.info, out_dir, variants, calibration,
-                             familiarity=load_for_run(out_dir / "run", result.info))
+    clf.export(out_dir, variants)
 
     _step("4/5 benchmarking every variant on the held-out test split (LiteRT)")
-    test = np.asarray(split.test)
-    keras_probs = view_averaged_probs(result.model, pixels[test], result.info.mean, result.info.std,
-                                      result.info.test_time_views)
-    document = run_benchmark(result.info, pixels[test], y[test], models, out_dir, keras_probs=keras_probs,
-                             latency_runs=size.latency_runs, progress=progress)
-    print_table(document)
+    rows = clf.benchmark(out_dir, latency_runs=size.latency_runs, progress=progress)
+    print((out_dir / "benchmark.md").read_text())
 
     _step("5/5 quality gate on demo photos (two degraded on purpose)")
-    verdicts = gate_examples(dataset, out_dir / "gate_examples", result.info.input_size)
+    verdicts = gate_examples(dataset, out_dir / "gate_examples", clf.info.input_size)
     for name, verdict in verdicts.items():
         reasons = ", ".join(verdict["reasons"]) or "-"
         print(f"{name:28s} {verdict['decision']:7s} reasons: {reasons}")
     print(f"\nDone. Models, benchmark.json and benchmark.md are in {out_dir}")
-    return document
+    return rows
 
 
 def gate_examples(dataset, out_dir: Path, model_input: int) -> dict:

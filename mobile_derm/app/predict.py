@@ -2,10 +2,11 @@
 
 No TensorFlow import anywhere on this path: labels, normalization, taxonomy,
 thresholds and the quality-gate config all come from the model file's own
-metadata (``mobile_derm_export.metadata.read_model_info`` reads it with ``zipfile``).
+metadata (``mobile_derm.app.model_file.read_model_info`` reads it with ``zipfile``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,41 +16,53 @@ from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.app.preprocess import load_rgb, normalize, resize_square
 
 
-class Predictor:
-    """Classify RGB photos with one .tflite model on the LiteRT interpreter."""
+class LiteRTModel:
+    """One ``.tflite`` on the LiteRT interpreter, knowing nothing of our metadata:
+    photo in (square crop, resize to the input tensor's size, ``(pixel - mean) / std``,
+    then quantized with the tensor's own scale and zero point for integer inputs),
+    dequantized outputs out. ``Predictor`` adds the metadata; the benchmark also runs
+    models brought from elsewhere through it."""
 
-    def __init__(self, model_path: str | Path, num_threads: int = 1):
+    def __init__(self, model_path: str | Path, mean, std, num_threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
-        from mobile_derm_export.metadata import read_model_info
-
         self.model_path = Path(model_path)
-        self.info: ModelInfo = read_model_info(self.model_path)  # validates the file first
+        if not self.model_path.is_file():
+            raise ModelFileError(self.model_path, "model file not found")
+        self.mean, self.std = mean, std
         try:
             self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(self.model_path, f"LiteRT cannot load it ({str(exc).splitlines()[0]})") from None
-        self._input = self.interpreter.get_input_details()[0]
-        outputs = self.interpreter.get_output_details()
-        self._output = outputs[0]
-        # the unfamiliarity score (mobile_derm.model.familiarity), when the model carries one
-        self._unfamiliarity = outputs[1] if len(outputs) > 1 and self.info.familiarity else None
-        shape = tuple(self._input["shape"])
-        if shape[1:3] != (self.info.input_size, self.info.input_size):
-            raise ModelFileError(self.model_path, f"input shape {shape} disagrees with metadata size {self.info.input_size}")
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_details = self.interpreter.get_output_details()
+        shape = tuple(int(n) for n in self.input_detail["shape"])
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise ModelFileError(self.model_path, f"input shape {shape} is not one square RGB image (1, n, n, 3)")
+        self.input_size = shape[1]
+
+    @property
+    def float_input(self) -> bool:
+        return np.dtype(self.input_detail["dtype"]) == np.float32
 
     def input_tensor(self, rgb: np.ndarray) -> np.ndarray:
-        """Square crop, resize, normalize as the metadata says, then quantize
-        for integer inputs using the tensor's own scale and zero point."""
-        pixels = resize_square(rgb, self.info.input_size)
-        x = normalize(pixels, self.info.mean, self.info.std)
-        dtype = self._input["dtype"]
+        """Square crop, resize, normalize, then quantize for integer inputs
+        using the tensor's own scale and zero point."""
+        pixels = resize_square(rgb, self.input_size)
+        x = normalize(pixels, self.mean, self.std)
+        dtype = self.input_detail["dtype"]
         if np.issubdtype(dtype, np.integer):
-            scale, zero = self._input["quantization"]
+            scale, zero = self.input_detail["quantization"]
             info = np.iinfo(dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
         return x[None].astype(dtype)
+
+    def run(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Every output for one photo, dequantized to float32, batch axis dropped."""
+        self.interpreter.set_tensor(self.input_detail["index"], self.input_tensor(rgb))
+        self.interpreter.invoke()
+        return [self._read(detail) for detail in self.output_details]
 
     def _read(self, detail: dict) -> np.ndarray:
         out = self.interpreter.get_tensor(detail["index"])[0]
@@ -58,15 +71,68 @@ class Predictor:
             out = (out.astype(np.float32) - zero) * scale
         return out.astype(np.float32)
 
-    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, float | None]:
+
+@dataclass
+class Prediction:
+    """What ``Predictor.predict`` returns and ``mobile-derm predict`` prints (``to_dict()``).
+
+    ``classified`` is False when the quality gate rejected the photo: then only
+    ``quality`` is filled. Otherwise ``top_k`` holds {"label", "display_name",
+    "probability"} dicts, best first, and ``abstained`` says the classifier declines
+    to name a class (``prediction`` is then "unknown"; ``abstain_reasons`` says why).
+    """
+
+    image: str | None
+    classified: bool
+    quality: dict | None = None  # the gate's verdict, when the gate ran
+    prediction: str | None = None
+    abstained: bool = False
+    abstain_reasons: list[str] = field(default_factory=list)
+    top_k: list[dict] = field(default_factory=list)
+    malignancy: dict | None = None
+    treatment_scores: dict = field(default_factory=dict)
+    unfamiliarity: float | None = None  # only from models that carry the score
+
+    def to_dict(self) -> dict:
+        out: dict = {} if self.image is None else {"image": self.image}
+        if self.quality is not None:
+            out["quality"] = self.quality
+        out["classified"] = self.classified
+        if self.classified:
+            out.update(prediction=self.prediction, abstained=self.abstained, abstain_reasons=self.abstain_reasons,
+                       top_k=self.top_k, malignancy=self.malignancy, treatment_scores=self.treatment_scores)
+            if self.unfamiliarity is not None:
+                out["unfamiliarity"] = self.unfamiliarity
+        return out
+
+
+class Predictor:
+    """Classify photos with one of our .tflite models on the LiteRT interpreter.
+
+    >>> result = Predictor("runs/demo/int8.tflite").predict("photo.jpg")  # doctest: +SKIP
+    >>> result.top_k[0]["label"], result.abstained  # doctest: +SKIP
+    ('demo_nevus_like', False)
+    """
+
+    def __init__(self, model_path: str | Path, num_threads: int = 1):
+        from mobile_derm.app.model_file import read_model_info
+
+        self.model_path = Path(model_path)
+        self.info: ModelInfo = read_model_info(self.model_path)  # validates the file first
+        self.model = LiteRTModel(self.model_path, self.info.mean, self.info.std, num_threads)
+        if self.model.input_size != self.info.input_size:
+            raise ModelFileError(self.model_path, f"input shape {tuple(self.model.input_detail['shape'])} disagrees "
+                                                  f"with metadata size {self.info.input_size}")
+        # the unfamiliarity score (mobile_derm.model.familiarity), when the model carries one
+        self._has_unfamiliarity = len(self.model.output_details) > 1 and bool(self.info.familiarity)
+
+    def scores(self, rgb: np.ndarray) -> tuple[np.ndarray, float | None]:
         """Label probabilities and the unfamiliarity score (None if the model has none)."""
-        self.interpreter.set_tensor(self._input["index"], self.input_tensor(rgb))
-        self.interpreter.invoke()
-        unfamiliarity = float(self._read(self._unfamiliarity)[0]) if self._unfamiliarity is not None else None
-        return self._read(self._output), unfamiliarity
+        outputs = self.model.run(rgb)
+        return outputs[0], (float(outputs[1][0]) if self._has_unfamiliarity else None)
 
     def predict_probs(self, rgb: np.ndarray) -> np.ndarray:
-        return self.predict(rgb)[0]
+        return self.scores(rgb)[0]
 
     def explain(self, probs: np.ndarray, top_k: int = 3, unfamiliarity: float | None = None) -> dict:
         """Decision-support output: top-k, malignancy with both operating
@@ -105,11 +171,12 @@ class Predictor:
             result["unfamiliarity"] = round(unfamiliarity, 4)
         return result
 
-    def predict_file(self, path: str | Path, top_k: int = 3, gate: bool = True, force: bool = False) -> dict:
-        """Read a photo, run the quality gate from the model's metadata, and
-        classify it unless the gate rejects it (``force`` overrides)."""
-        rgb = load_rgb(path)
-        result: dict = {"image": str(path)}
+    def predict(self, photo: str | Path | np.ndarray, top_k: int = 3, gate: bool = True, force: bool = False) -> Prediction:
+        """Classify one photo (a file, or an RGB uint8 array): run the quality gate from
+        the model's metadata, and classify unless the gate rejects it (``force`` overrides)."""
+        image = None if isinstance(photo, np.ndarray) else str(photo)
+        rgb = photo if image is None else load_rgb(photo)
+        quality = None
         if gate:
             from mobile_derm_quality import GateConfig, assess
 
@@ -117,11 +184,8 @@ class Predictor:
             config = (GateConfig.from_dict(self.info.gate_config).resolve_paths(self.model_path.parent)
                       if self.info.gate_config else None)
             verdict = assess(rgb, config, min_model_input=self.info.input_size)
-            result["quality"] = verdict.to_dict()
+            quality = verdict.to_dict()
             if verdict.decision == "reject" and not force:
-                result["classified"] = False
-                return result
-        result["classified"] = True
-        probs, unfamiliarity = self.predict(rgb)
-        result.update(self.explain(probs, top_k, unfamiliarity))
-        return result
+                return Prediction(image, classified=False, quality=quality)
+        probs, unfamiliarity = self.scores(rgb)
+        return Prediction(image, classified=True, quality=quality, **self.explain(probs, top_k, unfamiliarity))

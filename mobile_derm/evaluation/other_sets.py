@@ -40,15 +40,17 @@ def abstention_rates(low_confidence: np.ndarray, unfamiliar: np.ndarray) -> dict
     }
 
 
-def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict | None = None, progress: bool = True) -> dict:
+def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict | None = None, progress: bool = True,
+                 loaded: tuple | None = None) -> dict:
     """``test_dataset``: the run's dataset (its saved test split is used); ``other_sets``:
-    name -> Dataset, every image of which is scored; ``models``: variant -> .tflite path."""
+    name -> Dataset, every image of which is scored; ``models``: variant -> .tflite path;
+    ``loaded``: the run's (model, config, info) if already in memory (``Classifier.ood_eval``)."""
     from mobile_derm.model import familiarity
     from mobile_derm.training.runs import dataset_pixels, load_run, run_arrays
     from mobile_derm.model.classifier import features_and_probs, view_averaged_probs
 
     run_dir = Path(run_dir)
-    model, config, info = load_run(run_dir)
+    model, config, info = loaded or load_run(run_dir)
     familiar = familiarity.load_for_run(run_dir, info)
     if familiar is None:
         raise ConfigError(run_dir / "model_info.json", "records no familiarity model: run `mobile-derm train` again "
@@ -64,7 +66,7 @@ def run_ood_eval(run_dir, test_dataset, other_sets: dict, out_dir, models: dict 
     pixels, _, split = run_arrays(test_dataset, run_dir, progress=progress)
     images = {f"{test_dataset.name} test split": pixels[np.asarray(split.test)]}
     for name, dataset in other_sets.items():
-        images[name] = dataset_pixels(dataset, config.image_size, progress=progress)
+        images[name] = dataset_pixels(dataset, config.input_size, progress=progress)
     scores = {name: score(x) for name, x in images.items()}
     exported = {variant: {name: _tflite_rates(path, x, progress) for name, x in images.items()}
                 for variant, path in (models or {}).items()}
@@ -97,7 +99,7 @@ def _tflite_rates(path, pixels: np.ndarray, progress: bool) -> dict:
         raise ConfigError(path, "carries no unfamiliarity output (exported from a run without a familiarity model)")
     reasons = []
     for p in tqdm(pixels, desc=f"ood-eval {Path(path).stem}", disable=not progress, leave=False):
-        probs, unfamiliarity = predictor.predict(p)
+        probs, unfamiliarity = predictor.scores(p)
         reasons.append(predictor.explain(probs, unfamiliarity=unfamiliarity)["abstain_reasons"])
     return abstention_rates([("low_confidence" in r) for r in reasons], [("unfamiliar" in r) for r in reasons])
 

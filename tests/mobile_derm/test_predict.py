@@ -20,15 +20,15 @@ def photo(tiny_demo):
 @pytest.mark.parametrize("variant", ["float32", "int8"])
 def test_predict_output_is_decision_support(tiny_demo, photo, variant):
     predictor = Predictor(tiny_demo / f"{variant}.tflite")
-    result = predictor.predict_file(photo, top_k=3, gate=False)
+    result = predictor.predict(photo, top_k=3, gate=False)
     probs = predictor.predict_probs(cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB))
     assert probs.sum() == pytest.approx(1.0, abs=0.02)
-    assert [t["label"] for t in result["top_k"]] == [predictor.info.labels[i] for i in np.argsort(-probs)[:3]]
+    assert [t["label"] for t in result.top_k] == [predictor.info.labels[i] for i in np.argsort(-probs)[:3]]
     # malignancy = sum of the malignant classes' probabilities
     expected = sum(p for p, label in zip(probs, predictor.info.labels) if predictor.info.taxonomy[label]["malignant"])
-    assert result["malignancy"]["score"] == pytest.approx(expected, abs=1e-3)
-    assert set(result["treatment_scores"]) == {t for l in predictor.info.labels for t in predictor.info.taxonomy[l]["treatments"]}
-    assert result["prediction"] in predictor.info.labels + ["unknown"]
+    assert result.malignancy["score"] == pytest.approx(expected, abs=1e-3)
+    assert set(result.treatment_scores) == {t for l in predictor.info.labels for t in predictor.info.taxonomy[l]["treatments"]}
+    assert result.prediction in predictor.info.labels + ["unknown"]
 
 
 def test_predict_cli_runs_without_tensorflow(tiny_demo, photo, block_tensorflow_prelude):
@@ -49,12 +49,12 @@ def test_gate_rejection_stops_classification_unless_forced(tiny_demo, photo, tmp
     dark = tmp_path / "dark.png"
     cv2.imwrite(str(dark), (cv2.imread(str(photo)) * 0.1).astype(np.uint8))
     predictor = Predictor(tiny_demo / "int8.tflite")
-    rejected = predictor.predict_file(dark)
+    rejected = predictor.predict(dark).to_dict()
     assert rejected["classified"] is False
     assert rejected["quality"]["decision"] == "reject"
     assert "top_k" not in rejected
-    forced = predictor.predict_file(dark, force=True)
-    assert forced["classified"] is True and forced["top_k"]
+    forced = predictor.predict(dark, force=True)
+    assert forced.classified is True and forced.top_k
 
 
 def test_predict_on_a_non_image_reports_the_file(tiny_demo, tmp_path, capsys):
@@ -98,7 +98,7 @@ def test_exported_unfamiliarity_matches_the_run_and_drives_abstention(tiny_demo,
     predictor = Predictor(tiny_demo / f"{variant}.tflite")
     assert predictor.info.familiarity["output"] == "unfamiliarity"
     rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
-    probs, unfamiliarity = predictor.predict(rgb)
+    probs, unfamiliarity = predictor.scores(rgb)
     model, _, info = load_run(tiny_demo / "run")
     fam = familiarity.load_for_run(tiny_demo / "run", info)
 

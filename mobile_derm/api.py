@@ -1,0 +1,218 @@
+"""The Python API: train, evaluate, export and benchmark a classifier in a few calls.
+
+In the spirit of MediaPipe Model Maker's ``ImageClassifier.create(...)`` /
+``model.export_model()``, but for this package's whole job. The ``mobile-derm``
+command line and ``mobile-derm demo`` are thin layers over it: the chain
+train -> load -> export -> benchmark is written here once.
+
+>>> from mobile_derm import Classifier, TrainConfig, load_dataset    # doctest: +SKIP
+>>> data = load_dataset("runs/demo/data")                            # doctest: +SKIP
+>>> clf = Classifier.train(data, TrainConfig(input_size=64, finetune_epochs=1), out="runs/quick")  # doctest: +SKIP
+>>> paths = clf.export("runs/quick/models", variants=("float32", "int8"))  # doctest: +SKIP
+>>> rows = clf.benchmark("runs/quick/models")                        # doctest: +SKIP
+>>> rows["int8"]["agreement_with_float"]                             # doctest: +SKIP
+0.97
+
+(The examples are run by tests/mobile_derm/test_api.py on the tiny demo data.)
+Nothing here imports TensorFlow until a method needs it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from mobile_derm.errors import ConfigError
+
+DEFAULT_EXPORT_VARIANTS = ("float32", "float16", "int8")
+
+
+def load_dataset(data, data_root: str | Path | None = None):
+    """A Dataset from a preset name (ham10000, pad_ufes20, derm7pt, sd198, ood; found
+    under ``data_root``, default ``$MOBILE_DERM_DATA`` or ../shared/data), a labels CSV
+    (columns ``image``, ``label``, optional ``group``) or a class-per-folder tree.
+    A Dataset is returned as it is.
+
+    >>> data = load_dataset("runs/demo/data/labels.csv")  # doctest: +SKIP
+    >>> data.classes[:2]                                  # doctest: +SKIP
+    ['demo_melanoma_like', 'demo_nevus_like']
+    """
+    from mobile_derm.datasets.sources import Dataset, load
+
+    return data if isinstance(data, Dataset) else load(data, data_root)
+
+
+class Classifier:
+    """A trained run: its folder, Keras model, TrainConfig and ModelInfo, and the
+    data set it was trained on (needed by ``evaluate``, ``export`` and ``benchmark``,
+    which use the run's saved split of it).
+
+    Make one with ``Classifier.train(...)`` or ``Classifier.load(run_dir, data)``.
+    """
+
+    def __init__(self, run_dir: str | Path, model, config, info, data=None, test_report: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.model = model  # keras.Model
+        self.config = config  # TrainConfig
+        self.info = info  # ModelInfo
+        self.data = data  # the training Dataset, or None if not given to load()
+        self.test_report = test_report  # the test-split report training wrote (train() only)
+        self._arrays = None
+
+    # ------------------------------------------------------------ making one
+    @classmethod
+    def train(cls, data, config=None, out: str | Path | None = None, *, taxonomy=None,
+              data_root: str | Path | None = None, progress: bool = True) -> "Classifier":
+        """Train (or resume, if ``out`` holds an unfinished run) on ``data`` (a Dataset,
+        or anything ``load_dataset`` takes) with ``config`` (a TrainConfig; default
+        TrainConfig()), into the run folder ``out``. ``taxonomy``: a Taxonomy for your
+        labels (default the shipped one).
+
+        >>> clf = Classifier.train("runs/demo/data", TrainConfig(input_size=64), out="runs/quick")  # doctest: +SKIP
+        >>> clf.test_report["balanced_accuracy"]  # doctest: +SKIP
+        0.91
+        """
+        from mobile_derm.training.config import TrainConfig
+        from mobile_derm.training.fit import train
+
+        if out is None:
+            raise ConfigError(None, "Classifier.train needs out=, the run folder to write")
+        config = config or TrainConfig()
+        dataset = load_dataset(data, data_root)
+        result = train(dataset, config, out, taxonomy=taxonomy, progress=progress)
+        return cls(out, result.model, config, result.info, dataset, result.test_report)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, data=None, *, data_root: str | Path | None = None) -> "Classifier":
+        """A finished run read back from its folder. ``data``: the data set it was trained
+        on (a Dataset or what ``load_dataset`` takes), for evaluate/export/benchmark.
+
+        >>> clf = Classifier.load("runs/demo/run", "runs/demo/data/labels.csv")  # doctest: +SKIP
+        """
+        from mobile_derm.training.runs import load_run
+
+        model, config, info = load_run(run_dir)
+        return cls(run_dir, model, config, info, None if data is None else load_dataset(data, data_root))
+
+    # ------------------------------------------------------------ the run's data
+    def _run_arrays(self, progress: bool = True):
+        """Pixels, label indices and the saved split of the training data (once per object)."""
+        if self.data is None:
+            raise ConfigError(self.run_dir, "the run's data set is needed here: "
+                                            "give it as Classifier.load(run_dir, data)")
+        if self._arrays is None:
+            from mobile_derm.training.runs import run_arrays
+
+            self._arrays = run_arrays(self.data, self.run_dir, progress=progress)
+        return self._arrays
+
+    def _test_split(self, progress: bool = True):
+        """Test-split pixels, labels and the Keras probabilities (averaged over the
+        run's test-time views, as the exported models do)."""
+        import numpy as np
+
+        from mobile_derm.model.classifier import view_averaged_probs
+
+        pixels, y, split = self._run_arrays(progress)
+        test = np.asarray(split.test)
+        probs = view_averaged_probs(self.model, pixels[test], self.info.mean, self.info.std, self.info.test_time_views)
+        return pixels[test], y[test], probs
+
+    # ------------------------------------------------------------ using one
+    def evaluate(self, data=None, out: str | Path | None = None) -> dict:
+        """Metrics of the Keras model on the run's own test split (top-1/3, balanced
+        accuracy, malignancy AUC and operating points, ECE, per-class recall, 95%
+        intervals); with ``out``, also the report files and plots there.
+
+        ``data`` is reserved for scoring another data set through the taxonomy's label
+        mapping (not built yet); today it must be left out.
+
+        >>> clf.evaluate()["balanced_accuracy"]  # doctest: +SKIP
+        0.91
+        """
+        from mobile_derm.evaluation.report import evaluate_probs
+
+        if data is not None:
+            raise ConfigError(None, "evaluate(data=...) on another data set is not supported yet: "
+                                    "leave data out to evaluate on the run's test split")
+        _, y, probs = self._test_split()
+        return evaluate_probs(probs, y, self.info, out_dir=out, title=f"{self.info.name} (Keras float, test split)")
+
+    def export(self, out: str | Path, variants=DEFAULT_EXPORT_VARIANTS, *, io_type: str = "uint8",
+               gate_config=None, qat_epochs: int = 2, qat_learning_rate: float = 1e-5) -> dict[str, Path]:
+        """Write ``<variant>.tflite`` files with metadata into ``out`` and return
+        {variant: path}. Variants: float32, dynamic, float16, int8, int16x8, qat_int8
+        (quantization-aware distillation, ``qat_epochs`` at ``qat_learning_rate``).
+        Integer variants are calibrated on training images. ``gate_config``: the
+        quality gate to pack instead of the run's (a GateConfig, a config file, or
+        "default" for this version's built-in one).
+
+        >>> paths = clf.export("runs/quick/models", variants=("float32", "int8"))  # doctest: +SKIP
+        >>> paths["int8"].name  # doctest: +SKIP
+        'int8.tflite'
+        """
+        import numpy as np
+
+        from mobile_derm.model.familiarity import load_for_run
+        from mobile_derm_export.convert import check_variants
+        from mobile_derm_export.exporter import export_variants, representative_sample
+
+        variants = check_variants(variants)
+        info = self.info
+        if gate_config is not None:
+            info = dataclasses.replace(info, gate_config=_gate_config(gate_config).to_dict())
+        pixels, _, split = self._run_arrays()
+        train = np.asarray(split.train)
+        calibration = representative_sample(pixels[train], self.config.representative_size, self.config.seed)
+        qat_model = None
+        if "qat_int8" in variants:
+            from mobile_derm_export.qat import quantization_aware_finetune
+
+            qat_model = quantization_aware_finetune(self.model, self.config, pixels[train], pixels[np.asarray(split.val)],
+                                                    epochs=qat_epochs, learning_rate=qat_learning_rate)
+        return export_variants(self.model, info, out, variants, calibration, io_type=io_type, qat_model=qat_model,
+                               familiarity=load_for_run(self.run_dir, info))
+
+    def benchmark(self, models_dir: str | Path, out: str | Path | None = None, *, latency_runs: int | None = None,
+                  progress: bool = True) -> dict[str, dict]:
+        """Accuracy, agreement with the Keras model, size and LiteRT latency of every
+        ``<variant>.tflite`` in ``models_dir``, on the run's test split. Writes
+        benchmark.json, .md and .png into ``out`` (default ``models_dir``) and returns
+        the rows: {"keras_float": {...}, "float32": {...}, ...}.
+
+        >>> rows = clf.benchmark("runs/quick/models")  # doctest: +SKIP
+        >>> sorted(rows)  # doctest: +SKIP
+        ['float32', 'int8', 'keras_float']
+        """
+        from mobile_derm.errors import DataError
+        from mobile_derm_export.benchmark import LATENCY_RUNS, run_benchmark
+        from mobile_derm_export.convert import ALL_VARIANTS
+
+        models_dir = Path(models_dir)
+        models = {v: models_dir / f"{v}.tflite" for v in ALL_VARIANTS if (models_dir / f"{v}.tflite").is_file()}
+        if not models:
+            raise DataError(models_dir, "no <variant>.tflite files found (export the run first)")
+        pixels, y, keras_probs = self._test_split(progress)
+        document = run_benchmark(self.info, pixels, y, models, out or models_dir, keras_probs=keras_probs,
+                                 latency_runs=latency_runs or LATENCY_RUNS, progress=progress)
+        return document["variants"]
+
+    def ood_eval(self, other_sets: dict, out: str | Path | None = None, models: dict | None = None,
+                 progress: bool = True) -> dict:
+        """How often the run abstains (softmax, feature familiarity) on its test split and
+        on ``other_sets`` (name -> Dataset); ``models``: name -> exported .tflite, scored
+        the same way. Writes ood_eval.json/.md/.png into ``out`` (default RUN/ood_eval)."""
+        from mobile_derm.evaluation.other_sets import run_ood_eval
+
+        if self.data is None:
+            raise ConfigError(self.run_dir, "the run's data set is needed here: give it as Classifier.load(run_dir, data)")
+        return run_ood_eval(self.run_dir, self.data, other_sets, out or self.run_dir / "ood_eval", models=models,
+                            progress=progress, loaded=(self.model, self.config, self.info))
+
+
+def _gate_config(value):
+    """A GateConfig from a GateConfig, a config file path, or "default"."""
+    from mobile_derm_quality import GateConfig
+
+    if isinstance(value, GateConfig):
+        return value
+    return GateConfig.default() if value == "default" else GateConfig.load(value)
