@@ -1,8 +1,11 @@
 """What each variant costs on your data: accuracy, agreement, size, latency.
 
 Every number is measured in the run that prints it: the Keras float model and
-each .tflite on the same test images, latency on LiteRT with batch 1.
-Writes benchmark.json, benchmark.md (the table) and benchmark.png.
+each .tflite on the same test images, latency on LiteRT with batch 1
+(``run_benchmark``, for a training run's exported variants). ``benchmark_files``
+does the same for .tflite files brought from anywhere, on a labelled folder or CSV,
+with one of them as the float reference. Both write benchmark.json, benchmark.md
+(the table) and benchmark.png through ``write_benchmark``.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mobile_derm.errors import ConfigError, DataError, ModelFileError
 from mobile_derm.evaluation.report import evaluate_probs
 from mobile_derm.io_utils import atomic_path, atomic_write_text
 from mobile_derm.app.model_info import ModelInfo
@@ -23,6 +27,18 @@ TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "
 
 LATENCY_RUNS = 200  # rounds per thread setting; cut into LATENCY_BLOCKS for the ratio's spread
 LATENCY_BLOCKS = 5
+KERAS_FLOAT = "keras_float"  # a training run's own float model: the row the exported variants agree with
+# Normalization for brought models whose metadata gives none: (pixel - 127.5) / 127.5,
+# i.e. inputs in [-1, 1], the TensorFlow Lite / Model Maker convention for image classifiers.
+BYO_MEAN = (127.5, 127.5, 127.5)
+BYO_STD = (127.5, 127.5, 127.5)
+
+
+def _latency_runner(path: str | Path, num_threads: int):
+    from mobile_derm.app.predict import LiteRTModel
+
+    # the input's normalization does not change the work done: any will do for timing
+    return LiteRTModel(path, BYO_MEAN, BYO_STD, num_threads=num_threads)
 
 
 def interleaved_times_ms(model_paths: dict[str, str | Path], num_threads: int, runs: int = LATENCY_RUNS,
@@ -31,14 +47,13 @@ def interleaved_times_ms(model_paths: dict[str, str | Path], num_threads: int, r
     invoke of every model per round) so that a slow spell of the machine --
     frequency scaling, another process -- lands on every variant alike and the
     ratios between them stay fair. Timing the variants one after another let such a
-    spell alone move the int8/float32 ratio by 0.1. Row i of every model is round i."""
-    from mobile_derm.app.predict import Predictor
-
+    spell alone move the int8/float32 ratio by 0.1. Row i of every model is round i.
+    Needs no metadata: any .tflite taking one square RGB image will do."""
     timed = []
     for name, path in model_paths.items():
-        predictor = Predictor(path, num_threads=num_threads)
-        x = predictor.input_tensor(np.full((predictor.info.input_size,) * 2 + (3,), 128, np.uint8))
-        timed.append((name, predictor.interpreter, predictor._input["index"], x, []))
+        runner = _latency_runner(path, num_threads)
+        x = runner.input_tensor(np.full((runner.input_size,) * 2 + (3,), 128, np.uint8))
+        timed.append((name, runner.interpreter, runner.input_detail["index"], x, []))
     for i in range(warmup + runs):
         for _, interp, index, x, times in timed:
             interp.set_tensor(index, x)
@@ -57,64 +72,188 @@ def ratio_by_block(times: np.ndarray, reference: np.ndarray, blocks: int = LATEN
             for a, b in zip(np.array_split(times, blocks), np.array_split(reference, blocks))]
 
 
-def latency_columns(model_paths: dict[str, str | Path], runs: int = LATENCY_RUNS) -> dict[str, dict]:
+def latency_columns(model_paths: dict[str, str | Path], runs: int = LATENCY_RUNS,
+                    reference: str | None = "float32") -> dict[str, dict]:
     """The benchmark tables' latency columns for each model: p50 and p95 on one
-    thread, p50 on two, each set timed interleaved across all the models; with a
-    float32 model among them, every model's one-thread p50 as a fraction of its
-    p50, overall and per block of rounds."""
+    thread, p50 on two, each set timed interleaved across all the models; with the
+    ``reference`` model among them (our float32 variant, or the float model brought
+    with others), every model's one-thread p50 as a fraction of its p50, overall and
+    per block of rounds (column ``latency_vs_float32``)."""
     one_thread = interleaved_times_ms(model_paths, 1, runs)
     two_threads = interleaved_times_ms(model_paths, 2, runs)
     columns = {name: {"latency_ms_p50": float(np.percentile(one_thread[name], 50)),
                       "latency_ms_p95": float(np.percentile(one_thread[name], 95)),
                       "latency_ms_p50_2threads": float(np.percentile(two_threads[name], 50))}
                for name in model_paths}
-    if "float32" in model_paths:
+    if reference in model_paths:
         for name in model_paths:
-            by_block = ratio_by_block(one_thread[name], one_thread["float32"])
-            columns[name]["latency_vs_float32"] = columns[name]["latency_ms_p50"] / columns["float32"]["latency_ms_p50"]
+            by_block = ratio_by_block(one_thread[name], one_thread[reference])
+            columns[name]["latency_vs_float32"] = columns[name]["latency_ms_p50"] / columns[reference]["latency_ms_p50"]
             columns[name]["latency_vs_float32_by_block"] = by_block
     return columns
 
 
-def tflite_probs(model_path: str | Path, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
-    from mobile_derm.app.predict import Predictor
+def tflite_probs(model, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
+    """Label probabilities (first output) of a ``.tflite`` for each image: ``model`` is a
+    LiteRTModel, or the path of one of our files (normalization from its metadata)."""
+    from mobile_derm.app.predict import LiteRTModel
 
-    predictor = Predictor(model_path, num_threads=2)
-    name = Path(model_path).stem
-    return np.stack([predictor.predict_probs(p) for p in tqdm(pixels, desc=f"eval {name}", disable=not progress, leave=False)])
+    if not isinstance(model, LiteRTModel):
+        from mobile_derm.app.model_file import read_model_info
+
+        info = read_model_info(model)
+        model = LiteRTModel(model, info.mean, info.std, num_threads=2)
+    name = model.model_path.stem
+    return np.stack([model.run(p)[0] for p in tqdm(pixels, desc=f"eval {name}", disable=not progress, leave=False)])
 
 
 def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, models: dict[str, Path],
                   out_dir: str | Path, keras_probs: np.ndarray | None = None, latency_runs: int = LATENCY_RUNS,
                   progress: bool = True) -> dict:
+    """A training run's benchmark: the Keras float model (``keras_probs``, the
+    reference for agreement) and each exported variant on the run's test split."""
+    probs = {} if keras_probs is None else {KERAS_FLOAT: keras_probs}
+    probs.update({variant: tflite_probs(path, test_pixels, progress) for variant, path in models.items()})
+    document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size}
+    return write_benchmark(document, info, probs, y_test, models, out_dir,
+                           reference=KERAS_FLOAT if keras_probs is not None else None,
+                           latency_reference="float32", latency_runs=latency_runs)
+
+
+def write_benchmark(document: dict, info: ModelInfo, probs: dict[str, np.ndarray], y_test: np.ndarray,
+                    models: dict[str, Path], out_dir: str | Path, reference: str | None, latency_reference: str | None,
+                    latency_runs: int = LATENCY_RUNS) -> dict:
+    """One row per entry of ``probs`` (accuracy columns against ``y_test``; agreement
+    with ``reference``'s top-1), file size and latency for those in ``models``; writes
+    benchmark.json, .md and .png into ``out_dir`` and returns the document
+    (``document``'s header fields plus ``n_test`` and ``variants``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    agree_with = probs[reference].argmax(axis=1) if reference is not None else None
     results: dict[str, dict] = {}
-    reference = keras_probs.argmax(axis=1) if keras_probs is not None else None
-
-    def summarise(probs, extra):
-        report = evaluate_probs(probs, y_test, info)
+    for name, p in probs.items():
+        report = evaluate_probs(p, y_test, info)
         row = {k: report[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
         row["n_test"] = int(len(y_test))
-        if reference is not None:
-            row["agreement_with_float"] = float(np.mean(probs.argmax(axis=1) == reference))
-        row.update(extra)
-        return row
-
-    if keras_probs is not None:
-        results["keras_float"] = summarise(keras_probs, {})
-    for variant, path in models.items():
-        results[variant] = summarise(tflite_probs(path, test_pixels, progress), {"size_bytes": Path(path).stat().st_size})
-    for variant, columns in latency_columns(models, latency_runs).items():
-        results[variant].update(columns)
+        if agree_with is not None:
+            row["agreement_with_float"] = float(np.mean(p.argmax(axis=1) == agree_with))
+        if name in models:
+            row["size_bytes"] = Path(models[name]).stat().st_size
+        results[name] = row
+    for name, columns in latency_columns(models, latency_runs, latency_reference).items():
+        results[name].update(columns)
     if "float32" in results and "int8" in results:
         results["int8"]["size_vs_float32"] = results["int8"]["size_bytes"] / results["float32"]["size_bytes"]
-    document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size,
-                "n_test": int(len(y_test)), "variants": results}
+    document = {**document, "n_test": int(len(y_test)), "variants": results}
     atomic_write_text(out_dir / "benchmark.json", json.dumps(document, indent=2))
     atomic_write_text(out_dir / "benchmark.md", markdown_table(document))
     plot_benchmark(document, out_dir / "benchmark.png")
     return document
+
+
+def _standard_normalization(path: Path) -> tuple[list[float], list[float]] | None:
+    """Mean and std from a .tflite's standard TFLite metadata (NormalizationOptions on
+    the input tensor, as Model Maker writes), or None if it has none."""
+    from mobile_derm_export.metadata import describe
+
+    try:
+        metadata = describe(path)["metadata"]
+        for unit in metadata["subgraph_metadata"][0]["input_tensor_metadata"][0].get("process_units", []):
+            options = unit.get("options", {})
+            if "mean" in options and "std" in options:
+                return options["mean"], options["std"]
+    except (ModelFileError, KeyError, IndexError, TypeError):
+        pass
+    return None
+
+
+def open_brought_model(path: str | Path, labels: list[str] | None = None, mean=None, std=None):
+    """(LiteRTModel, labels, ModelInfo or None) for a .tflite from anywhere. Labels and
+    normalization come from the file's metadata where it has them (ours: mobile_derm.json;
+    standard TFLite metadata: labels.txt and NormalizationOptions), else from ``labels``
+    and ``mean``/``std`` (default BYO_MEAN/BYO_STD)."""
+    from mobile_derm.app.predict import LiteRTModel
+    from mobile_derm.app.model_file import read_labels, read_model_info
+
+    path = Path(path)
+    try:
+        info = read_model_info(path)
+        labels, normalization = info.labels, (info.mean, info.std)
+    except ModelFileError:
+        info, normalization = None, _standard_normalization(path) if path.is_file() else None
+        try:
+            labels = read_labels(path)
+        except ModelFileError:
+            pass  # no packed labels.txt: the given ones
+    model = LiteRTModel(path, *(normalization or (mean or BYO_MEAN, std or BYO_STD)), num_threads=2)
+    if not labels:
+        raise ConfigError(path, "has no labels in its metadata: give them with --labels labels.txt (one per line)")
+    n_outputs = int(model.output_details[0]["shape"][-1])
+    if n_outputs != len(labels):
+        raise ModelFileError(path, f"outputs {n_outputs} scores but {len(labels)} labels are given for it")
+    return model, list(labels), info
+
+
+def benchmark_files(model_paths: list[str | Path], dataset, out_dir: str | Path, labels: list[str] | None = None,
+                    mean=None, std=None, reference: str | Path | None = None, latency_runs: int = LATENCY_RUNS,
+                    progress: bool = True) -> dict:
+    """Benchmark .tflite files brought from anywhere (no training run of this package
+    behind them) on every image of ``dataset``: the same rows and files as
+    ``run_benchmark``, with ``reference`` (a path among ``model_paths``; default the
+    first with a float32 input) in the role of the float model for agreement and latency."""
+    from mobile_derm.training.runs import dataset_pixels
+
+    paths = [Path(p) for p in model_paths]
+    names = [p.stem for p in paths]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(None, f"two models named {twice[0]!r}: give files with different names")
+    opened = {name: open_brought_model(path, labels, mean, std) for name, path in zip(names, paths)}
+    label_lists = {name: model_labels for name, (_, model_labels, _) in opened.items()}
+    first = names[0]
+    for name, model_labels in label_lists.items():
+        if model_labels != label_lists[first]:
+            raise ConfigError(paths[names.index(name)], f"labels {model_labels} differ from {first}'s {label_lists[first]}")
+    model_labels = label_lists[first]
+    unknown = sorted(set(dataset.classes) - set(model_labels))
+    if unknown:
+        raise DataError(dataset.root, f"label(s) {', '.join(unknown)} are not among the models' labels ({', '.join(model_labels)})")
+    if reference is None:
+        floats = [name for name, (model, _, _) in opened.items() if model.float_input]
+        if not floats:
+            raise ConfigError(None, "no model with a float32 input to compare with: name one with --reference")
+        reference_name = floats[0]
+    else:
+        matches = [n for n, p in zip(names, paths) if p.resolve() == Path(reference).resolve() or n == str(reference)]
+        if not matches:
+            raise ConfigError(reference, "the reference must be one of the --models files")
+        reference_name = matches[0]
+
+    y = np.array([model_labels.index(s.label) for s in dataset.samples], dtype=np.int64)
+    pixels_by_size: dict[int, np.ndarray] = {}
+    probs = {}
+    for name, (model, _, _) in opened.items():
+        if model.input_size not in pixels_by_size:
+            pixels_by_size[model.input_size] = dataset_pixels(dataset, model.input_size, progress=progress)
+        probs[name] = tflite_probs(model, pixels_by_size[model.input_size], progress)
+    reference_model, _, info = opened[reference_name]
+    info = info or next((i for _, _, i in opened.values() if i is not None), None) or _bare_info(
+        reference_name, reference_model, model_labels)
+    document = {"model": reference_name, "backbone": info.backbone, "input_size": reference_model.input_size,
+                "data": dataset.name, "reference": reference_name}
+    return write_benchmark(document, info, probs, y, dict(zip(names, paths)), out_dir, reference=reference_name,
+                           latency_reference=reference_name, latency_runs=latency_runs)
+
+
+def _bare_info(name: str, model, labels: list[str]) -> ModelInfo:
+    """A ModelInfo for models without ours: the shipped taxonomy's entries for the labels
+    it knows (so malignancy and treatment columns exist where they can)."""
+    from mobile_derm.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load()
+    return ModelInfo(name=name, version="", backbone="unknown", input_size=model.input_size, mean=model.mean,
+                     std=model.std, labels=labels,
+                     taxonomy={l: taxonomy.entries[l].to_dict() for l in labels if l in taxonomy})
 
 
 def _fmt(value, column, row=None):
@@ -132,9 +271,12 @@ def _fmt(value, column, row=None):
 
 def markdown_table(document: dict) -> str:
     header = ["variant", *TABLE_COLUMNS]
+    # a training run's table compares with its Keras model and float32 variant; brought models with the reference
+    reference = document.get("reference")
     lines = [f"Benchmark of {document['model']} ({document['backbone']} at {document['input_size']} px), "
              f"n_test = {document['n_test']}; latency in ms on LiteRT, batch 1; latency_vs_float32 is the "
-             f"one-thread p50 over float32's (in brackets: lowest and highest of {LATENCY_BLOCKS} blocks of rounds).",
+             f"one-thread p50 over {reference or 'float32'}'s (in brackets: lowest and highest of {LATENCY_BLOCKS} "
+             f"blocks of rounds)" + (f"; agreement_with_float: same top-1 as {reference}." if reference else "."),
              "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in document["variants"].items():
@@ -155,9 +297,9 @@ def plot_benchmark(document: dict, path: Path) -> None:
         axes[0].annotate(name, (row["size_bytes"] / 1e6, row["balanced_accuracy"]), fontsize=8)
         axes[1].scatter(row["latency_ms_p50"], row["balanced_accuracy"])
         axes[1].annotate(name, (row["latency_ms_p50"], row["balanced_accuracy"]), fontsize=8)
-    if "keras_float" in document["variants"]:
+    if KERAS_FLOAT in document["variants"]:
         for ax in axes:
-            ax.axhline(document["variants"]["keras_float"]["balanced_accuracy"], ls="--", c="grey", label="keras_float")
+            ax.axhline(document["variants"][KERAS_FLOAT]["balanced_accuracy"], ls="--", c="grey", label=KERAS_FLOAT)
             ax.legend(loc="lower right")
     axes[0].set_xlabel("file size (MB)")
     axes[1].set_xlabel("LiteRT latency p50, 1 thread (ms)")

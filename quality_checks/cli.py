@@ -2,6 +2,10 @@
 
 The main CLI calls ``register(subparsers)`` and then ``args.func(args)``. This module can also
 run on its own: ``python -m mobile_derm_quality.cli check-photo IMAGE``.
+
+The gate never imports the classifier: ``gate-eval`` here evaluates the gate alone, and
+``mobile-derm gate-eval --model FILE.tflite`` (mobile_derm's CLI) adds the classifier by
+passing it to ``cmd_gate_eval(args, predictor=...)``.
 """
 from __future__ import annotations
 
@@ -84,16 +88,12 @@ def cmd_calibrate_gate(args) -> int:
 
 
 def cmd_gate_eval(args, predictor=None) -> int:
+    """``predictor``: a classifier to score on the gate's photos as well (what gate_eval's
+    ``predictor`` asks of it), handed in by a caller that has one."""
     from mobile_derm_quality.gate_eval import gate_eval
 
     try:
         config = _load_config(args.config)
-        if predictor is None and args.model:
-            try:
-                from mobile_derm.app.predict import Predictor
-            except ImportError as exc:
-                return _err(QualityCheckError(args.model, f"cannot load the classifier runtime ({exc})"))
-            predictor = Predictor(args.model, num_threads=1)
         rep = gate_eval(
             data_root=args.data_root,
             out_dir=args.out,
@@ -107,8 +107,8 @@ def cmd_gate_eval(args, predictor=None) -> int:
         )
     except QualityCheckError as exc:
         return _err(exc)
-    except Exception as exc:  # a model runtime error etc.: one line, not a traceback
-        if type(exc).__module__.startswith(("mobile_derm", "export")) and hasattr(exc, "problem"):
+    except Exception as exc:  # the classifier's own typed errors (a bad photo for it...): one line, not a traceback
+        if type(exc).__module__.startswith("mobile_derm") and hasattr(exc, "problem"):
             return _err(exc)
         raise
     print(f"wrote {Path(args.out) / 'gate_eval.json'}")
@@ -120,15 +120,18 @@ def cmd_gate_eval(args, predictor=None) -> int:
     return EXIT_OK
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("check-photo", help="judge photo quality: accept / warn / reject with guidance")
+def register(subparsers) -> dict[str, argparse.ArgumentParser]:
+    """Add check-photo, calibrate-gate and gate-eval; returns their parsers by name
+    (so a caller can add options, as mobile-derm adds gate-eval's --model)."""
+    parsers = {}
+    parsers["check-photo"] = p = subparsers.add_parser("check-photo", help="judge photo quality: accept / warn / reject with guidance")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--config", help="gate config JSON (default: built-in)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--min-model-input", type=int, default=None, help="model input size (default: from config)")
     p.set_defaults(func=cmd_check_photo)
 
-    p = subparsers.add_parser("calibrate-gate", help="set gate thresholds from a folder of good photos")
+    parsers["calibrate-gate"] = p = subparsers.add_parser("calibrate-gate", help="set gate thresholds from a folder of good photos")
     p.add_argument("folder")
     p.add_argument("--target-pass-rate", type=float, default=0.95)
     p.add_argument("--out", required=True, metavar="CONFIG.json")
@@ -138,10 +141,9 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_calibrate_gate)
 
-    p = subparsers.add_parser("gate-eval", help="evaluate the gate on real photos with controlled degradations")
+    parsers["gate-eval"] = p = subparsers.add_parser("gate-eval", help="evaluate the gate on real photos with controlled degradations")
     p.add_argument("--data-root", default=None, help="default: $MOBILE_DERM_DATA or ../shared/data")
     p.add_argument("--out", default="runs/gate_eval")
-    p.add_argument("--model", default=None, metavar="FILE.tflite", help="also report classifier accuracy")
     p.add_argument("--config", default=None)
     p.add_argument("--limit", type=int, default=None, help="at most N photos per dataset (quick run)")
     p.add_argument("--degrade-per-set", type=int, default=120, help="photos per dataset that get degraded")
@@ -149,6 +151,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_gate_eval)
+    return parsers
 
 
 def main(argv=None) -> int:
