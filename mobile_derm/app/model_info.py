@@ -2,7 +2,8 @@
 
 Training fills it, ``export`` packs it into the ``.tflite`` (as tflite-support
 metadata plus an associated ``mobile_derm.json``), and ``predict`` reads it back
-from the model file alone. Plain data, JSON round-trippable, no TensorFlow.
+from the model file alone (``mobile_derm.app.model_file``). Plain data, JSON
+round-trippable, no TensorFlow.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 from mobile_derm.errors import ConfigError
 
-MODEL_INFO_FILENAME = "mobile_derm.json"  # name of the associated file inside the .tflite
 SCHEMA_VERSION = 1
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mobile_derm_export.backbone_benchmark import VARIANTS, load_photos, main, run_backbone_benchmark
-from mobile_derm_export.metadata import read_io_spec, read_model_info
+from mobile_derm.app.model_file import read_io_spec, read_model_info
 from mobile_derm.errors import ConfigError
 
 SIZE = 64

@@ -1,4 +1,5 @@
-"""TFLite metadata writer/reader and the MediaPipe comparison logic.
+"""TFLite metadata writer (mobile_derm_export.metadata), reader and integrity digest
+(mobile_derm.app.model_file), and the MediaPipe comparison logic.
 
 One tiny tf_keras model is converted once per module (float32 and full-int8
 with uint8 I/O); everything else works on those bytes.
@@ -6,30 +7,34 @@ with uint8 I/O); everything else works on those bytes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mobile_derm_export import mediapipe_check
-from mobile_derm_export.metadata import (
+from mobile_derm_export.metadata import MetadataWarning, write_metadata, write_model_file
+from mobile_derm.app.model_file import (
     DISPLAY_NAMES_FILENAME,
     LABELS_FILENAME,
-    MetadataWarning,
+    MODEL_DIGEST_FILENAME,
+    MODEL_INFO_FILENAME,
+    read_integrity,
     read_io_spec,
     read_labels,
     read_model_info,
-    write_metadata,
-    write_model_file,
 )
 from mobile_derm.errors import ConfigError, ModelFileError
-from mobile_derm.app.model_info import MODEL_INFO_FILENAME, ModelInfo
+from mobile_derm.app.model_info import ModelInfo
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = 32
@@ -121,6 +126,7 @@ def test_displayer_sees_labels_and_normalization(written):
         assert files[LABELS_FILENAME]["type"] == "TENSOR_AXIS_LABELS"
         assert files[DISPLAY_NAMES_FILENAME]["locale"] == "en"
         assert d["model_info"]["taxonomy"]["nevus"]["display_name"] == "Mole (nevus)"
+        assert d["integrity"] == "verified" and MODEL_DIGEST_FILENAME in d["associated_files"]
 
     from tensorflow_lite_support.metadata.python import metadata
 
@@ -140,7 +146,7 @@ def test_reader_runs_without_tensorflow(written):
                     raise ImportError("blocked: " + name)
                 return None
         sys.meta_path.insert(0, Block())
-        from mobile_derm_export.metadata import read_model_info, read_labels
+        from mobile_derm.app.model_file import read_model_info, read_labels
         info = read_model_info({str(written['int8'])!r})
         print(info.name, ",".join(read_labels({str(written['float32'])!r})))
         assert not any(m.split(".")[0] in ("tensorflow", "tensorflow_lite_support") for m in sys.modules)
@@ -232,6 +238,111 @@ def test_mediapipe_incompatibilities_warn(models):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MetadataWarning)
         write_metadata(models["int8"], _info())  # uniform 127/128 and a 0..255 calibration: raw pixels fit
+
+
+# ---------------------------------------------------------------- integrity digest
+
+
+def _zip_start(data: bytes) -> int:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return min(member.header_offset for member in zf.infolist())
+
+
+def _flip(data: bytes, at: int, count: int = 1) -> bytes:
+    out = bytearray(data)
+    for i in range(at, at + count):
+        out[i] ^= 0xFF
+    return bytes(out)
+
+
+def _largest_weights(data: bytes) -> bytes:
+    """The largest weight buffer (the conv kernel), not a buffer that Model.metadata names."""
+    from tensorflow_lite_support.metadata import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(data, 0)
+    metadata_buffers = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    weights = [model.Buffers(i).DataAsNumpy().tobytes() for i in range(model.BuffersLength())
+               if i not in metadata_buffers and model.Buffers(i).DataLength() > 0]
+    return max(weights, key=len)
+
+
+def _repack(data: bytes, replace: dict[str, bytes | None]) -> bytes:
+    """``data`` with its associated files rebuilt as tflite-support appends them, some
+    replaced (None: left out); the bytes before the ZIP are kept as they are."""
+    start = _zip_start(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = [(m, zf.read(m)) for m in zf.infolist()]
+    out = io.BytesIO(data[:start])
+    out.seek(start)
+    with zipfile.ZipFile(out, "a") as zf:
+        for member, content in members:
+            content = replace.get(member.filename, content)
+            if content is not None:
+                zf.writestr(member, content)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_digest_covers_every_byte_before_the_packed_files(written, variant):
+    data = written[variant].read_bytes()
+    start = _zip_start(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        recorded = zf.read(MODEL_DIGEST_FILENAME).decode("ascii").strip()
+    assert recorded == hashlib.sha256(data[:start]).hexdigest()
+    assert read_integrity(written[variant]) == "verified"
+    assert data[start:start + 4] == b"PK\x03\x04"  # the digested part ends where the ZIP begins
+
+
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_flipped_weight_bytes_are_refused(written, tmp_path, variant):
+    from mobile_derm.app.predict import Predictor
+
+    data = written[variant].read_bytes()
+    kernel = _largest_weights(data)
+    assert data.count(kernel) == 1
+    corrupt = tmp_path / f"corrupt_{variant}.tflite"
+    corrupt.write_bytes(_flip(data, data.index(kernel) + len(kernel) // 2, count=4))
+    assert read_io_spec(corrupt)["input_shape"] == [1, SIZE, SIZE, 3]  # the structure is intact
+    message = _assert_one_line_error(corrupt, "do not match the digest written at export")
+    assert "corrupted or modified" in message
+    with pytest.raises(ModelFileError, match="digest"):
+        read_labels(corrupt)
+    with pytest.raises(ModelFileError, match="digest"):
+        Predictor(corrupt)
+    assert Predictor(written[variant]).info == _info()  # the intact file loads
+
+
+def test_flipped_byte_in_the_tflite_metadata_description_is_caught(written, tmp_path):
+    # The digest covers the TFLITE_METADATA buffer too: MediaPipe reads the normalization
+    # and label files from it, so a change there changes what an app computes.
+    data = written["float32"].read_bytes()
+    at = data.index(b"Probabilities of the labels")
+    assert at < _zip_start(data)
+    changed = tmp_path / "description.tflite"
+    changed.write_bytes(_flip(data, at))
+    _assert_one_line_error(changed, "do not match the digest")
+
+
+def test_flipped_byte_in_a_packed_file_is_caught_by_its_crc(written, tmp_path):
+    data = written["float32"].read_bytes()
+    at = data.index(b'"malignancy_thresholds"', _zip_start(data))  # inside the packed mobile_derm.json
+    changed = tmp_path / "json.tflite"
+    changed.write_bytes(_flip(data, at + 2))
+    message = _assert_one_line_error(changed, "corrupt associated files")
+    assert "CRC" in message
+
+
+def test_file_without_digest_loads_unchecked(written, tmp_path):
+    # A file exported before digests were written: no model_sha256.txt packed.
+    old = tmp_path / "old.tflite"
+    old.write_bytes(_repack(written["int8"].read_bytes(), {MODEL_DIGEST_FILENAME: None}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_model_info(old) == _info()
+        assert read_integrity(old) == "unchecked"
+    bad = tmp_path / "bad_digest.tflite"
+    bad.write_bytes(_repack(written["int8"].read_bytes(), {MODEL_DIGEST_FILENAME: b"not a digest\n"}))
+    _assert_one_line_error(bad, "does not hold a SHA-256 hex digest")
 
 
 # ---------------------------------------------------------------- mediapipe_check

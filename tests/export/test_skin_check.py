@@ -123,7 +123,7 @@ def test_bad_skin_check_configs_and_files_are_refused(fitted, tmp_path):
 
 def test_export_ships_the_skin_check_beside_the_models(fitted, tiny_demo, tmp_path):
     from mobile_derm_export.exporter import export_variants
-    from mobile_derm_export.metadata import read_model_info
+    from mobile_derm.app.model_file import read_model_info
     from mobile_derm.training.runs import load_run
 
     out, _, _ = fitted

@@ -107,7 +107,7 @@ def test_help_lists_every_command(capsys):
 def test_export_packs_the_gate_config_it_is_given(tiny_demo, tmp_path):
     """`export --gate-config` puts a calibrated gate into the model file, so the app applies
     the user's thresholds; a bad config file is a one-line error and writes nothing."""
-    from mobile_derm_export.metadata import read_model_info
+    from mobile_derm.app.model_file import read_model_info
     from mobile_derm_quality import GateConfig
 
     cfg = GateConfig.default()

@@ -33,7 +33,7 @@ def test_every_model_runs_on_litert_without_tensorflow(tiny_demo, block_tensorfl
     script = block_tensorflow_prelude + f"""
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
-from mobile_derm_export.metadata import read_model_info
+from mobile_derm.app.model_file import read_model_info
 for variant in {VARIANTS!r}:
     path = r"{tiny_demo}/" + variant + ".tflite"
     info = read_model_info(path)
@@ -55,7 +55,7 @@ print("ok")
 def test_metadata_displayer_reads_labels_back(tiny_demo):
     from tensorflow_lite_support.metadata.python import metadata
 
-    from mobile_derm_export.metadata import read_model_info
+    from mobile_derm.app.model_file import read_model_info
 
     for variant in VARIANTS:
         path = str(tiny_demo / f"{variant}.tflite")
