@@ -71,7 +71,7 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
 
 
 def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
-    """If the gate config uses a learned skin check (mobile_derm_quality.skin_check), copy its
+    """If the gate config uses a learned skin check (mobile_derm_quality.not_skin), copy its
     model beside the exported models and point the packed config at that copy by name,
     so the folder is what an app ships. Returns the ModelInfo to pack."""
     import copy
@@ -84,7 +84,7 @@ def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
     source = Path(source)
     if not source.is_file():
         raise ConfigError(source, "the gate config's skin-check model file is missing")
-    from mobile_derm_export.skin_check import MODEL_FILENAME
+    from mobile_derm_export.not_skin_model import MODEL_FILENAME
     from mobile_derm.io_utils import atomic_write_bytes
 
     atomic_write_bytes(out_dir / MODEL_FILENAME, source.read_bytes())

@@ -1,20 +1,16 @@
 """Typed errors the CLI turns into one-line messages.
 
 Every error names the file (or folder) it is about and the problem, so a user
-never has to read a traceback from deep inside OpenCV or TensorFlow.
+never has to read a traceback from deep inside OpenCV or TensorFlow. They derive
+from ``MobileDermError`` (defined in ``mobile_derm_quality.errors``), as the quality
+gate's errors do.
 """
 from __future__ import annotations
 
-from pathlib import Path
+# The base class is the quality gate's (the lowest package), so one type covers both.
+from mobile_derm_quality.errors import MobileDermError
 
-
-class MobileDermError(Exception):
-    """Base class: anything the CLI reports as ``error: <path>: <problem>``."""
-
-    def __init__(self, path: str | Path | None, problem: str):
-        self.path = None if path is None else str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+__all__ = ["MobileDermError", "DataError", "ConfigError", "ModelFileError"]
 
 
 class DataError(MobileDermError):

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
+from mobile_derm_quality import not_skin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
+from mobile_derm_quality.decode import read_image
 from mobile_derm_quality.errors import GateConfigError, ImageReadError
+from mobile_derm_quality.features import measure
+from mobile_derm_quality.gate import scores_from_measurements
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
 CALIBRATED = tuple(n for n in CHECK_NAMES if n != "resolution")
@@ -76,22 +81,16 @@ def calibrate(
 ) -> GateConfig:
     """A new GateConfig whose thresholds pass ``target_pass_rate`` of the given good photos.
 
-    With ``fit_skin_model`` the not-skin check's one-class model (typicality.py) is
-    refitted on these photos first (at least typicality.MIN_PHOTOS_TO_FIT of them): do
+    With ``fit_skin_model`` the not-skin check's hand-made one-class model (not_skin.py) is
+    refitted on these photos first (at least not_skin.MIN_PHOTOS_TO_FIT of them): do
     that when your photos differ from the atlas, dermoscopy and phone photos the
     default was fitted on."""
-    from mobile_derm_quality.decode import read_image
-    from mobile_derm_quality.features import measure
-    from mobile_derm_quality.gate import scores_from_measurements
-
     if not 0.0 < target_pass_rate < 1.0:
         raise GateConfigError(None, f"target pass rate must be between 0 and 1, got {target_pass_rate}")
     base = base or GateConfig.default()
     paths = list_images(folder_or_paths)
     it = paths
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(paths, desc="calibrate", unit="img")
     measurements, unreadable = [], []
     for p in it:
@@ -105,18 +104,16 @@ def calibrate(
     cfg = GateConfig.from_dict(base.to_dict())
     scores = None
     if fit_skin_model:
-        from mobile_derm_quality import typicality
-
-        descriptors = np.stack([m.descriptor for m in measurements]) if measurements else np.zeros((0, typicality.DESCRIPTOR_SIZE))
-        model = typicality.fit(descriptors, source=f"calibrate-gate on {len(measurements)} photos")
+        descriptors = np.stack([m.descriptor for m in measurements]) if measurements else np.zeros((0, not_skin.DESCRIPTOR_SIZE))
+        model = not_skin.fit(descriptors, source=f"calibrate-gate on {len(measurements)} photos")
         cfg.skin_model = model.to_dict()
-        cfg.ramps["not_skin"]["typicality"] = typicality.default_ramp(model)
+        cfg.ramps["not_skin"]["typicality"] = not_skin.default_ramp(model)
         # Thresholds from how the model scores photos it was NOT fitted on (2-fold): scored
         # in-sample, every calibration photo looks perfectly typical and the not_skin
         # threshold would come out too strict for the next real photo.
-        fold = typicality.fold_of(len(measurements))
+        fold = not_skin.fold_of(len(measurements))
         fold_cfgs = [GateConfig.from_dict({**cfg.to_dict(), "skin_model": half.to_dict()})
-                     for half in typicality.half_models(descriptors)]
+                     for half in not_skin.half_models(descriptors)]
         scores = [scores_from_measurements(m, fold_cfgs[f], min_model_input) for m, f in zip(measurements, fold)]
     if scores is None:
         scores = [scores_from_measurements(m, cfg, min_model_input) for m in measurements]

@@ -18,8 +18,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobile_derm_quality._atomic import atomic_write_text
 from mobile_derm_quality.errors import GateConfigError
+from mobile_derm_quality.files import atomic_write_text, read_json_object
+from mobile_derm_quality.not_skin import SkinCheck, SkinPhotoModel, default_ramp, load_skin_check
 
 SCHEMA_VERSION = 1
 CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "noise", "framing", "not_skin")
@@ -81,7 +82,7 @@ def _shipped_skin_model_text() -> str | None:
 
 
 def _shipped_skin_model() -> dict | None:
-    """The default one-class skin-photo model (typicality.py), or None if not shipped.
+    """The default one-class skin-photo model (not_skin.SkinPhotoModel), or None if not shipped.
     The file is read once per process; every config gets its own parsed copy."""
     text = _shipped_skin_model_text()
     try:
@@ -95,8 +96,6 @@ def _shipped_typicality_ramp() -> tuple[tuple[str, float], ...] | None:
     model = _shipped_skin_model()
     if model is None:
         return None
-    from mobile_derm_quality.typicality import SkinPhotoModel, default_ramp
-
     return tuple(default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)).items())
 
 
@@ -131,32 +130,28 @@ class GateConfig:
     analysis_size: int = 320
     decode_min_long_side: int = 800
     calibration: dict | None = None  # provenance written by calibrate()
-    # one-class model of skin photos for the not_skin check (typicality.SkinPhotoModel.to_dict())
+    # one-class model of skin photos for the not_skin check (not_skin.SkinPhotoModel.to_dict())
     skin_model: dict | None = field(default_factory=_shipped_skin_model)
-    # the learned not-skin check (skin_check.py): a .tflite from `mobile-derm fit-skin-check`,
+    # the learned not-skin check (not_skin.SkinCheck): a .tflite from `mobile-derm fit-skin-check`,
     # scored by ramps["not_skin"]["skin_check_distance"]; a relative path is relative to the
     # config file (GateConfig.load) or to the model file whose metadata carries the config
     skin_check_model: str | None = None
 
-    def skin_photo_model(self):
+    def skin_photo_model(self) -> SkinPhotoModel | None:
         """The parsed skin_model (cached), or None."""
         if self.skin_model is None:
             return None
         cached = getattr(self, "_parsed_skin_model", None)
         if cached is None or cached[0] is not self.skin_model:
-            from mobile_derm_quality.typicality import SkinPhotoModel
-
             cached = (self.skin_model, SkinPhotoModel.from_dict(self.skin_model))
             self._parsed_skin_model = cached
         return cached[1]
 
-    def skin_check(self):
-        """The loaded skin-check model (skin_check.SkinCheck, one per file and process), or None."""
+    def skin_check(self) -> SkinCheck | None:
+        """The loaded learned skin check (one per file and process), or None."""
         if self.skin_check_model is None:
             return None
-        from mobile_derm_quality import skin_check
-
-        return skin_check.load(str(self.skin_check_model))
+        return load_skin_check(str(self.skin_check_model))
 
     def resolve_paths(self, base_dir: str | Path) -> "GateConfig":
         """Make a relative skin_check_model path relative to ``base_dir`` (in place)."""
@@ -241,8 +236,6 @@ class GateConfig:
                 if gb["good"] == gb["bad"]:
                     raise GateConfigError(source, f"ramp {check}.{key} has good == bad")
         if self.skin_model is not None:
-            from mobile_derm_quality.typicality import SkinPhotoModel
-
             SkinPhotoModel.from_dict(self.skin_model, source)
         if ("skin_check_distance" in self.ramps.get("not_skin", {})) != (self.skin_check_model is not None):
             raise GateConfigError(source, "skin_check_model and the not_skin ramp skin_check_distance come together (both or neither)")
@@ -258,14 +251,4 @@ class GateConfig:
     @classmethod
     def load(cls, path: str | Path) -> "GateConfig":
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise GateConfigError(p, "gate config file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GateConfigError(p, f"cannot read gate config ({exc})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GateConfigError(p, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data, p).resolve_paths(p.parent)
+        return cls.from_dict(read_json_object(p, GateConfigError, "gate config"), p).resolve_paths(p.parent)

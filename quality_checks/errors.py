@@ -1,20 +1,27 @@
-"""Typed errors of the quality gate.
+"""Typed errors of the whole project, and those of the quality gate.
 
-``mobile_derm_quality`` has no dependency on ``mobile_derm``, so it defines its own
-error; the main CLI prints any of them as ``error: <path>: <problem>``.
+``MobileDermError`` is the one base class of every error a user may see: it names the
+file (or folder) it is about and the problem, and prints as ``<path>: <problem>``. It
+lives here, in the lowest package, so the gate's errors and ``mobile_derm``'s
+(``mobile_derm.errors``: DataError, ConfigError, ModelFileError) share it and every CLI
+catches one type.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class QualityCheckError(Exception):
-    """Base class: an error that names the file it is about and the problem."""
+class MobileDermError(Exception):
+    """Base class: anything a CLI reports as ``error: <path>: <problem>``."""
 
     def __init__(self, path: str | Path | None, problem: str):
         self.path = None if path is None else str(path)
         self.problem = str(problem)
         super().__init__(f"{self.path}: {self.problem}" if self.path is not None else self.problem)
+
+
+class QualityCheckError(MobileDermError):
+    """Base class of the quality gate's errors."""
 
 
 class ImageReadError(QualityCheckError):

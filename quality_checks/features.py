@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mobile_derm_quality.skin_check import thumbnail
-from mobile_derm_quality.typicality import describe
+from mobile_derm_quality.not_skin import describe, thumbnail
 
 SKIN_MIN_PIXELS = 64
 
@@ -90,8 +89,8 @@ class Measurements:
     noise_sigma: float  # estimated Gaussian noise sigma (grey levels) at the analysis scale
     blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
     grey: bool  # the photo has no colour at all
-    descriptor: np.ndarray | None = None  # typicality.describe() of the analysis copy (not in to_dict)
-    skin_check_distance: float = 0.0  # skin_check.SkinCheck's distance, when the config has one (0: none)
+    descriptor: np.ndarray | None = None  # not_skin.describe() of the analysis copy (not in to_dict)
+    skin_check_distance: float = 0.0  # not_skin.SkinCheck's distance, when the config has one (0: none)
 
 
 def skin_mask(rgb: np.ndarray) -> np.ndarray:
@@ -202,7 +201,7 @@ def _blockiness(gray_native: np.ndarray) -> float:
 
 def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descriptor: bool = True) -> Measurements:
     """All raw measurements for one RGB uint8 image (any size >= 1x1). ``skin_check``
-    (a skin_check.SkinCheck) adds its distance; ``descriptor=False`` skips the hand-made
+    (a not_skin.SkinCheck) adds its distance; ``descriptor=False`` skips the hand-made
     not-skin descriptor when the config does not use it (``gate.measure_for`` decides)."""
     h0, w0 = rgb.shape[:2]
     small = shrink(rgb, analysis_size)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
+from mobile_derm_quality.decode import read_image
 from mobile_derm_quality.errors import ImageReadError
 from mobile_derm_quality.features import Measurements, measure
 
@@ -275,8 +276,6 @@ def check_photo(
 
     Raises ImageReadError for anything that cannot be decoded.
     """
-    from mobile_derm_quality.decode import read_image
-
     config = config or GateConfig.default()
     rgb = read_image(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
     return assess(rgb, config, min_model_input, path=str(path))

@@ -10,65 +10,23 @@ photo on one core. With a classifier it also reports accuracy on accepted vs rej
 """
 from __future__ import annotations
 
-import csv
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from mobile_derm_quality import degrade
-from mobile_derm_quality._atomic import atomic_write_text
 from mobile_derm_quality.config import GateConfig
-from mobile_derm_quality.decode import read_image
+from mobile_derm_quality.decode import decode_image_bytes, read_image
 from mobile_derm_quality.errors import ImageReadError, QualityCheckError
-from mobile_derm_quality.gate import measure_for, verdict_from_measurements
-
-CLEAN_SETS = ("pad_ufes20_subset", "sd198_subset", "derm7pt_dermoscopic")
-LOWRES_SET = "ham10000_200px"
-OOD_SET = "ood"
-CLEAN_MIN_SIDE = 300
-# Sets the default skin-photo model (typicality.py) is fitted on, half of each.
-SKIN_MODEL_SETS = CLEAN_SETS + (LOWRES_SET,)
-
-
-def fit_half(image_name: str) -> bool:
-    """True for the half of the photos the shipped skin-photo model was fitted on
-    (by a hash of the file name, so the halves do not depend on row order)."""
-    import zlib
-
-    return zlib.crc32(image_name.encode()) % 2 == 0
-
-
-def default_data_root() -> Path:
-    env = os.environ.get("MOBILE_DERM_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def roc_auc(pos_scores, neg_scores) -> float | None:
-    """P(score of a clean image > score of a degraded one), ties count half (Mann-Whitney)."""
-    pos = np.asarray(pos_scores, np.float64)
-    neg = np.asarray(neg_scores, np.float64)
-    if pos.size == 0 or neg.size == 0:
-        return None
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty_like(order, dtype=np.float64)
-    sv = allv[order]
-    i = 0
-    while i < len(sv):  # average ranks of ties
-        j = i
-        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
-    r_pos = ranks[: pos.size].sum()
-    return float((r_pos - pos.size * (pos.size + 1) / 2.0) / (pos.size * neg.size))
+from mobile_derm_quality.files import atomic_write_text, pyplot, save_figure
+from mobile_derm_quality.gate import assess, measure_for, verdict_from_measurements
+from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, LOWRES_SET, OOD_SET, default_data_root, fit_half, read_rows
+from mobile_derm_quality.roc import roc_auc
 
 
 def roc_curve(pos_scores, neg_scores) -> tuple[np.ndarray, np.ndarray]:
@@ -79,14 +37,6 @@ def roc_curve(pos_scores, neg_scores) -> tuple[np.ndarray, np.ndarray]:
     fpr = np.array([(pos < t).mean() for t in thr])
     tpr = np.array([(neg < t).mean() for t in thr])
     return fpr, tpr
-
-
-def read_rows(folder: Path) -> list[dict]:
-    f = folder / "labels.csv"
-    if not f.is_file():
-        raise QualityCheckError(f, "labels.csv not found (is the data root right?)")
-    with f.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _sample(rows: list, n: int | None, seed: int) -> list:
@@ -107,9 +57,6 @@ def _label_column(rows: list[dict], labels: list[str]) -> str | None:
 
 def time_analysis(rgb_src: np.ndarray, config: GateConfig, repeats: int = 15) -> dict:
     """ms to analyse an already-decoded 4000x3000 photo on one core (and to decode its JPEG)."""
-    from mobile_derm_quality.decode import decode_image_bytes
-    from mobile_derm_quality.gate import assess
-
     big = cv2.resize(rgb_src, (4000, 3000), interpolation=cv2.INTER_CUBIC)
     noise = np.random.default_rng(0).normal(0, 2.0, big.shape[:2] + (1,)).astype(np.float32)
     big = np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)  # sensor grain
@@ -162,8 +109,6 @@ def gate_eval(
         raise QualityCheckError(root, "data root not found (set --data-root or MOBILE_DERM_DATA)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
-
     labels = list(getattr(getattr(predictor, "info", None), "labels", []) or []) if predictor is not None else []
     n_deg = degrade_per_set if limit is None else min(degrade_per_set, limit)
 
@@ -427,20 +372,12 @@ def render_markdown(rep: dict) -> str:
 
 def write_plots(out_dir: Path, rep: dict, clean_scores, deg_scores, ood_scores, config: GateConfig) -> None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        plt = pyplot()
+    except ImportError:  # the gate itself needs only numpy and OpenCV: no plots then
         return
-    from mobile_derm_quality._atomic import atomic_write_bytes
-    import io
 
     def save(fig, name):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(out_dir / name, buf.getvalue())
+        save_figure(fig, out_dir / name, bbox_inches="tight")
 
     names = list(rep["degradations"])
     cols = 4

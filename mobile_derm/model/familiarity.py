@@ -10,8 +10,10 @@ far from every class mean, in units of that covariance, is unfamiliar.
 
 The model keeps the ``n_components`` main directions of the training features and
 whitens them by the within-class covariance, so the distance is a plain Euclidean one
-after one matrix product: ``min_c |(f - mean) @ projection - class_means[c]|^2``. That
-form is a Dense layer and a nearest-mean search, which an exported graph can carry.
+after one matrix product: ``min_c |(f - mean) @ projection - centres[c]|^2`` (the
+project's one whitened-distance model, ``mobile_derm_quality.whitened_distance``, with
+one centre per class and no distance-from-the-subspace term). That form is a Dense
+layer and a nearest-mean search, which an exported graph can carry.
 The threshold is the distance that ``keep_fraction`` of validation photos stay under.
 """
 from __future__ import annotations
@@ -23,25 +25,23 @@ import numpy as np
 
 from mobile_derm.errors import ConfigError
 from mobile_derm.io_utils import atomic_path
+from mobile_derm_quality.whitened_distance import WhitenedDistance, principal_directions
 
 FILENAME = "familiarity.npz"
 N_COMPONENTS = 256  # of 1280 Lite0 features; measured on HAM10000: 128 -> 0.92, 256 -> 0.96 of OOD photos flagged
 
 
 @dataclass
-class FamiliarityModel:
-    mean: np.ndarray  # (D,) training feature mean
-    projection: np.ndarray  # (D, k) principal directions, whitened by the within-class covariance
-    class_means: np.ndarray  # (C, k) class means in the whitened space
+class FamiliarityModel(WhitenedDistance):
+    """``mean``: (D,) training feature mean; ``projection``: (D, k) principal directions,
+    whitened by the within-class covariance; ``centres``: (C, k) the class means there."""
+
     threshold: float = float("nan")  # distance kept by keep_fraction of validation photos
     keep_fraction: float = float("nan")
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Squared whitened distance to the nearest class mean, per row of ``features``."""
-        z = (np.asarray(features, np.float64) - self.mean) @ self.projection
-        # |z - m|^2 = |z|^2 - 2 z.m + |m|^2, for all classes at once
-        d = (z**2).sum(axis=1, keepdims=True) - 2.0 * z @ self.class_means.T + (self.class_means**2).sum(axis=1)
-        return np.maximum(d.min(axis=1), 0.0)
+        return self.squared_distances(features)
 
     def unfamiliar(self, features: np.ndarray) -> np.ndarray:
         if not np.isfinite(self.threshold):
@@ -64,7 +64,7 @@ class FamiliarityModel:
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to the temp name
-                np.savez(fh, mean=self.mean, projection=self.projection, class_means=self.class_means,
+                np.savez(fh, mean=self.mean, projection=self.projection, class_means=self.centres,
                          threshold=self.threshold, keep_fraction=self.keep_fraction)
 
     @classmethod
@@ -72,7 +72,8 @@ class FamiliarityModel:
         path = Path(path)
         try:
             with np.load(path) as d:
-                return cls(d["mean"], d["projection"], d["class_means"], float(d["threshold"]), float(d["keep_fraction"]))
+                return cls(d["mean"], d["projection"], centres=d["class_means"], threshold=float(d["threshold"]),
+                           keep_fraction=float(d["keep_fraction"]))
         except (OSError, KeyError, ValueError) as exc:
             raise ConfigError(path, f"not a familiarity model ({exc})") from None
 
@@ -96,15 +97,15 @@ def fit(features: np.ndarray, labels: np.ndarray, n_components: int = N_COMPONEN
         raise ConfigError(None, "familiarity needs a 2-D feature array with one label per row")
     mean = x.mean(axis=0)
     k = int(min(n_components, x.shape[1], len(x) - len(classes)))
-    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-    z = (x - mean) @ vt[:k].T
+    directions, _ = principal_directions(x - mean, k)
+    z = (x - mean) @ directions
     means = np.stack([z[y == c].mean(axis=0) for c in classes])
     within = z - means[np.searchsorted(classes, y)]
     cov = within.T @ within / len(z)
     # a small ridge keeps directions with almost no within-class spread from exploding
     cov += 1e-6 * np.trace(cov) / k * np.eye(k)
     whiten = np.linalg.inv(np.linalg.cholesky(cov)).T  # (z @ whiten) has identity within-class covariance
-    return FamiliarityModel(mean, vt[:k].T @ whiten, means @ whiten)
+    return FamiliarityModel(mean, directions @ whiten, centres=means @ whiten)
 
 
 # The exported models' second output: sigmoid(SLOPE * (distance / threshold - 1)), so 0.5
@@ -131,7 +132,7 @@ def with_unfamiliarity(classifier, model: FamiliarityModel):
     project = keras.layers.Dense(k, name="familiarity_projection")
     z = project(features)
     project.set_weights([model.projection.astype(np.float32), (-model.mean @ model.projection).astype(np.float32)])
-    means = tf.constant(model.class_means[None].astype(np.float32))  # (1, C, k)
+    means = tf.constant(model.centres[None].astype(np.float32))  # (1, C, k)
     # per-class differences, squared and summed: exact in integer models too, unlike
     # |z|^2 - 2 z.m + |m|^2, whose large terms cancel
     diff = keras.layers.Lambda(lambda t: t[:, None, :] - means, name="familiarity_offsets")(z)

@@ -9,7 +9,7 @@ import pytest
 from mobile_derm_quality import GateConfig, assess
 from mobile_derm_quality.errors import GateConfigError
 from mobile_derm_quality.features import shrink
-from mobile_derm_quality.skin_check import SkinCheck, thumbnail
+from mobile_derm_quality.not_skin import SkinCheck, thumbnail
 
 
 def _photos(n=60, seed=0):
@@ -29,7 +29,7 @@ def _photos(n=60, seed=0):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    from mobile_derm_export.skin_check import fit_skin_check
+    from mobile_derm_export.not_skin_model import fit_skin_check
 
     out = tmp_path_factory.mktemp("skin_check")
     photos = _photos()
@@ -39,7 +39,7 @@ def fitted(tmp_path_factory):
 
 
 def test_fit_writes_a_model_and_a_ramp_from_cross_fitted_distances(fitted):
-    from mobile_derm_quality import typicality
+    from mobile_derm_quality import not_skin
 
     out, photos, result = fitted
     assert result["photos"] == len(photos)
@@ -50,7 +50,7 @@ def test_fit_writes_a_model_and_a_ramp_from_cross_fitted_distances(fitted):
     # the ramp comes from the cross-fitted distances, as the hand-made model's does
     q = result["distance_quantiles"]
     assert result["ramp"]["good"] == pytest.approx(q["q95"], abs=1e-3)
-    assert typicality.default_ramp(type("Fitted", (), {"distance_quantiles": q})()) == result["ramp"]
+    assert not_skin.default_ramp(type("Fitted", (), {"distance_quantiles": q})()) == result["ramp"]
 
 
 def test_in_graph_distance_equals_numpy(tmp_path):
@@ -58,22 +58,22 @@ def test_in_graph_distance_equals_numpy(tmp_path):
     output equals SkinPhotoModel.distance on the same unit-length features; with the two
     half models fit-skin-check ships, it is the smaller of their two distances."""
     from mobile_derm_export.convert import keras_converter
-    from mobile_derm_export.skin_check import _backbone, distance_model, unit_features
+    from mobile_derm_export.not_skin_model import _backbone, distance_model, unit_features
     from mobile_derm.tf_setup import keras
-    from mobile_derm_quality import typicality
+    from mobile_derm_quality import not_skin
 
     keras.utils.set_random_seed(1)
     backbone = _backbone(None)
     thumbs = np.stack([thumbnail(p) for p in _photos(40, seed=1)])
     features = unit_features(backbone, thumbs)
-    model = typicality.fit_parameters(features, 8)
+    model = not_skin.fit_parameters(features, 8)
     path = tmp_path / "check.tflite"
     path.write_bytes(keras_converter(distance_model(backbone, model)).convert())
     check = SkinCheck(path)
     for t, f in zip(thumbs[:5], features[:5]):
         assert check.distance(t) == pytest.approx(model.distance(f), rel=2e-3)
 
-    halves = typicality.half_models(features, 8)
+    halves = not_skin.half_models(features, 8)
     path = tmp_path / "halves.tflite"
     path.write_bytes(keras_converter(distance_model(backbone, halves)).convert())
     check = SkinCheck(path)
@@ -147,10 +147,10 @@ def test_export_ships_the_skin_check_beside_the_models(fitted, tiny_demo, tmp_pa
 def test_on_real_photos_the_learned_check_rejects_the_non_skin_set(real_data_root, tmp_path):
     """Fitted on the fit half of the skin sets (ImageNet weights), scored on the other
     half and on the 50 non-skin photos, which the fit never sees."""
-    from mobile_derm_export.skin_check import fit_skin_check
+    from mobile_derm_export.not_skin_model import fit_skin_check
     from mobile_derm_quality.decode import read_image
-    from mobile_derm_quality.gate_eval import CLEAN_MIN_SIDE, CLEAN_SETS, fit_half, read_rows
-    from mobile_derm_quality.typicality import fitting_photos
+    from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, fit_half, read_rows
+    from mobile_derm_quality.photo_sets import fitting_photos
 
     photos, source = fitting_photos(real_data_root)
     result = fit_skin_check(photos, tmp_path, source=source)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import mobile_derm_quality.cli as qcli
-from mobile_derm_quality.gate_eval import gate_eval, roc_auc
+from mobile_derm_quality.gate_eval import gate_eval
+from mobile_derm_quality.roc import roc_auc
 
 REPO = Path(__file__).resolve().parents[2]
 

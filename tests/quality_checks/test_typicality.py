@@ -7,7 +7,7 @@ import pytest
 
 from mobile_derm_quality import GateConfig, assess, calibrate
 from mobile_derm_quality.errors import GateConfigError
-from mobile_derm_quality.typicality import DESCRIPTOR_SIZE, MIN_PHOTOS_TO_FIT, SkinPhotoModel, describe, fit
+from mobile_derm_quality.not_skin import DESCRIPTOR_SIZE, MIN_PHOTOS_TO_FIT, SkinPhotoModel, describe, fit
 
 
 def test_descriptor_has_its_declared_size_and_is_deterministic(make_skin):

@@ -1,5 +1,5 @@
 """Make the learned not-skin check: ImageNet EfficientNet-Lite0 features + a one-class
-model of skin photos, folded into one small .tflite (run by mobile_derm_quality.skin_check).
+model of skin photos, folded into one small .tflite (run by mobile_derm_quality.not_skin.SkinCheck).
 
 ``fit_skin_check(photos, out_dir)`` writes two files into ``out_dir``:
 - ``skin_check.tflite``: 64x64 RGB pixels (0-255, float32) in, one distance out
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.errors import ConfigError
-from mobile_derm_quality.skin_check import INPUT_SIZE, thumbnail
+from mobile_derm_quality import not_skin
+from mobile_derm_quality.not_skin import INPUT_SIZE, thumbnail
 
 N_COMPONENTS = 256
 BACKBONE = "efficientnet_lite0"
@@ -55,7 +56,7 @@ def unit_features(backbone, thumbs: np.ndarray) -> np.ndarray:
 
 
 def distance_model(backbone, photo_models):
-    """Keras model: raw pixels -> the smallest one-class distance (typicality.SkinPhotoModel)
+    """Keras model: raw pixels -> the smallest one-class distance (not_skin.SkinPhotoModel)
     over ``photo_models`` (one model or a list), computed in the graph on the unit-length
     features of one backbone pass."""
     from mobile_derm.model.specs import get_backbone_spec
@@ -84,10 +85,10 @@ def _distance_head(photo_model, tf):
     scale = tf.constant(photo_model.scale.astype(np.float32)[None])
     # components = unit directions / spread: one matrix product along the directions gives
     # both terms, half the head's weights (the two-model file: 16.1 MB instead of 18.7)
-    spread_inv = np.linalg.norm(photo_model.components, axis=0)
-    directions = tf.constant((photo_model.components / spread_inv).astype(np.float32))
+    spread_inv = np.linalg.norm(photo_model.projection, axis=0)
+    directions = tf.constant((photo_model.projection / spread_inv).astype(np.float32))
     spread_inv = tf.constant(spread_inv.astype(np.float32)[None])
-    k = photo_model.components.shape[1]
+    k = photo_model.n_directions
     residual_scale = float(photo_model.residual_scale)
 
     def distance(f):
@@ -147,19 +148,18 @@ def fit_skin_check(photos, out_dir: str | Path, source: str = "", weights="image
     analysis_size) and write the model file and its gate config into ``out_dir``."""
     from mobile_derm.io_utils import atomic_write_bytes
     from mobile_derm_quality import GateConfig
-    from mobile_derm_quality import typicality
 
-    if len(photos) < typicality.MIN_PHOTOS_TO_FIT:
-        raise ConfigError(None, f"need at least {typicality.MIN_PHOTOS_TO_FIT} good photos to fit the skin check, got {len(photos)}")
+    if len(photos) < not_skin.MIN_PHOTOS_TO_FIT:
+        raise ConfigError(None, f"need at least {not_skin.MIN_PHOTOS_TO_FIT} good photos to fit the skin check, got {len(photos)}")
     thumbs = np.stack([thumbnail(p) for p in photos])
     backbone = _backbone(weights)
     features = unit_features(backbone, thumbs)
-    half_models = typicality.half_models(features, n_components)
+    half_models = not_skin.half_models(features, n_components)
     # each photo's distance under the half model not fitted on it: what the shipped minimum
     # gives a new photo at most, and a fitting photo exactly or less
-    distances = typicality.cross_fit_distances(features, models=half_models)
-    quantiles = typicality.distance_quantiles(distances)
-    ramp = typicality.ramp_from_quantiles(quantiles)
+    distances = not_skin.cross_fit_distances(features, models=half_models)
+    quantiles = not_skin.distance_quantiles(distances)
+    ramp = not_skin.ramp_from_quantiles(quantiles)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def fit_skin_check(photos, out_dir: str | Path, source: str = "", weights="image
     config.ramps["not_skin"] = {"skin_check_distance": ramp, **{k: v for k, v in config.ramps["not_skin"].items()
                                                                   if k != "typicality"}}
     config.skin_check_model = MODEL_FILENAME
-    config.calibration = {"skin_check": {"photos": len(photos), "source": source, "n_components": int(half_models[0].components.shape[1]),
+    config.calibration = {"skin_check": {"photos": len(photos), "source": source, "n_components": half_models[0].n_directions,
                                          "models": "smallest distance of two half models",
                                          "backbone_arithmetic": "int8" if integer_backbone else "float32",
                                          "distance_quantiles": {k: round(v, 4) for k, v in quantiles.items()}}}

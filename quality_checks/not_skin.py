@@ -1,28 +1,52 @@
-"""Does this look like a photo of skin at all? A one-class model of skin photos.
+"""Does this look like a photo of skin at all? The gate's not-skin check, both ways.
 
 Colour rules alone cannot tell a close-up of skin from a brick wall, a cat or a cup
 of coffee: all of them are skin-coloured. And there is no set of "every photo that
-is not skin" to learn from. So this check learns from skin photos only (one-class):
-a small descriptor of colour layout, colour spread and texture, standardised and
-whitened along its main directions of variation over skin photos. The squared
-distance from the skin-photo mean in that space (divided by the number of
-directions, so a typical skin photo scores about 1) says how unlike a skin photo a
-picture is. The parameters are plain numbers in the GateConfig, so the exported
-model file carries them and an app computes the same score.
+is not skin" to learn from. So the check learns from skin photos only (one-class):
+features of a photo, standardised and whitened along their main directions of
+variation over skin photos (``whitened_distance.fit_one_class``). The squared distance
+from the skin-photo mean in that space, plus the distance from the subspace of those
+directions, divided by the number of directions plus one (so a typical skin photo
+scores about 1), says how unlike a skin photo a picture is. Two kinds of features:
 
-Refit it from your own good photos with ``mobile-derm calibrate-gate --fit-skin-model``.
-The shipped default is fitted on half of each skin set in ``../shared/data``
-(``python -m mobile_derm_quality.typicality``); gate-eval reports the pass rate on the
-other half separately.
+* The hand-made model (the gate's default; ramp ``typicality``): ``describe`` makes a
+  small descriptor of colour layout, colour spread and texture, and ``SkinPhotoModel``
+  holds the one-class model of it as plain numbers in the GateConfig, so the exported
+  model file carries them and an app computes the same score. Refit it from your own
+  good photos with ``mobile-derm calibrate-gate --fit-skin-model``. The shipped default
+  (data/skin_model.json) is fitted on half of each skin set in ``../shared/data``
+  (``python -m mobile_derm_quality.photo_sets``); gate-eval reports the pass rate on
+  the other half separately.
+
+* The learned check (ramp ``skin_check_distance``): the hand-made descriptor sees a
+  brick wall, a cat or a cup of coffee as skin-like and lets about a quarter of everyday
+  non-skin photos through. Features of a network trained on ImageNet's million everyday
+  photos tell those apart: EfficientNet-Lite0 at 64x64 pixels, its pooled features
+  scaled to unit length, with the same one-class model fitted on skin photos only. The
+  model file is made by ``mobile-derm fit-skin-check`` (``mobile_derm_export.not_skin_model``),
+  which needs TensorFlow and the ImageNet weights extra, so it is not shipped: the weights
+  package carries no licence that allows redistribution. The one-class model is folded
+  into the graph, so the file takes a 64x64 RGB thumbnail (pixel values 0-255, float32)
+  and returns one number: the distance, about 1 for a typical skin photo. An app runs the
+  same file with its TFLite runtime. Here ``SkinCheck`` runs it on LiteRT (about 0.8 ms on
+  one core with the int8 backbone that fit-skin-check writes; no TensorFlow import), the
+  TFLite runtime an app has anyway. OpenCV's dnn module was tried so that the gate would
+  need nothing else: its TFLite importer (OpenCV 5.0) runs the backbone in 5-6 ms, too
+  slow for the gate's 10 ms, and mis-shapes the one-class head's matrix products (README).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from mobile_derm_quality.errors import GateConfigError
+from mobile_derm_quality.whitened_distance import WhitenedDistance, fit_one_class
+
+# ---------------------------------------------------------------- the hand-made descriptor
 
 GRID = 4  # colour-layout grid (GRID x GRID cells)
 CHROMA_BINS = 6  # rg-chromaticity histogram bins per axis
@@ -31,7 +55,6 @@ HUE_BINS = 12
 DESCRIPTOR_SIZE = 4 * GRID * GRID + CHROMA_BINS**2 + ORIENTATION_BINS + 3 + HUE_BINS
 MIN_PHOTOS_TO_FIT = 50
 N_COMPONENTS = 24  # principal directions kept (of DESCRIPTOR_SIZE)
-MAX_PHOTOS_PER_SET = 1000  # so HAM10000's thousands of dermoscopy images do not outvote the phone photos
 
 
 def describe(rgb: np.ndarray) -> np.ndarray:
@@ -67,36 +90,33 @@ def describe(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(p, np.float32).ravel() for p in parts])
 
 
+# ---------------------------------------------------------------- the one-class model (either kind of features)
+
 @dataclass
-class SkinPhotoModel:
-    mean: np.ndarray  # (D,) descriptor mean over the fitting photos
-    scale: np.ndarray  # (D,) descriptor standard deviation
-    components: np.ndarray  # (D, k) principal directions, each divided by its spread (whitening)
-    residual_scale: float = 1.0  # mean squared distance of the fitting photos from that k-dim subspace
+class SkinPhotoModel(WhitenedDistance):
+    """The one-class model of skin photos (either kind of features): one centre, the
+    features standardised, with the distance from the subspace (fit_parameters)."""
+
     n_photos: int = 0
     source: str = ""
-    distance_quantiles: dict[str, float] = field(default_factory=dict)  # of the fitting photos
+    distance_quantiles: dict[str, float] = field(default_factory=dict)  # of the fitting photos, cross-fitted
 
-    def __post_init__(self):
-        # Unit-length principal directions for the residual term: computed once, not per photo.
-        self._directions = self.components / np.linalg.norm(self.components, axis=0)
-
-    def distance(self, descriptor: np.ndarray) -> float:
+    def distances(self, rows: np.ndarray) -> np.ndarray:
         """Whitened squared distance inside the skin-photo subspace plus the squared distance
         from it (in units of its typical value), per dimension: about 1 for a skin photo.
         The second term catches pictures that differ in ways skin photos never vary."""
-        z = (np.asarray(descriptor, np.float64) - self.mean) / self.scale
-        w = z @ self.components
-        residual = z - (z @ self._directions) @ self._directions.T
-        k = self.components.shape[1]
-        return float((w @ w + residual @ residual / self.residual_scale) / (k + 1))
+        return self.squared_distances(rows) / (self.n_directions + 1)
+
+    def distance(self, features: np.ndarray) -> float:
+        """``distances`` of one photo's features."""
+        return float(self.distances(np.asarray(features)[None])[0])
 
     def to_dict(self) -> dict:
         return {
             "descriptor_size": int(self.mean.shape[0]),
             "mean": [round(float(x), 6) for x in self.mean],
             "scale": [round(float(x), 6) for x in self.scale],
-            "components": [[round(float(x), 6) for x in row] for row in self.components],
+            "components": [[round(float(x), 6) for x in row] for row in self.projection],
             "residual_scale": round(float(self.residual_scale), 6),
             "n_photos": int(self.n_photos),
             "source": self.source,
@@ -118,24 +138,18 @@ class SkinPhotoModel:
         residual_scale = float(d.get("residual_scale", 1.0))
         if not residual_scale > 0:
             raise GateConfigError(source, "skin_model residual_scale must be > 0")
-        return cls(mean, scale, components, residual_scale, int(d.get("n_photos", 0)), str(d.get("source", "")),
-                   {str(k): float(v) for k, v in (d.get("distance_quantiles") or {}).items()})
+        return cls(mean, components, scale=scale, residual_scale=residual_scale, n_photos=int(d.get("n_photos", 0)),
+                   source=str(d.get("source", "")),
+                   distance_quantiles={str(k): float(v) for k, v in (d.get("distance_quantiles") or {}).items()})
 
 
 def fit_parameters(x: np.ndarray, n_components: int) -> SkinPhotoModel:
-    """The model's numbers alone (no input checks, no distance quantiles); any descriptor
-    length, so the learned skin check (skin_check.py) fits its features with it too."""
-    k = int(min(n_components, len(x) - 1, x.shape[1]))
-    mean = x.mean(axis=0)
-    # A floor on the spread keeps descriptor entries that are constant on skin photos
-    # (e.g. no green hue at all) from dividing by ~0 and dominating the distance.
-    scale = np.maximum(x.std(axis=0), 1e-3)
-    z = (x - mean) / scale
-    _, s, vt = np.linalg.svd(z, full_matrices=False)
-    components = vt[:k].T / np.maximum(s[:k] / np.sqrt(len(x)), 1e-6)
-    residual = z - (z @ vt[:k].T) @ vt[:k]
-    residual_scale = max(float(np.mean(np.sum(residual**2, axis=1))), 1e-6)
-    return SkinPhotoModel(mean, scale, components, residual_scale, len(x))
+    """The model's numbers alone (no input checks, no distance quantiles); any feature
+    length, so the learned check's fitting (mobile_derm_export.not_skin_model) uses it too."""
+    x = np.asarray(x, np.float64)
+    space = fit_one_class(x, n_components)
+    return SkinPhotoModel(space.mean, space.projection, scale=space.scale, residual_scale=space.residual_scale,
+                          n_photos=len(x))
 
 
 def fold_of(n: int) -> np.ndarray:
@@ -159,7 +173,7 @@ def cross_fit_distances(descriptors: np.ndarray, n_components: int = N_COMPONENT
     fold = fold_of(len(x))
     out = np.empty(len(x))
     for f, model in enumerate(models or half_models(x, n_components)):
-        out[fold == f] = [model.distance(row) for row in x[fold == f]]
+        out[fold == f] = model.distances(x[fold == f])
     return out
 
 
@@ -195,54 +209,48 @@ def ramp_from_quantiles(q: dict[str, float]) -> dict[str, float]:
     return {"good": round(good, 4), "bad": round(bad, 4)}
 
 
-def fitting_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndarray], str]:
-    """The analysis copies (longer side <= ``analysis_size``, default the GateConfig's) of the photos the shipped skin
-    models are fitted on: the fit half of each skin set under ``root`` (by a hash of the
-    file name), at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
-    Returns them and a line saying where they came from."""
-    from mobile_derm_quality.decode import read_image
-    from mobile_derm_quality.gate_eval import CLEAN_MIN_SIDE, LOWRES_SET, SKIN_MODEL_SETS, fit_half, read_rows
-    from mobile_derm_quality.features import shrink
+# ---------------------------------------------------------------- the learned check
 
-    if analysis_size is None:
-        from mobile_derm_quality.config import GateConfig
-
-        analysis_size = GateConfig.default().analysis_size
-    photos, used = [], {}
-    for ds in SKIN_MODEL_SETS:
-        rows = [r for r in read_rows(root / ds) if fit_half(r["image"])][:MAX_PHOTOS_PER_SET]
-        n = 0
-        for r in rows:
-            rgb = read_image(root / ds / r["image"])
-            if ds != LOWRES_SET and min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
-                continue
-            photos.append(shrink(rgb, analysis_size))
-            n += 1
-        used[ds] = n
-    return photos, "fit half of " + ", ".join(f"{k} ({v})" for k, v in used.items())
+INPUT_SIZE = 64  # below this the ImageNet features stop separating skin from scenes (README)
 
 
-def main(argv=None) -> int:
-    """Refit the shipped default from half of each skin set under the data root."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from mobile_derm_quality._atomic import atomic_write_text
-    from mobile_derm_quality.gate_eval import default_data_root
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "data" / "skin_model.json"))
-    args = parser.parse_args(argv)
-    root = Path(args.data_root) if args.data_root else default_data_root()
-    photos, source = fitting_photos(root)
-    model = fit(np.stack([describe(small) for small in photos]), source=source)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(model.to_dict()) + "\n")
-    print(f"{args.out}: {len(photos)} photos, distance quantiles {model.distance_quantiles}")
-    return 0
+def thumbnail(small_rgb: np.ndarray) -> np.ndarray:
+    """The check's input from the gate's analysis copy: 64x64, area-averaged, uint8 RGB."""
+    return cv2.resize(small_rgb, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+class SkinCheck:
+    """One skin-check .tflite on LiteRT, loaded once; ``distance(thumbnail)`` runs it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise GateConfigError(self.path, "skin-check model file not found (make it with mobile-derm fit-skin-check)")
+        try:
+            # imported here: LiteRT is needed only by a config that uses the learned check
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise GateConfigError(self.path, "the learned skin check runs on LiteRT: pip install ai-edge-litert") from None
+        try:
+            self._interpreter = Interpreter(model_path=str(self.path), num_threads=1)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise GateConfigError(self.path, f"not a TFLite model LiteRT can load ({str(exc).splitlines()[0]})") from None
+        inp = self._interpreter.get_input_details()[0]
+        out = self._interpreter.get_output_details()
+        if tuple(inp["shape"]) != (1, INPUT_SIZE, INPUT_SIZE, 3) or inp["dtype"] != np.float32 or len(out) != 1:
+            raise GateConfigError(self.path, f"not a skin-check model (input {tuple(inp['shape'])} {np.dtype(inp['dtype']).name}, "
+                                             f"{len(out)} outputs; expected (1, {INPUT_SIZE}, {INPUT_SIZE}, 3) float32, one output)")
+        self._input, self._output = inp["index"], out[0]["index"]
+
+    def distance(self, thumb: np.ndarray) -> float:
+        """Distance of a 64x64 RGB uint8 thumbnail from the skin photos (about 1: typical)."""
+        self._interpreter.set_tensor(self._input, np.asarray(thumb, np.float32)[None])
+        self._interpreter.invoke()
+        return float(self._interpreter.get_tensor(self._output).reshape(-1)[0])
+
+
+@functools.lru_cache(maxsize=4)
+def load_skin_check(path: str) -> SkinCheck:
+    """The SkinCheck of a file, loaded once per process."""
+    return SkinCheck(path)
