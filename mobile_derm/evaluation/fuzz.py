@@ -199,11 +199,11 @@ def judge(data: bytes, name: str, predictor=None) -> tuple[str, str]:
 
     try:
         photo = decode_photo(data, name)
-        verdict = assess(photo.rgb, path=name)
-        if predictor is not None and verdict.decision != "reject":
-            probs, unfamiliarity = predictor.predict(photo.rgb)
-            predictor.explain(probs, unfamiliarity=unfamiliarity)
-        return "verdict", verdict.decision
+        if predictor is None:
+            return "verdict", assess(photo.rgb, path=name).decision
+        # the app's path: the gate from the model's metadata, then the classifier unless it rejects
+        prediction = predictor.predict(photo.rgb)
+        return "verdict", prediction.quality["decision"] if prediction.quality else "classified"
     except MobileDermError as exc:
         message = str(exc)
         if not message.startswith(f"{name}: ") or "\n" in message or "object at 0x" in message:
