@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from mobile_derm.errors import ConfigError, DataError, ModelFileError
 from mobile_derm.evaluation.report import evaluate_probs
-from mobile_derm.io_utils import atomic_path, atomic_write_text
+from mobile_derm.io_utils import atomic_write_text
+from mobile_derm_quality.files import pyplot, save_figure
 from mobile_derm.app.model_info import ModelInfo
 
 TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "agreement_with_float",
@@ -285,10 +286,7 @@ def markdown_table(document: dict) -> str:
 
 
 def plot_benchmark(document: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = {k: v for k, v in document["variants"].items() if "size_bytes" in v}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -307,9 +305,7 @@ def plot_benchmark(document: dict, path: Path) -> None:
         ax.set_ylabel("balanced accuracy")
     fig.suptitle(f"{document['model']}: accuracy vs size vs latency")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def print_table(document: dict) -> None:

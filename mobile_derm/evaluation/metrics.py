@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mobile_derm_quality.roc import roc_auc as separation_auc
+
 
 def topk_accuracy(probs: np.ndarray, y: np.ndarray, k: int) -> float:
     k = min(k, probs.shape[1])
@@ -50,11 +52,9 @@ def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve; NaN when only one class is present."""
-    y_true = np.asarray(y_true).astype(bool)
-    if y_true.all() or (~y_true).all():
-        return float("nan")
-    fpr, tpr, _ = roc_curve(y_true, np.asarray(scores, dtype=np.float64))
-    return float(np.trapezoid(tpr, fpr))
+    y_true, scores = np.asarray(y_true).astype(bool), np.asarray(scores, dtype=np.float64)
+    auc = separation_auc(scores[y_true], scores[~y_true])  # the project's one ROC-AUC (mobile_derm_quality.roc)
+    return float("nan") if auc is None else auc
 
 
 def sensitivity_specificity(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:

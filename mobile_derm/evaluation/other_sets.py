@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.errors import ConfigError
-from mobile_derm.io_utils import atomic_path, atomic_write_text
+from mobile_derm.io_utils import atomic_write_text
+from mobile_derm_quality.files import pyplot, save_figure
 
 DEFAULT_SETS = ("ood", "pad_ufes20", "sd198", "derm7pt")
 
@@ -114,10 +115,7 @@ def table(document: dict) -> str:
 
 
 def _plot(scores: dict, ood_threshold: float, familiarity_threshold: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, (top, dist) in scores.items():
@@ -129,6 +127,4 @@ def _plot(scores: dict, ood_threshold: float, familiarity_threshold: float, path
     axes[1].set_xlabel("log10 feature distance (abstain right of the line)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.evaluation import metrics
-from mobile_derm.io_utils import atomic_path, atomic_write_text
+from mobile_derm.io_utils import atomic_write_text
+from mobile_derm_quality.files import pyplot, save_figure
 from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.taxonomy import choose_thresholds
 
@@ -85,10 +86,7 @@ def _jsonable(value):
 
 
 def plot_report(probs, y, info: ModelInfo, report: dict, out_dir: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
     cm = np.asarray(report["confusion_matrix"], dtype=np.float64)
@@ -124,6 +122,4 @@ def plot_report(probs, y, info: ModelInfo, report: dict, out_dir: Path, title: s
     ax.set_title(f"reliability (ECE {report['ece']:.3f})")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(out_dir / "evaluation.png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "evaluation.png")
