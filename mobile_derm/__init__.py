@@ -1,11 +1,12 @@
 """mobile_derm: a skin-disorder classifier packaged for smartphone apps.
 
-The Python API, in a few lines (``mobile_derm.api`` has the details)::
+The Python API, in a few lines (``mobile_derm.api`` has the details; after
+``mobile-derm demo`` the paths exist, and tests/mobile_derm/test_api.py runs this)::
 
     from mobile_derm import Classifier, Predictor, TrainConfig, load_dataset
 
     data = load_dataset("runs/demo/data")          # a preset name, a labels CSV or class folders
-    clf = Classifier.train(data, TrainConfig(input_size=64, finetune_epochs=1), out="runs/quick")
+    clf = Classifier.train(data, TrainConfig(input_size=64, head_epochs=5, finetune_epochs=1), out="runs/quick")
     paths = clf.export("runs/quick/models", variants=("float32", "int8"))   # {variant: path}
     rows = clf.benchmark("runs/quick/models")      # {variant: accuracy, agreement, size, latency}
     result = Predictor(paths["int8"]).predict("photo.jpg")   # LiteRT only, no TensorFlow

@@ -23,22 +23,27 @@ from pathlib import Path
 
 from mobile_derm.errors import ConfigError
 
-DEFAULT_EXPORT_VARIANTS = ("float32", "float16", "int8")
+from mobile_derm_export.convert import DEFAULT_VARIANTS as DEFAULT_EXPORT_VARIANTS  # the default lives there
 
 
 def load_dataset(data, data_root: str | Path | None = None):
     """A Dataset from a preset name (ham10000, pad_ufes20, derm7pt, sd198, ood; found
     under ``data_root``, default ``$MOBILE_DERM_DATA`` or ../shared/data), a labels CSV
-    (columns ``image``, ``label``, optional ``group``) or a class-per-folder tree.
+    (columns ``image``, ``label``, optional ``group``), a folder holding such a
+    ``labels.csv`` (as ``mobile-derm demo`` writes), or a class-per-folder tree.
     A Dataset is returned as it is.
 
-    >>> data = load_dataset("runs/demo/data/labels.csv")  # doctest: +SKIP
-    >>> data.classes[:2]                                  # doctest: +SKIP
-    ['demo_melanoma_like', 'demo_nevus_like']
+    >>> data = load_dataset("runs/demo/data")  # doctest: +SKIP
+    >>> len(data.classes)                      # doctest: +SKIP
+    6
     """
-    from mobile_derm.datasets.sources import Dataset, load
+    from mobile_derm.datasets.sources import PRESETS, Dataset, load
 
-    return data if isinstance(data, Dataset) else load(data, data_root)
+    if isinstance(data, Dataset):
+        return data
+    if str(data) not in PRESETS and (Path(data) / "labels.csv").is_file():
+        data = Path(data) / "labels.csv"
+    return load(data, data_root)
 
 
 class Classifier:
@@ -140,7 +145,7 @@ class Classifier:
     def export(self, out: str | Path, variants=DEFAULT_EXPORT_VARIANTS, *, io_type: str = "uint8",
                gate_config=None, qat_epochs: int = 2, qat_learning_rate: float = 1e-5) -> dict[str, Path]:
         """Write ``<variant>.tflite`` files with metadata into ``out`` and return
-        {variant: path}. Variants: float32, dynamic, float16, int8, int16x8, qat_int8
+        {variant: path}. Variants: float32, float16, int8, qat_int8
         (quantization-aware distillation, ``qat_epochs`` at ``qat_learning_rate``).
         Integer variants are calibrated on training images. ``gate_config``: the
         quality gate to pack instead of the run's (a GateConfig, a config file, or

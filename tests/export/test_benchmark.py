@@ -55,3 +55,115 @@ def test_latency_columns_give_every_model_its_ratio_to_float32(tmp_path):
     assert len(columns["small"]["latency_vs_float32_by_block"]) == LATENCY_BLOCKS
     assert all(r < 1 for r in columns["small"]["latency_vs_float32_by_block"])
     assert columns["small"]["latency_ms_p50_2threads"] > 0
+
+
+# ------------------------------------------------------------ models brought from elsewhere
+BYO_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def brought_models(tmp_path_factory):
+    """Two .tflite files made with plain tf.lite.TFLiteConverter (no metadata of ours):
+    a float32 model and its full-integer version with a uint8 input, plus a labelled
+    folder of generated images (class sub-folders) and a labels.txt."""
+    from mobile_derm.tf_setup import keras, tf
+
+    root = tmp_path_factory.mktemp("byo")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((BYO_SIZE, BYO_SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)  # enough weights for int8 to be smaller
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    (root / "float.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+    rng = np.random.default_rng(0)
+
+    def calibration():
+        for _ in range(20):
+            yield [rng.uniform(-1, 1, (1, BYO_SIZE, BYO_SIZE, 3)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    (root / "quantized.tflite").write_bytes(converter.convert())
+
+    import cv2
+
+    for label, colour in (("reddish", (40, 40, 200)), ("bluish", (200, 60, 40))):
+        folder = root / "photos" / label
+        folder.mkdir(parents=True)
+        for i in range(4):
+            image = np.clip(np.array(colour) + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(folder / f"{i}.png"), image)
+    (root / "labels.txt").write_text("bluish\nreddish\n")
+    return root
+
+
+def test_benchmark_of_brought_models_writes_the_usual_columns(brought_models, tmp_path, capsys):
+    """`mobile-derm benchmark --models A B --data FOLDER --labels labels.txt`, no training run:
+    both files get accuracy, agreement with the float one, size and latency columns."""
+    import json
+
+    from mobile_derm.cli import main
+
+    root = brought_models
+    out = tmp_path / "bench"
+    code = main(["benchmark", "--models", str(root / "float.tflite"), str(root / "quantized.tflite"),
+                 "--data", str(root / "photos"), "--labels", str(root / "labels.txt"), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    document = json.loads((out / "benchmark.json").read_text())
+    rows = document["variants"]
+    assert set(rows) == {"float", "quantized"}
+    assert document["reference"] == "float" and document["n_test"] == 8
+    for name, row in rows.items():
+        for column in ("top1", "balanced_accuracy", "agreement_with_float", "latency_ms_p50", "latency_vs_float32"):
+            assert row[column] is not None, (name, column)
+        assert 0.0 <= row["top1"] <= 1.0 and 0.0 <= row["agreement_with_float"] <= 1.0
+        assert row["size_bytes"] == (root / f"{name}.tflite").stat().st_size
+        assert row["n_test"] == 8
+    assert rows["float"]["agreement_with_float"] == 1.0 and rows["float"]["latency_vs_float32"] == 1.0
+    assert rows["quantized"]["size_bytes"] < rows["float"]["size_bytes"]
+    table = (out / "benchmark.md").read_text()
+    assert "| float |" in table and "| quantized |" in table and "over float's" in table
+    assert (out / "benchmark.png").stat().st_size > 0
+
+
+def test_brought_models_get_the_same_probabilities_as_the_converter_made_them(brought_models):
+    """The float file's scores in the benchmark equal LiteRT's on the normalized image
+    ((pixel - 127.5) / 127.5 by default), so an unlabelled model is read the documented way."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobile_derm_export.benchmark import BYO_MEAN, BYO_STD, open_brought_model, tflite_probs
+
+    model, labels, info = open_brought_model(brought_models / "float.tflite", ["bluish", "reddish"])
+    assert labels == ["bluish", "reddish"] and info is None and model.float_input
+    pixels = np.random.default_rng(1).integers(0, 256, (3, BYO_SIZE, BYO_SIZE, 3), dtype=np.uint8)
+    interp = Interpreter(model_path=str(brought_models / "float.tflite"))
+    interp.allocate_tensors()
+    expected = []
+    for p in pixels:
+        interp.set_tensor(interp.get_input_details()[0]["index"],
+                          ((p.astype(np.float32) - BYO_MEAN) / BYO_STD)[None].astype(np.float32))
+        interp.invoke()
+        expected.append(interp.get_tensor(interp.get_output_details()[0]["index"])[0])
+    np.testing.assert_allclose(tflite_probs(model, pixels, progress=False), np.array(expected), atol=1e-6)
+
+
+def test_brought_models_without_labels_or_with_unknown_classes_are_one_line_errors(brought_models, tmp_path, capsys):
+    from mobile_derm.cli import main
+
+    root = brought_models
+    models = ["--models", str(root / "float.tflite"), str(root / "quantized.tflite")]
+    assert main(["benchmark", *models, "--data", str(root / "photos"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "float.tflite" in err[-1] and "--labels" in err[-1]
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("bluish\ngreenish\n")
+    assert main(["benchmark", *models, "--data", str(root / "photos"), "--labels", str(wrong),
+                 "--out", str(tmp_path)]) == 2
+    assert "reddish" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "benchmark.json").exists()
