@@ -1,18 +1,18 @@
 """Backbone benchmark for the README: params, .tflite sizes and LiteRT latency
-of each backbone, float32 vs dynamic vs int8, all measured in one run.
+of each backbone, float32 vs int8, all measured in one run.
 
     python -m mobile_derm_export.backbone_benchmark --out runs/backbones \\
         [--backbones efficientnet_lite0,efficientnet_b0] [--size 224] [--classes 7] [--runs 50]
 
 For each backbone it builds the classifier the project trains (backbone +
 dropout + an N-class softmax head, ``mobile_derm.model.classifier.build_classifier``),
-converts it to float32, dynamic-range and full-integer int8 (uint8 I/O), writes
+converts it to float32 and full-integer int8 (uint8 I/O), writes
 each file with our metadata and measures on LiteRT, batch 1:
 
 * ``size_bytes`` of the file (metadata included),
 * latency p50/p95 with 1 thread and p50 with 2 threads (``mobile_derm_export.benchmark.latency_columns``, variants timed interleaved),
 * the ratios to float32 (size, latency), and
-* the int8 (and dynamic) model's top-1 agreement with the float32 model and the
+* the int8 model's top-1 agreement with the float32 model and the
   mean absolute probability difference, on photos the int8 model was NOT
   calibrated on (when there are enough photos; the JSON says).
 
@@ -54,7 +54,7 @@ from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.model.specs import get_backbone_spec
 
 DEFAULT_BACKBONES = ("efficientnet_lite0", "efficientnet_b0")
-VARIANTS = ("float32", "dynamic", "int8")
+VARIANTS = ("float32", "int8")  # dynamic-range was retired (docs/options.md)
 IMAGENET_VARIANTS = ("float32", "int8")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 B0_WEIGHTS_NOTE = ("random weights: keras.applications' EfficientNet-B0 ImageNet weights are a run-time "

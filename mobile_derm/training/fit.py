@@ -14,35 +14,18 @@ import numpy as np
 from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.io_utils import atomic_path, atomic_write_text
 from mobile_derm.model.classifier import (build_classifier, ensemble_classifier, feature_extractor, features_and_probs,
-                                          freeze_batchnorm, freeze_lower_blocks, predict_probs, shift_heads, view_stack)
+                                          freeze_batchnorm, predict_probs, shift_heads, view_stack)
 from mobile_derm.training.config import TrainConfig
 from mobile_derm.training.runs import dataset_pixels, save_final_weights, start_run
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
-    """Per-class loss weights, mean 1 over the training images."""
+    """Per-class loss weights (``TrainConfig.class_weighting``: "none" or "balanced",
+    inverse class frequency), scaled to mean 1 over the training images."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    if mode == "none":
-        w = np.ones(n_classes)
-    else:
-        inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-        w = np.sqrt(inv) if mode == "sqrt" else inv
-    return _mean_one(w, counts)
-
-
-def _mean_one(w: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``w`` scaled so that its mean over images with these class counts is 1."""
+    w = np.ones(n_classes) if mode == "none" else np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
     w = w / max(np.sum(w * counts) / max(counts.sum(), 1), 1e-12)
     return w.astype(np.float32)
-
-
-def effective_class_weights(y: np.ndarray, n_classes: int, config: TrainConfig) -> np.ndarray:
-    """What each class weighs in the fine-tuning objective: its loss weight times how
-    much more often oversampling draws it. Stages that see the data unsampled (the
-    head on cached features, validation) use these, so all judge one objective."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    rates = class_weights(y, n_classes, config.oversampling)  # "sqrt": 1/sqrt(n_c), mean 1
-    return _mean_one(class_weights(y, n_classes, config.class_weighting) * rates, counts)
 
 
 @dataclass
@@ -132,16 +115,12 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     """Fold a prior correction into ``model``'s head bias (in place); returns the
     record for ModelInfo and the validation probabilities of the adjusted model.
     ``val_probs`` is the (views, N, classes) stack of ``view_stack``; ``setting`` a
-    tau, "validation" (tau chosen there) or "per_class" (then refined per class);
-    ``trained_tau`` (the loss's own adjustment) lets validation choose a negative tau."""
+    tau or "validation" (tau chosen there); ``trained_tau`` (the loss's own adjustment) lets validation choose a negative tau."""
     from mobile_derm.training import logit_adjustment as la
 
     prior = training_prior(y_train, n_classes)
     chosen: dict = {}
-    if setting == "per_class":
-        shift, chosen = la.choose_class_shift(val_probs, y_val, prior, la.tau_grid(trained_tau))
-        tau = chosen.pop("tau")
-    elif setting == "validation":
+    if setting == "validation":
         tau, curve = la.choose_tau(val_probs, y_val, prior, la.tau_grid(trained_tau))
         shift, chosen = la.prior_shift(prior, tau), {"validation_curve": curve}
     else:
@@ -154,12 +133,8 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
         after = adjusted.argmax(axis=1)
         from mobile_derm.evaluation.metrics import balanced_accuracy
 
-        how = f"tau {tau:.2f}" + (", refined per class" if chosen.get("per_class") else "")
-        print(f"logit adjustment: {how}, chosen on validation (balanced accuracy {before['balanced_accuracy']:.3f} -> "
+        print(f"logit adjustment: tau {tau:.2f}, chosen on validation (balanced accuracy {before['balanced_accuracy']:.3f} -> "
               f"{balanced_accuracy(y_val, after, n_classes):.3f}, top-1 {before['top1']:.3f} -> {np.mean(after == y_val):.3f})")
-        if "held_out_balanced_accuracy" in chosen:
-            print(f"  per-class offsets on held-out validation halves: {chosen['held_out_balanced_accuracy']} "
-                  f"({'kept' if chosen['per_class'] else 'not kept: no better than tau alone'})")
     record = {"tau": tau, "chosen_on": "validation" if chosen else "config",
               "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift], **chosen}
     return record, adjusted
@@ -173,16 +148,12 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
     spec = config.spec
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(config, n_classes)
-    # Stage 1 only reads backbone features, so the low blocks can be frozen now, where
-    # a frozen_blocks the backbone cannot give stops the run before anything is written.
-    freeze_lower_blocks(model, config.frozen_blocks)
     start_run(run_dir, split, config)
     # Validation is weighted like training, so early stopping and the head-versus-
     # fine-tuned choice judge the same (class-balanced) objective the model learns;
     # an unweighted validation loss penalises exactly the shift towards rare classes
     # that the weights ask for.
     weights_per_class = class_weights(y_train, n_classes, config.class_weighting)
-    objective_weights = effective_class_weights(y_train, n_classes, config)
     loss = _smoothed_loss(config.label_smoothing, n_classes,
                           training_logit_shift(y_train, n_classes, config.loss_logit_adjustment))
 
@@ -200,7 +171,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         print(f"stage 1: features for {len(x_train)} train / {len(x_val)} val images")
         f_train = predict_probs(feature_model, x_train, spec.mean, spec.std)
         f_val = predict_probs(feature_model, x_val, spec.mean, spec.std)
-        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, objective_weights, loss)
+        history["head"] = _fit_head(model, f_train, y_train, f_val, y_val, config, n_classes, weights_per_class, loss)
         with atomic_path(head_file) as tmp:
             model.save_weights(str(tmp))
         atomic_write_text(history_file, json.dumps(history))
@@ -221,13 +192,9 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
             loss=loss,
             metrics=["accuracy"],
         )
-        oversampled = config.oversampling != "none"
-        train_ds = make_dataset(
-            x_train, y_train, spec.mean, spec.std, config.batch_size, training=True, augmentation=config.augment,
-            seed=config.seed, sample_weights=weights_per_class[y_train],
-            class_rates=class_weights(y_train, n_classes, config.oversampling) if oversampled else None,
-        )
-        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=objective_weights[y_val])
+        train_ds = make_dataset(x_train, y_train, spec.mean, spec.std, config.batch_size, training=True,
+                                seed=config.seed, sample_weights=weights_per_class[y_train])
+        val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=weights_per_class[y_val])
         # Fine-tuning must pay for itself: it has to beat the head alone on
         # validation, or the head's weights are kept (small data sets overfit).
         head_val_loss = float(model.evaluate(val_ds, verbose=0)[0])
@@ -239,7 +206,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
               f"(head alone: val_loss {head_val_loss:.4f})")
         fit = model.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks,
-                        steps_per_epoch=steps if oversampled else None, verbose=2 if not progress else 1)
+                        verbose=2 if not progress else 1)
         history["finetune"] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
         history["head_val_loss"] = head_val_loss
         best_val_loss = min(history["finetune"].get("val_loss", [np.inf]))
@@ -288,7 +255,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     from mobile_derm.taxonomy import Taxonomy
 
     run_dir = Path(run_dir)
-    spec, size = config.spec, config.image_size
+    spec, size = config.spec, config.input_size
     labels = list(dataset.classes)
     n_classes = len(labels)
     taxonomy = taxonomy or Taxonomy.load()
@@ -327,7 +294,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # With test-time views the probabilities are averaged over views (mobile_derm.model.views),
     # as the exported model does; the familiarity model keeps the photo as given.
     adjustment = None
-    if config.logit_adjustment != 0:  # a tau, "validation" or "per_class"
+    if config.logit_adjustment != 0:  # a tau or "validation"
         adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment,
                                               config.loss_logit_adjustment)
     else:

@@ -7,16 +7,10 @@ towards the rare classes; tau = 1 is the Bayes-optimal correction for balanced
 error when the probabilities are calibrated, smaller values are a compromise.
 ``tau`` is chosen on the validation split, never on test.
 
-``choose_class_shift`` goes one step further: one offset per class, searched on
-validation around the tau shift (a per-class decision threshold). It is kept only
-if it also wins on validation photos it was not fitted on (two class-stratified
-halves, each fitted on one and scored on the other); a small validation split
-(a PAD-UFES-20 fold) would otherwise trade generalisation for its own noise.
-
 The shift is added to the bias of the final ``head`` layer (the softmax input),
 so every copy of the model -- Keras, ``.tflite``, QAT -- carries it without any
 code at prediction time. ``ModelInfo.logit_adjustment`` records it for people
-and for ``train.load_run``, which re-applies it to the saved trained weights.
+and for ``mobile_derm.training.runs.load_run``, which re-applies it to the saved trained weights.
 """
 from __future__ import annotations
 
@@ -27,8 +21,6 @@ from mobile_derm.evaluation.metrics import balanced_accuracy
 # Candidate tau values; 0 (no adjustment) is always one of them.
 TAU_STEP = 0.05
 TAU_GRID = tuple(round(TAU_STEP * i, 2) for i in range(0, 31))
-# Per-class moves tried around the tau shift, in logit units (+1 = 2.7x the odds).
-CLASS_STEPS = tuple(round(0.1 * i, 1) for i in range(-10, 11))
 
 
 def tau_grid(trained_tau: float = 0.0) -> tuple[float, ...]:
@@ -76,71 +68,6 @@ def choose_tau(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, grid=TAU_GRI
                       "top1": float(np.mean(pred == y))})
     best = max(curve, key=lambda point: (round(point["balanced_accuracy"], 6), -abs(point["tau"])))
     return best["tau"], curve
-
-
-def _balanced_accuracy(probs: np.ndarray, y: np.ndarray, shift: np.ndarray) -> float:
-    return balanced_accuracy(y, adjusted_mean(probs, shift).argmax(axis=1), probs.shape[-1])
-
-
-def fit_class_shift(probs: np.ndarray, y: np.ndarray, start: np.ndarray, steps=CLASS_STEPS, sweeps: int = 3) -> np.ndarray:
-    """Coordinate ascent on balanced accuracy over one logit offset per class, from
-    ``start``: each class in turn takes the move of ``steps`` that scores best (ties:
-    the smallest move), until a sweep moves nothing. Returns the centred shift."""
-    shift = np.array(start, dtype=np.float64)
-    best = _balanced_accuracy(probs, y, shift)
-    smallest_first = sorted(steps, key=abs)
-    for _ in range(sweeps):
-        moved = False
-        for c in range(probs.shape[-1]):
-            best_step = 0.0
-            for step in smallest_first:
-                trial = shift.copy()
-                trial[c] += step
-                score = _balanced_accuracy(probs, y, trial)
-                if score > best + 1e-9:
-                    best, best_step = score, step
-            if best_step:
-                shift[c] += best_step
-                moved = True
-        if not moved:
-            break
-    return shift - shift.mean()
-
-
-def stratified_halves(y: np.ndarray, seed: int = 0) -> np.ndarray:
-    """0/1 per example, each class split as evenly as it allows, deterministic from ``seed``."""
-    rng = np.random.default_rng(seed)
-    half = np.zeros(len(y), dtype=np.int64)
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        half[members[1::2]] = 1
-    return half
-
-
-def choose_class_shift(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, grid=TAU_GRID, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """The validation tau's shift, refined per class (``fit_class_shift``) when that
-    refinement also wins on held-out halves of the validation split. ``probs`` as in
-    ``choose_tau``. Returns the shift and a record: tau, whether the per-class
-    offsets were kept, and both rules' held-out balanced accuracies."""
-    y = np.asarray(y)
-    half = stratified_halves(y, seed)
-    held_out = {"tau": [], "per_class": []}
-    for h in (0, 1):
-        fit, held = half == h, half != h
-        tau_h, _ = choose_tau(probs[..., fit, :], y[fit], prior, grid)
-        start = prior_shift(prior, tau_h)
-        held_out["tau"].append(_balanced_accuracy(probs[..., held, :], y[held], start))
-        refined = fit_class_shift(probs[..., fit, :], y[fit], start)
-        held_out["per_class"].append(_balanced_accuracy(probs[..., held, :], y[held], refined))
-    tau, curve = choose_tau(probs, y, prior, grid)
-    shift = prior_shift(prior, tau)
-    per_class = float(np.mean(held_out["per_class"])) > float(np.mean(held_out["tau"]))
-    if per_class:
-        shift = fit_class_shift(probs, y, shift)
-    record = {"tau": tau, "per_class": per_class, "validation_curve": curve,
-              "held_out_balanced_accuracy": {k: [round(float(v), 4) for v in vals] for k, vals in held_out.items()},
-              "validation_balanced_accuracy": round(_balanced_accuracy(probs, y, shift), 4)}
-    return shift, record
 
 
 def apply_to_model(model, shift: np.ndarray, layer_name: str = "head") -> None:

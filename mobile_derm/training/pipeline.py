@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-from mobile_derm.training.config import AUGMENTATIONS
 from mobile_derm.tf_setup import tf
 
 
@@ -77,17 +76,6 @@ def jpeg_artefacts(image, min_quality: int = 40, max_quality: int = 95):
     return tf.image.adjust_jpeg_quality(image / 255.0, quality) * 255.0
 
 
-def light_augment(image, size: int):
-    """Flips, quarter turns and light only: no zoom, tilt, blur or JPEG. For dermoscopy,
-    whose framing and optics are fixed, the phone-capture chain costs accuracy."""
-    image = tf.cast(image, tf.float32)
-    image = tf.image.random_flip_left_right(image)
-    image = tf.image.random_flip_up_down(image)
-    image = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32))
-    image = random_lighting(image)
-    return tf.ensure_shape(image, [size, size, 3])
-
-
 def augment(image, size: int):
     """The training-time chain (phone capture): geometry, light, then blur/JPEG sometimes."""
     image = tf.cast(image, tf.float32)
@@ -114,32 +102,21 @@ def make_dataset(
     seed: int = 0,
     sample_weights: np.ndarray | None = None,
     shuffle: bool | None = None,
-    augmentation: str = "phone",
-    class_rates: np.ndarray | None = None,
 ):
     """Batches of normalized images ((pixel - mean) / std) and labels.
 
-    ``training`` augments (``augmentation``: "phone", "light" or "none") and shuffles;
-    ``shuffle`` overrides the shuffling alone (distillation wants shuffled but
-    unaugmented images). ``class_rates`` (one number per class) oversamples: an
-    endless stream in which an image of class c is drawn ``class_rates[c]`` times as
-    often as under plain shuffling; the caller sets ``steps_per_epoch``."""
-    if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {sorted(AUGMENTATIONS)}, not {augmentation!r}")
+    ``training`` augments (``augment``: phone capture) and shuffles; ``shuffle``
+    overrides the shuffling alone (distillation wants shuffled but unaugmented images)."""
     size = int(pixels.shape[1])
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     parts = [pixels] + ([labels] if labels is not None else []) + ([sample_weights] if sample_weights is not None else [])
-    if class_rates is not None:
-        ds = _oversampled(parts, np.asarray(labels), np.asarray(class_rates, np.float64), seed)
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(tuple(parts))
-        if training if shuffle is None else shuffle:
-            ds = ds.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
-    chain = {"phone": augment, "light": light_augment}.get(augmentation) if training else None
+    ds = tf.data.Dataset.from_tensor_slices(tuple(parts))
+    if training if shuffle is None else shuffle:
+        ds = ds.shuffle(len(pixels), seed=seed, reshuffle_each_iteration=True)
 
     def prepare(image, *rest):
-        image = chain(image, size) if chain else tf.cast(image, tf.float32)
+        image = augment(image, size) if training else tf.cast(image, tf.float32)
         return ((image - mean) / std, *rest)
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
@@ -151,18 +128,3 @@ def make_dataset(
     options.threading.max_intra_op_parallelism = 1
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
-
-def _oversampled(parts: list, labels: np.ndarray, class_rates: np.ndarray, seed: int):
-    """An endless stream of (pixels, label, ...) drawn class by class: one reshuffled,
-    repeating index stream per class, mixed with probability rate x class size."""
-    classes = [c for c in range(len(class_rates)) if np.any(labels == c) and class_rates[c] > 0]
-    streams = [
-        tf.data.Dataset.from_tensor_slices(np.flatnonzero(labels == c))
-        .shuffle(int(np.sum(labels == c)), seed=seed + c, reshuffle_each_iteration=True)
-        .repeat()
-        for c in classes
-    ]
-    mix = np.array([class_rates[c] * np.sum(labels == c) for c in classes])
-    indices = tf.data.Dataset.sample_from_datasets(streams, weights=list(mix / mix.sum()), seed=seed)
-    tensors = tuple(tf.constant(p) for p in parts)
-    return indices.map(lambda i: tuple(tf.gather(t, i) for t in tensors))

@@ -114,6 +114,6 @@ def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = Tr
     split = Split.load(run_dir / "split.json", dataset)
     if list(dataset.classes) != list(info.labels):
         raise DataError(run_dir, f"dataset classes {dataset.classes} differ from the run's labels {info.labels}")
-    pixels = dataset_pixels(dataset, config.image_size, cache_dir, progress)
+    pixels = dataset_pixels(dataset, config.input_size, cache_dir, progress)
     y = np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64)
     return pixels, y, split

@@ -3,16 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from mobile_derm.training.config import TrainConfig
+from mobile_derm.training.config import DEFAULT_RECIPE, TrainConfig
 from mobile_derm.errors import ConfigError
-from mobile_derm.training.fit import class_weights, effective_class_weights
+from mobile_derm.training.fit import class_weights
 
 
 def test_config_round_trips_through_json(tmp_path):
     config = TrainConfig(input_size=160, finetune_epochs=3, class_weighting="balanced")
     config.save(tmp_path / "c.json")
     assert TrainConfig.load(tmp_path / "c.json") == config
-    assert config.image_size == 160 and TrainConfig().image_size == config.spec.input_size == 224
+    assert config.input_size == 160 and TrainConfig(input_size=None).input_size == config.spec.input_size == 224
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -22,7 +22,13 @@ def test_config_round_trips_through_json(tmp_path):
     ('{"augment": "heavy"}', "augment"),
     ('{"split_fractions": [0.5, 0.5, 0.5]}', "split_fractions"),
     ('{"learning_rat": 1}', "learning_rat"),
-    ('{"logit_adjustment": "often"}', "per_class"),
+    ('{"logit_adjustment": "often"}', "logit_adjustment"),
+    ('{"logit_adjustment": "per_class"}', "logit_adjustment 'per_class' was retired"),
+    ('{"class_weighting": "sqrt"}', "class_weighting 'sqrt' was retired"),
+    ('{"weights": "runs/ham/weights.h5"}', "weights file was retired"),
+    ('{"backbone": "efficientnet_lite1"}', "efficientnet_lite1"),
+    ('{"input_size": 16}', "input_size"),
+    ('{"input_size": 160.5}', "input_size"),
     ('{"frozen_blocks": -1}', "frozen_blocks"),
     ('{"frozen_blocks": 2.5}', "frozen_blocks"),
     ('{"ensemble_members": 0}', "ensemble_members"),
@@ -42,24 +48,43 @@ def test_bad_config_files_name_the_problem(tmp_path, content, fragment):
 
 def test_class_weights_balance_the_loss():
     y = np.array([0] * 90 + [1] * 10)
-    for mode, ratio in (("none", 1.0), ("sqrt", 3.0), ("balanced", 9.0)):
+    for mode, ratio in (("none", 1.0), ("balanced", 9.0)):
         w = class_weights(y, 2, mode)
         assert w[1] / w[0] == pytest.approx(ratio)
         assert np.mean(w[y]) == pytest.approx(1.0)  # the loss keeps its scale
 
 
-def test_older_on_off_augment_setting_still_loads():
-    assert TrainConfig(augment=True).augment == "phone"
-    assert TrainConfig(augment=False).augment == "none"
+# train_config.json of a HAM10000 recipe run as the code before the retirements saved it
+OLDER_RUN_CONFIG = {
+    "backbone": "efficientnet_lite0", "input_size": 160, "weights": "imagenet", "allow_random_weights": False,
+    "batch_size": 32, "head_epochs": 40, "head_learning_rate": 0.001, "finetune_epochs": 14,
+    "finetune_learning_rate": 0.001, "warmup_epochs": 0.5, "weight_decay": 1e-05, "train_batchnorm": True,
+    "frozen_blocks": 0, "label_smoothing": 0.1, "class_weighting": "none", "oversampling": "none",
+    "augment": "phone", "early_stopping_patience": 14, "logit_adjustment": 0.0, "loss_logit_adjustment": 0.0,
+    "test_time_views": "none", "ensemble_members": 1, "dropout_rate": None, "seed": 0,
+    "split_fractions": [0.7, 0.15, 0.15], "min_sensitivity": 0.9, "min_specificity": 0.9,
+    "ood_keep_fraction": 0.95, "representative_size": 200,
+}
 
 
-def test_sqrt_weights_with_sqrt_oversampling_make_a_balanced_objective():
-    y = np.array([0] * 90 + [1] * 10)
-    w = effective_class_weights(y, 2, TrainConfig(class_weighting="sqrt", oversampling="sqrt"))
-    assert w[1] / w[0] == pytest.approx(9.0)  # sqrt(9) from the loss x sqrt(9) from sampling
-    assert np.mean(w[y]) == pytest.approx(1.0)
-    plain = effective_class_weights(y, 2, TrainConfig(class_weighting="sqrt"))
-    np.testing.assert_allclose(plain, class_weights(y, 2, "sqrt"))
+def test_an_older_run_config_with_retired_options_at_their_neutral_values_loads(tmp_path):
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps(OLDER_RUN_CONFIG))
+    assert TrainConfig.load(path) == TrainConfig()
+    earliest = {**OLDER_RUN_CONFIG, "augment": True, "input_size": None}  # the on/off form; native size
+    assert TrainConfig.from_dict(earliest) == TrainConfig(input_size=224)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("frozen_blocks", 5), ("frozen_blocks", False), ("oversampling", "sqrt"), ("augment", "light"),
+    ("augment", "none"), ("augment", False),
+])
+def test_an_older_run_config_that_used_a_retired_option_is_refused_by_name(tmp_path, option, value):
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps({**OLDER_RUN_CONFIG, option: value}))
+    with pytest.raises(ConfigError, match=f"option {option} = {json.dumps(value)} was retired") as info:
+        TrainConfig.load(path)
+    assert info.value.path == str(path) and "\n" not in str(info.value)
 
 
 def test_sample_weights_reach_the_loss():
@@ -84,6 +109,15 @@ def test_every_shipped_recipe_loads():
     import mobile_derm
 
     recipes = sorted((Path(mobile_derm.__file__).parent / "data").glob("train_*.json"))
-    assert len(recipes) >= 3
+    assert len(recipes) >= 3 and DEFAULT_RECIPE in recipes
     for path in recipes:
         TrainConfig.load(path)  # raises ConfigError naming the file on a stale option
+        # every recipe lists all its values, so a changed default cannot change a recipe
+        assert list(json.loads(path.read_text())) == list(TrainConfig().to_dict()), path.name
+
+
+def test_the_defaults_are_the_default_recipe_field_by_field():
+    recipe = TrainConfig.load(DEFAULT_RECIPE)
+    for name, value in TrainConfig().to_dict().items():
+        assert getattr(recipe, name) == value, name
+    assert recipe == TrainConfig()

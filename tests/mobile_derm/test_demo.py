@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-VARIANTS = ("float32", "dynamic", "float16", "int8")
+VARIANTS = ("float32", "float16", "int8")
 
 
 def test_demo_writes_models_and_benchmark(tiny_demo):

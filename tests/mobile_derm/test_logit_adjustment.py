@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from mobile_derm.training.logit_adjustment import (TAU_GRID, adjust_probs, apply_to_model, choose_class_shift, choose_tau,
-                                         fit_class_shift, prior_shift, stratified_halves, tau_grid)
+from mobile_derm.training.logit_adjustment import TAU_GRID, adjust_probs, apply_to_model, choose_tau, prior_shift, tau_grid
 from mobile_derm.evaluation.metrics import balanced_accuracy
 
 
@@ -111,54 +110,3 @@ def test_views_are_adjusted_one_by_one_before_averaging():
     pred = adjusted_mean(stacked, prior_shift(prior, 1.0)).argmax(axis=1)
     assert curve[1]["balanced_accuracy"] == pytest.approx(balanced_accuracy(y, pred, 3))
 
-
-def _one_class_under_scored(n_per_class=150, seed=0):
-    """A balanced 3-class validation set whose model scores class 2 one logit too low
-    while the training prior was uniform: tau (a multiple of log prior = 0) cannot fix
-    it, a per-class offset can."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat([0, 1, 2], n_per_class)
-    logits = 1.5 * (y[:, None] == np.arange(3)) + rng.normal(scale=0.8, size=(len(y), 3))
-    logits[:, 2] -= 1.0
-    return _softmax(logits), y, np.full(3, 1 / 3)
-
-
-def test_fit_class_shift_finds_the_offset_tau_cannot():
-    probs, y, prior = _one_class_under_scored()
-    start = prior_shift(prior, 1.0)  # all zeros: a uniform prior gives tau nothing to do
-    shift = fit_class_shift(probs, y, start)
-    before = balanced_accuracy(y, probs.argmax(axis=1), 3)
-    after = balanced_accuracy(y, adjust_probs(probs, shift).argmax(axis=1), 3)
-    assert after > before + 0.05
-    assert shift[2] - shift[:2].mean() > 0.5  # raised the under-scored class, by about the missing logit
-    assert abs(shift.sum()) < 1e-9  # centred, like prior_shift
-
-
-def test_choose_class_shift_keeps_offsets_that_hold_on_held_out_validation():
-    probs, y, prior = _one_class_under_scored()
-    shift, record = choose_class_shift(probs, y, prior)
-    assert record["per_class"] is True
-    held = record["held_out_balanced_accuracy"]
-    assert np.mean(held["per_class"]) > np.mean(held["tau"])
-    assert shift[2] > shift[0] and shift[2] > shift[1]
-    assert record["validation_balanced_accuracy"] == pytest.approx(
-        balanced_accuracy(y, adjust_probs(probs, shift).argmax(axis=1), 3), abs=1e-4)
-
-
-def test_choose_class_shift_falls_back_to_tau_when_offsets_gain_nothing():
-    y = np.repeat([0, 1, 2], 10)
-    probs = np.full((30, 3), 0.1)
-    probs[np.arange(30), y] = 0.8  # already perfect: nothing to gain anywhere
-    prior = np.array([0.6, 0.3, 0.1])
-    shift, record = choose_class_shift(probs, y, prior)
-    assert record["per_class"] is False and record["tau"] == 0.0
-    np.testing.assert_allclose(shift, prior_shift(prior, 0.0))
-
-
-def test_stratified_halves_split_every_class_evenly_and_repeatably():
-    y = np.array([0] * 7 + [1] * 4 + [2] * 1)
-    half = stratified_halves(y, seed=3)
-    for c, n in ((0, 7), (1, 4), (2, 1)):
-        assert abs(2 * half[y == c].sum() - n) <= 1
-    np.testing.assert_array_equal(half, stratified_halves(y, seed=3))
-    assert not np.array_equal(stratified_halves(np.zeros(40, int), 0), stratified_halves(np.zeros(40, int), 1))
