@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.errors import DataError
-from mobile_derm.io_utils import atomic_write_text
+from mobile_derm.io_utils import atomic_write_text, read_json_object
 
 FORMAT = "mobile_derm.taxonomy/1"
 
@@ -128,13 +128,7 @@ class Taxonomy:
     def load(cls, path: str | Path | None = None) -> "Taxonomy":
         """Read a taxonomy JSON file (default: the one shipped in the package)."""
         path = Path(path) if path is not None else DEFAULT_PATH
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(path, "taxonomy file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(path, f"taxonomy is not valid JSON ({exc})") from None
-        return cls.from_dict(raw, source=path)
+        return cls.from_dict(read_json_object(path, DataError, "taxonomy"), source=path)
 
     @classmethod
     def from_dict(cls, raw, source: str | Path | None = None) -> "Taxonomy":

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mobile_derm.errors import ConfigError
+from mobile_derm.io_utils import atomic_write_text, read_json_object
 
 SCHEMA_VERSION = 1
 
@@ -89,13 +90,8 @@ class ModelInfo:
         return cls.from_dict(data, source)
 
     def save(self, path: str | Path) -> None:
-        from mobile_derm.io_utils import atomic_write_text
-
         atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelInfo":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(path, "model info file not found")
-        return cls.from_json(path.read_text(), path)
+        return cls.from_dict(read_json_object(path, ConfigError, "model info"), path)

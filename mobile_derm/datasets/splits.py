@@ -34,7 +34,7 @@ import numpy as np
 
 from mobile_derm.datasets.sources import Dataset
 from mobile_derm.errors import DataError
-from mobile_derm.io_utils import atomic_write_text
+from mobile_derm.io_utils import atomic_write_text, read_json_object
 
 PARTS = ("train", "val", "test")
 FORMAT = "mobile_derm.split/1"
@@ -141,13 +141,8 @@ class Split:
         the stored image paths onto that dataset's indices (so its sample
         order may differ from the one the split was made on)."""
         path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DataError(path, "split file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(path, f"not a split JSON file ({exc})") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        d = read_json_object(path, DataError, "split")
+        if d.get("format") != FORMAT:
             raise DataError(path, f"not a split file (expected format {FORMAT!r})")
         try:
             entries = {p: [(e["image"], e["label"]) for e in d["parts"][p]] for p in PARTS}
