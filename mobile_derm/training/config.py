@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from mobile_derm.errors import ConfigError
+from mobile_derm.io_utils import atomic_write_text, read_json_object
 from mobile_derm.model.specs import DEFAULT_BACKBONE, BackboneSpec, get_backbone_spec
 from mobile_derm.model.views import check as check_views
 
@@ -152,8 +153,6 @@ class TrainConfig:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from mobile_derm.io_utils import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
@@ -179,13 +178,4 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(path, "config file not found")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(path, "config must be a JSON object")
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json_object(path, ConfigError, "training config"), path)
