@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mobile_derm_quality.files import atomic_path, atomic_write_bytes, atomic_write_text, read_json_object
+from mobile_derm_quality.files import atomic_path, atomic_write_bytes, atomic_write_text, parse_json_object, read_json_object
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "read_json_object", "user_cache_dir"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "parse_json_object", "read_json_object", "user_cache_dir"]
 
 
 def user_cache_dir(*parts: str) -> Path:

@@ -77,12 +77,18 @@ def read_json_object(path: str | Path, error_type: type[MobileDermError], what: 
         raise error_type(path, f"{what} file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error_type(path, f"cannot read the {what} file ({exc})") from None
+    return parse_json_object(text, path, error_type, what)
+
+
+def parse_json_object(text: str, source: str | Path | None, error_type: type[MobileDermError], what: str) -> dict:
+    """``read_json_object`` for JSON text already read (e.g. from inside a model file);
+    ``source`` names where it came from in the errors."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error_type(path, f"not a {what} JSON file (not valid JSON: {exc.msg} at line {exc.lineno})") from None
+        raise error_type(source, f"not a {what} JSON file (not valid JSON: {exc.msg} at line {exc.lineno})") from None
     if not isinstance(data, dict):
-        raise error_type(path, f"not a {what} JSON file (the top level must be a JSON object)")
+        raise error_type(source, f"not a {what} JSON file (the top level must be a JSON object)")
     return data
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mobile_derm.errors import ConfigError
-from mobile_derm.io_utils import atomic_write_text, read_json_object
+from mobile_derm.io_utils import atomic_write_text, parse_json_object, read_json_object
 
 SCHEMA_VERSION = 1
 
@@ -81,13 +81,7 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, text: str, source: str | Path | None = None) -> "ModelInfo":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(source, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(source, "model info must be a JSON object")
-        return cls.from_dict(data, source)
+        return cls.from_dict(parse_json_object(text, source, ConfigError, "model info"), source)
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, self.to_json())
