@@ -15,7 +15,7 @@ if __name__ != "mobile_derm_quality":
 from mobile_derm_quality.calibrate import calibrate
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.decode import decode_image_bytes, read_image
-from mobile_derm_quality.errors import GateConfigError, ImageReadError, QualityCheckError
+from mobile_derm_quality.errors import GateConfigError, ImageReadError, MobileDermError, QualityCheckError
 from mobile_derm_quality.gate import GUIDANCE, CheckResult, Verdict, assess, check_photo
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "GateConfig",
     "GateConfigError",
     "ImageReadError",
+    "MobileDermError",
     "QualityCheckError",
     "Verdict",
     "assess",
