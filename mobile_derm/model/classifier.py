@@ -44,8 +44,7 @@ def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = 
         spec, config.input_size, weights=config.weights if weights is None else weights,
         allow_random=config.allow_random_weights,
     )
-    dropout = spec.dropout_rate if config.dropout_rate is None else config.dropout_rate
-    x = keras.layers.Dropout(dropout, name="head_dropout")(backbone.output)
+    x = keras.layers.Dropout(spec.dropout_rate, name="head_dropout")(backbone.output)
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
     return keras.Model(backbone.input, outputs, name=f"{spec.name}_classifier")
 

@@ -34,7 +34,8 @@ MIN_INPUT_SIZE = 32
 # (docs/options.md, "Retired"), with the values that mean what the code does now.
 # An older run's train_config.json still holds them: a neutral value is dropped on
 # loading; any other value is refused, since this code cannot repeat that run.
-RETIRED_OPTIONS = {"frozen_blocks": (0,), "oversampling": ("none",), "augment": ("phone", True)}
+RETIRED_OPTIONS = {"frozen_blocks": (0,), "oversampling": ("none",), "augment": ("phone", True),
+                   "dropout_rate": (None,)}  # dropout before the head: always the backbone spec's
 # Retired values of options that stay (refused the same way).
 RETIRED_VALUES = {"class_weighting": ("sqrt",), "logit_adjustment": ("per_class",)}
 RETIRED_NOTE = "retired: see docs/options.md; a run that used it cannot be repeated by this version"
@@ -58,7 +59,6 @@ class TrainConfig:
     input_size: int | None = 160
     weights: str | None = "imagenet"  # "imagenet" or None (random initialisation)
     allow_random_weights: bool = False  # fall back to random init if the weights extra is missing
-    dropout_rate: float | None = None  # before the softmax head; None: the backbone spec's
     # Several models averaged, each trained on the training part plus all but one share of
     # the validation part and validated on that share (cross-fitted: every validation photo
     # is scored by the member that never trained on it, so tau and the thresholds are still

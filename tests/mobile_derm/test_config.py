@@ -77,7 +77,7 @@ def test_an_older_run_config_with_retired_options_at_their_neutral_values_loads(
 
 @pytest.mark.parametrize("option, value", [
     ("frozen_blocks", 5), ("frozen_blocks", False), ("oversampling", "sqrt"), ("augment", "light"),
-    ("augment", "none"), ("augment", False),
+    ("augment", "none"), ("augment", False), ("dropout_rate", 0.5),
 ])
 def test_an_older_run_config_that_used_a_retired_option_is_refused_by_name(tmp_path, option, value):
     path = tmp_path / "train_config.json"
