@@ -115,6 +115,7 @@ def test_readme_python_quickstart_runs_as_written(tmp_path, monkeypatch):
     assert all(Path(p).is_file() for p in namespace["paths"].values())
     assert namespace["rows"]
     result = namespace["result"]
+    assert result.classified, f"the quality gate rejected the demo photo: {result.quality}"
     assert result.top_k and isinstance(result.abstained, bool)
     assert result.to_dict()["abstained"] == result.abstained
     assert namespace["verdict"].decision in ("accept", "warn", "reject")
