@@ -21,7 +21,7 @@ Writer (imports tflite-support, hence TensorFlow):
 
   Associated files live in a ZIP archive appended to the flatbuffer, so each
   one must also be recorded in the metadata (model-level ``associatedFiles``
-  for ``mobile_derm.json``) or the populator complains.
+  for ``mobile_derm.json`` and ``model_sha256.txt``) or the populator complains.
 
 Inspection (may import TensorFlow): ``describe(path)``.
 
