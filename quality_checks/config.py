@@ -74,26 +74,22 @@ SKIN_MODEL_FILE = Path(__file__).parent / "data" / "skin_model.json"
 
 
 @functools.lru_cache(maxsize=1)
-def _shipped_skin_model_text() -> str | None:
-    try:
-        return SKIN_MODEL_FILE.read_text(encoding="utf-8")
-    except OSError:
+def _read_shipped_skin_model() -> dict | None:
+    """data/skin_model.json, read once per process; None if it is not shipped."""
+    if not SKIN_MODEL_FILE.is_file():
         return None
+    return read_json_object(SKIN_MODEL_FILE, GateConfigError, "skin model")
 
 
 def _shipped_skin_model() -> dict | None:
-    """The default one-class skin-photo model (not_skin.SkinPhotoModel), or None if not shipped.
-    The file is read once per process; every config gets its own parsed copy."""
-    text = _shipped_skin_model_text()
-    try:
-        return json.loads(text) if text is not None else None
-    except ValueError:
-        return None
+    """The default one-class skin-photo model (not_skin.SkinPhotoModel), or None if not
+    shipped; every config gets its own copy."""
+    return copy.deepcopy(_read_shipped_skin_model())
 
 
 @functools.lru_cache(maxsize=1)
 def _shipped_typicality_ramp() -> tuple[tuple[str, float], ...] | None:
-    model = _shipped_skin_model()
+    model = _read_shipped_skin_model()
     if model is None:
         return None
     return tuple(default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)).items())

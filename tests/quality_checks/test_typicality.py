@@ -66,3 +66,26 @@ def test_calibrate_can_refit_the_skin_model(tmp_path, make_skin):
     # The refitted model accepts a new photo of the same kind as skin.
     v = assess(make_skin(120, 160, seed=999), cfg)
     assert v.check("not_skin").passed
+
+
+def test_shipped_model_missing_means_none_and_broken_is_a_typed_error(tmp_path, monkeypatch):
+    from mobile_derm_quality import config
+
+    def use_shipped_file(path):
+        monkeypatch.setattr(config, "SKIN_MODEL_FILE", path)
+        config._read_shipped_skin_model.cache_clear()
+        config._shipped_typicality_ramp.cache_clear()
+
+    try:
+        use_shipped_file(tmp_path / "absent.json")
+        cfg = GateConfig.default()
+        assert cfg.skin_photo_model() is None and "typicality" not in cfg.ramps["not_skin"]
+        broken = tmp_path / "skin_model.json"
+        broken.write_text('{"mean": [')
+        use_shipped_file(broken)
+        with pytest.raises(GateConfigError, match="skin_model.json: .*not valid JSON"):
+            GateConfig.default()
+    finally:
+        monkeypatch.undo()
+        use_shipped_file(config.SKIN_MODEL_FILE)
+    assert GateConfig.default().skin_photo_model() is not None
