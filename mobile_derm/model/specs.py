@@ -87,6 +87,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+RETIRED_BACKBONES = ("efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite3", "efficientnet_lite4")
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
@@ -94,4 +95,5 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         return BACKBONES[name]
     except KeyError:
         known = ", ".join(sorted(BACKBONES))
-        raise ConfigError(None, f"unknown backbone {name!r}; known: {known}") from None
+        why = " (retired: see docs/options.md)" if name in RETIRED_BACKBONES else ""
+        raise ConfigError(None, f"unknown backbone {name!r}{why}; known: {known}") from None

@@ -30,7 +30,7 @@ LOGIT_ADJUSTMENT_CHOICES = ("validation",)  # or a number: tau itself
 MAX_ENSEMBLE_MEMBERS = 5  # each member costs a training run and a forward pass in the app
 MIN_INPUT_SIZE = 32
 
-# Options retired because no recipe used them and their measurements did not pay
+# Options retired because no recipe used them and no measurement showed they pay
 # (docs/options.md, "Retired"), with the values that mean what the code does now.
 # An older run's train_config.json still holds them: a neutral value is dropped on
 # loading; any other value is refused, since this code cannot repeat that run.

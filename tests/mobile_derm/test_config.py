@@ -26,7 +26,7 @@ def test_config_round_trips_through_json(tmp_path):
     ('{"logit_adjustment": "per_class"}', "logit_adjustment 'per_class' was retired"),
     ('{"class_weighting": "sqrt"}', "class_weighting 'sqrt' was retired"),
     ('{"weights": "runs/ham/weights.h5"}', "weights file was retired"),
-    ('{"backbone": "efficientnet_lite1"}', "efficientnet_lite1"),
+    ('{"backbone": "efficientnet_lite1"}', "'efficientnet_lite1' \\(retired"),
     ('{"input_size": 16}', "input_size"),
     ('{"input_size": 160.5}', "input_size"),
     ('{"frozen_blocks": -1}', "frozen_blocks"),
