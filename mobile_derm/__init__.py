@@ -9,8 +9,9 @@ The Python API, in a few lines (``mobile_derm.api`` has the details; after
     clf = Classifier.train(data, TrainConfig(input_size=64, head_epochs=5, finetune_epochs=1), out="runs/quick")
     paths = clf.export("runs/quick/models", variants=("float32", "int8"))   # {variant: path}
     rows = clf.benchmark("runs/quick/models")      # {variant: accuracy, agreement, size, latency}
-    result = Predictor(paths["int8"]).predict("photo.jpg")   # LiteRT only, no TensorFlow
-    print(result.top_k[0], result.abstained, result.to_dict())
+    result = Predictor(paths["int8"]).predict("photo.jpg")   # quality gate, then LiteRT; no TensorFlow
+    if result.classified:                          # False: the gate rejected the photo (result.quality says why)
+        print(result.top_k[0], result.abstained)   # result.to_dict(): what `mobile-derm predict` prints
 
 Importing this package does not import TensorFlow: the names above are loaded on
 first use (module ``__getattr__``), and the modules that need TensorFlow import it

@@ -130,3 +130,22 @@ def test_export_packs_the_gate_config_it_is_given(tiny_demo, tmp_path):
     assert main(["export", str(tiny_demo / "run"), "--data", data, "--out", str(out2), "--variants", "float32",
                  "--gate-config", str(bad)]) == 2
     assert not (out2 / "float32.tflite").exists()
+
+
+def test_train_sets_finetune_epochs_with_its_own_name(tmp_path, monkeypatch, capsys):
+    """--finetune-epochs sets TrainConfig.finetune_epochs; the old --epochs is gone."""
+    import mobile_derm.api
+
+    seen = {}
+
+    def fake_train(cls, data, config=None, out=None, **kwargs):
+        seen["config"] = config
+        raise mobile_derm.api.ConfigError(None, "stopped by the test")
+
+    monkeypatch.setattr(mobile_derm.api.Classifier, "train", classmethod(fake_train))
+    monkeypatch.setattr(mobile_derm.api, "load_dataset", lambda data, data_root=None: data)
+    code, err = run(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--finetune-epochs", "7"], capsys)
+    assert_one_line_error(code, err, "stopped by the test")
+    assert seen["config"].finetune_epochs == 7
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "7"])

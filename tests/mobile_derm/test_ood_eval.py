@@ -19,11 +19,11 @@ def test_abstention_rates_count_each_rule_and_their_union():
 def test_ood_eval_on_the_tiny_demo_run(tiny_demo, tmp_path):
     import cv2
 
-    from mobile_derm.cli import _load_dataset
+    from mobile_derm import load_dataset
     from mobile_derm.datasets.sources import read_folder
     from mobile_derm.evaluation.other_sets import run_ood_eval
 
-    data = _load_dataset(str(tiny_demo / "data" / "labels.csv"), None)
+    data = load_dataset(str(tiny_demo / "data" / "labels.csv"), None)
     # "other" photos: demo images with their colours inverted
     for sample in data.samples[:6]:
         out = tmp_path / "inverted" / sample.label / f"inv_{sample.path.name}"
@@ -49,11 +49,11 @@ def test_ood_eval_on_the_tiny_demo_run(tiny_demo, tmp_path):
 def test_ood_eval_names_a_missing_familiarity_file(tiny_demo, tmp_path):
     import shutil
 
-    from mobile_derm.cli import _load_dataset
+    from mobile_derm import load_dataset
     from mobile_derm.evaluation.other_sets import run_ood_eval
 
     run = tmp_path / "run"
     shutil.copytree(tiny_demo / "run", run)
     (run / familiarity.FILENAME).unlink()  # recorded in model_info.json but gone
     with pytest.raises(ConfigError, match="familiarity.npz"):
-        run_ood_eval(run, _load_dataset(str(tiny_demo / "data" / "labels.csv"), None), {}, tmp_path / "out", progress=False)
+        run_ood_eval(run, load_dataset(str(tiny_demo / "data" / "labels.csv"), None), {}, tmp_path / "out", progress=False)

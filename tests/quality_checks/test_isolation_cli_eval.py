@@ -140,3 +140,30 @@ def test_gate_eval_cli_missing_root(tmp_path, capsys):
     args = _parser().parse_args(["gate-eval", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--quiet"])
     assert args.func(args) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_standalone_gate_eval_takes_no_model(tmp_path):
+    """The gate's own CLI cannot load a classifier (it never imports mobile_derm);
+    `mobile-derm gate-eval` is where --model lives."""
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["gate-eval", "--model", str(tmp_path / "m.tflite")])
+
+
+def test_mobile_derm_gate_eval_scores_the_model_it_is_given(tiny_demo, tmp_path, make_skin):
+    from mobile_derm.app.model_file import read_model_info
+    from mobile_derm.cli import main
+
+    label = read_model_info(tiny_demo / "int8.tflite").labels[0]
+    root = tmp_path / "data"
+    for ds, n in (("pad_ufes20_subset", 3), ("ood", 1)):
+        (root / ds / "images").mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / ds / "images" / f"{i}.jpg"), make_skin(320, 400, seed=i)[:, :, ::-1])
+        (root / ds / "labels.csv").write_text("image,label\n" + "".join(f"images/{i}.jpg,{label}\n" for i in range(n)))
+    out = tmp_path / "out"
+    assert main(["gate-eval", "--data-root", str(root), "--out", str(out), "--model", str(tiny_demo / "int8.tflite"),
+                 "--degrade-per-set", "1", "--quiet", "--no-plots"]) == 0
+    saved = json.loads((out / "gate_eval.json").read_text())
+    assert saved["classifier"]["n"]["clean"] == 3
+    assert main(["gate-eval", "--data-root", str(root), "--out", str(out), "--model", str(tmp_path / "none.tflite"),
+                 "--quiet", "--no-plots"]) == 2
