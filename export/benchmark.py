@@ -206,9 +206,10 @@ def benchmark_files(model_paths: list[str | Path], dataset, out_dir: str | Path,
 
     paths = [Path(p) for p in model_paths]
     names = [p.stem for p in paths]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = [p for i, p in enumerate(paths) if p.stem in names[:i]]
     if twice:
-        raise ConfigError(None, f"two models named {twice[0]!r}: give files with different names")
+        raise ConfigError(twice[0], f"another of the models is also named {twice[0].stem!r}: rows are named by "
+                                    "file name, so give files with different names")
     opened = {name: open_brought_model(path, labels, mean, std) for name, path in zip(names, paths)}
     label_lists = {name: model_labels for name, (_, model_labels, _) in opened.items()}
     first = names[0]

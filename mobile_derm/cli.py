@@ -101,7 +101,8 @@ def cmd_benchmark(args) -> int:
         from mobile_derm.api import Classifier
 
         if len(args.models) != 1 or not Path(args.models[0]).is_dir():
-            raise ConfigError(None, "with a training run, --models is the one folder its variants were exported to")
+            raise ConfigError(args.models[0], "with a training run, --models is the one folder its variants "
+                                              "were exported to")
         out = Path(args.out or args.models[0])
         Classifier.load(args.run, args.data, data_root=args.data_root).benchmark(args.models[0], out)
     else:
