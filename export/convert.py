@@ -17,6 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
+from mobile_derm_quality.quiet import native_output_silenced
 from mobile_derm.errors import ConfigError
 
 PTQ_VARIANTS = ("float32", "float16", "int8")
@@ -99,4 +100,5 @@ def convert(model, variant: str, representative: np.ndarray | None = None, io_ty
             converter.representative_dataset = _representative(representative)
         converter.inference_input_type = getattr(tf, io_type)
         converter.inference_output_type = getattr(tf, io_type)
-    return converter.convert()
+    with native_output_silenced():  # the MLIR converter logs each pass from C++
+        return converter.convert()

@@ -2,7 +2,9 @@
 and the photo-quality gate.
 
 Every failure a user can cause ends as one line ``error: <file>: <problem>``
-with exit status 2: no traceback from deep inside OpenCV or TensorFlow.
+with exit status 2: no traceback from deep inside OpenCV or TensorFlow. The exit
+codes and option types are shared with the gate's commands
+(``mobile_derm_quality.cli``); the native libraries stay quiet unless ``--verbose``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 
 from mobile_derm.errors import ConfigError, DataError, MobileDermError
 from mobile_derm.model.views import VIEW_SETS
+from mobile_derm_quality.cli import (EXIT_CODES, EXIT_ERROR, EXIT_OK, EXIT_REJECTED, number_type, positive_float,
+                                     positive_int, run, verbose_option, whole_number)
 
 
 # ------------------------------------------------------------------ helpers
@@ -193,14 +197,31 @@ def cmd_predict(args) -> int:
     from mobile_derm.app.predict import Predictor
 
     predictor = Predictor(args.model, num_threads=args.threads)
-    results = []
+    results, any_error, any_rejected = [], False, False
     for image in args.images:
         try:
-            results.append(predictor.predict(image, top_k=args.top_k, gate=not args.no_gate, force=args.force).to_dict())
+            prediction = predictor.predict(image, top_k=args.top_k, gate=not args.no_gate, force=args.force)
         except MobileDermError as exc:
+            any_error = True
+            print(f"error: {exc}", file=sys.stderr)
             results.append({"image": image, "error": exc.problem})
-    print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-    return 0 if all("error" not in r for r in results) else 2
+            continue
+        any_rejected |= not prediction.classified
+        results.append(prediction.to_dict())
+    print(json.dumps(results, indent=2))  # a list, for one photo as for many
+    return EXIT_ERROR if any_error else EXIT_REJECTED if any_rejected else EXIT_OK
+
+
+def cmd_fuzz(args) -> int:
+    from mobile_derm.evaluation.fuzz import markdown, run_fuzz, write_report
+
+    if args.model and not Path(args.model).is_file():
+        raise DataError(args.model, "model file not found")
+    summary = run_fuzz(args.count, seed=args.seed, model=args.model, time_limit=args.time_limit,
+                       memory_limit_mb=args.memory_limit_mb)
+    write_report(summary, args.out)
+    print(markdown(summary))
+    return EXIT_OK if summary["passed"] else EXIT_ERROR
 
 
 class _GateClassifier:
@@ -233,11 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     from mobile_derm import __version__
     from mobile_derm_export.convert import DEFAULT_VARIANTS
 
-    parser = argparse.ArgumentParser(prog="mobile-derm", description=__doc__.splitlines()[0])
+    common = [verbose_option()]
+    parser = argparse.ArgumentParser(prog="mobile-derm", description=__doc__.splitlines()[0], parents=common,
+                                     epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"mobile-derm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="whole pipeline on generated demo data")
+    p = sub.add_parser("demo", parents=common, epilog=EXIT_CODES, help="whole pipeline on generated demo data")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--variants", help=f"comma-separated (default {','.join(DEFAULT_VARIANTS)})")
     p.add_argument("--tiny", action="store_true", help="a seconds-long version (used by the tests)")
@@ -248,15 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="preset (ham10000, pad_ufes20, derm7pt, sd198), labels CSV, or class folders")
         p.add_argument("--data-root", help="folder holding the presets (default $MOBILE_DERM_DATA or ../shared/data)")
 
-    p = sub.add_parser("train", help="train a classifier (head first, then fine-tune; resumes if killed)")
+    p = sub.add_parser("train", parents=common, epilog=EXIT_CODES, help="train a classifier (head first, then fine-tune; resumes if killed)")
     data_args(p)
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--config", help="TrainConfig JSON file")
     p.add_argument("--backbone")
-    p.add_argument("--input-size", type=int)
-    p.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (TrainConfig.finetune_epochs)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--input-size", type=positive_int)
+    p.add_argument("--finetune-epochs", type=whole_number, help="fine-tuning epochs (TrainConfig.finetune_epochs)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--seed", type=whole_number)
     p.add_argument("--logit-adjustment", metavar="TAU|validation",
                    help="after training, shift the logits by -tau*log(prior) ('validation': tau chosen there); "
                         "re-running on a finished run only redoes this step")
@@ -267,30 +290,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("crossval", help="grouped k-fold cross-validation (mean and spread over folds)")
+    p = sub.add_parser("crossval", parents=common, epilog=EXIT_CODES, help="grouped k-fold cross-validation (mean and spread over folds)")
     data_args(p)
     p.add_argument("--out", required=True, help="folder for the fold runs and crossval.json/.md")
     p.add_argument("--config", help="TrainConfig JSON file")
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=number_type(int, 3, False, "a whole number >= 3"), default=5,
+                   help="k: each fold tests on one part, validates on the next, trains on the rest (default %(default)s)")
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
     p.set_defaults(func=cmd_crossval)
 
-    p = sub.add_parser("export", help="convert a run to .tflite variants with metadata")
+    p = sub.add_parser("export", parents=common, epilog=EXIT_CODES, help="convert a run to .tflite variants with metadata")
     p.add_argument("run", help="training run folder")
     data_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated, qat_int8 too (default %(default)s)")
     p.add_argument("--io-type", default="uint8", choices=["uint8", "int8"])
-    p.add_argument("--qat-epochs", type=int, default=2, help="epochs of quantization-aware distillation (default 2: one left balanced accuracy 1.9 points below float, two 0.6)")
-    p.add_argument("--qat-learning-rate", type=float, default=1e-5, help="Adam learning rate for it (default 1e-5)")
+    p.add_argument("--qat-epochs", type=positive_int, default=2, help="epochs of quantization-aware distillation (default 2: one left balanced accuracy 1.9 points below float, two 0.6)")
+    p.add_argument("--qat-learning-rate", type=positive_float, default=1e-5, help="Adam learning rate for it (default 1e-5)")
     p.add_argument("--gate-config", metavar="CONFIG.json",
                    help="quality-gate config to pack into the models instead of the run's ('default': this version's built-in)")
     p.set_defaults(func=cmd_export)
 
     from mobile_derm_export.benchmark import BYO_MEAN, BYO_STD
 
-    p = sub.add_parser("benchmark", help="accuracy / size / latency of every exported variant, or of any .tflite files",
+    p = sub.add_parser("benchmark", parents=common, epilog=EXIT_CODES, help="accuracy / size / latency of every exported variant, or of any .tflite files",
                        description="With RUN: every <variant>.tflite in the --models folder on the run's test split, "
                                    "against the Keras model. Without RUN: any .tflite files (--models A.tflite "
                                    "B.tflite ...) on every image of a labelled --data folder or CSV, against a "
@@ -308,12 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", type=float, nargs="+",
                    help=f"without RUN: input normalization (pixel - mean) / std for models whose metadata gives "
                         f"none; one number or three (default {BYO_MEAN[0]}, with --std {BYO_STD[0]}: inputs in [-1, 1])")
-    p.add_argument("--std", type=float, nargs="+", help=f"see --mean (default {BYO_STD[0]})")
+    p.add_argument("--std", type=positive_float, nargs="+", help=f"see --mean (default {BYO_STD[0]})")
     p.set_defaults(func=cmd_benchmark)
 
     from mobile_derm.evaluation.other_sets import DEFAULT_SETS
 
-    p = sub.add_parser("ood-eval", help="how often a run abstains (softmax, feature familiarity) on its test split and other image sets")
+    p = sub.add_parser("ood-eval", parents=common, epilog=EXIT_CODES, help="how often a run abstains (softmax, feature familiarity) on its test split and other image sets")
     p.add_argument("run", help="training run folder")
     data_args(p)
     p.add_argument("--sets", nargs="+", default=list(DEFAULT_SETS), help=f"presets or folders to score (default: {' '.join(DEFAULT_SETS)})")
@@ -321,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where ood_eval.json/.md/.png go (default: RUN/ood_eval)")
     p.set_defaults(func=cmd_ood_eval)
 
-    p = sub.add_parser("fit-skin-check", help="fit the learned not-skin check (ImageNet Lite0 + one-class model) on good skin photos")
+    p = sub.add_parser("fit-skin-check", parents=common, epilog=EXIT_CODES, help="fit the learned not-skin check (ImageNet Lite0 + one-class model) on good skin photos")
     p.add_argument("--out", required=True, help="folder for skin_check.tflite and its gate_config.json")
     p.add_argument("--photos", help="folder of good skin photos (default: the fit half of the skin sets under --data-root)")
     p.add_argument("--data-root", help="folder holding the data sets (default $MOBILE_DERM_DATA or ../shared/data)")
@@ -329,18 +353,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the backbone in float32 (default: int8 convolutions, float head; about 1 ms faster)")
     p.set_defaults(func=cmd_fit_skin_check)
 
-    p = sub.add_parser("predict", help="classify photos with a .tflite (LiteRT only), JSON out")
+    p = sub.add_parser("predict", parents=common, epilog=EXIT_CODES, help="classify photos with a .tflite (LiteRT only), JSON out")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", required=True)
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--top-k", type=positive_int, default=3, help="how many labels to list (default %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (default %(default)s)")
     p.add_argument("--force", action="store_true", help="classify even when the quality gate rejects")
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
     p.set_defaults(func=cmd_predict)
 
+    from mobile_derm.evaluation.fuzz import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIME_LIMIT_S
+
+    p = sub.add_parser("fuzz", parents=common, epilog=EXIT_CODES,
+                       help="malformed and adversarial files through decode -> gate -> predict: crashes, hangs, "
+                            "tracebacks, time and memory (fuzz.json / fuzz.md)")
+    p.add_argument("--out", required=True, help="folder for fuzz.json and fuzz.md")
+    p.add_argument("--model", metavar="FILE.tflite", help="classifier behind the gate (default: decode and gate only)")
+    p.add_argument("--count", type=positive_int, default=10_000, help="inputs to generate (default %(default)s)")
+    p.add_argument("--seed", type=whole_number, default=0)
+    p.add_argument("--time-limit", type=positive_float, default=DEFAULT_TIME_LIMIT_S,
+                   help="seconds per input before it counts as a hang (default %(default)s)")
+    p.add_argument("--memory-limit-mb", type=positive_float, default=DEFAULT_MEMORY_LIMIT_MB,
+                   help="peak resident memory per input, also the worker's allocation cap (default %(default)s)")
+    p.set_defaults(func=cmd_fuzz)
+
     from mobile_derm_quality import cli as quality_cli
 
-    gate_parsers = quality_cli.register(sub)
+    gate_parsers = quality_cli.register(sub, parents=common)
     # the gate CLI runs standalone without the classifier; here gate-eval can also score one
     gate_parsers["gate-eval"].add_argument("--model", metavar="FILE.tflite",
                                            help="also report the classifier's accuracy on accepted/rejected photos")
@@ -349,18 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mobile_derm_quality.errors import QualityCheckError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (MobileDermError, QualityCheckError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

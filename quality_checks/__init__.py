@@ -14,9 +14,9 @@ if __name__ != "mobile_derm_quality":
 
 from mobile_derm_quality.calibrate import calibrate
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.decode import decode_image_bytes, read_image
+from mobile_derm_quality.decode import DecodedPhoto, decode_image_bytes, decode_photo, read_image, read_photo
 from mobile_derm_quality.errors import GateConfigError, ImageReadError, MobileDermError, QualityCheckError
-from mobile_derm_quality.gate import GUIDANCE, CheckResult, Verdict, assess, check_photo
+from mobile_derm_quality.gate import GUIDANCE, CheckResult, Verdict, assess, assess_photo, check_photo
 
 __version__ = "0.1.0"
 
@@ -31,8 +31,12 @@ __all__ = [
     "QualityCheckError",
     "Verdict",
     "assess",
+    "assess_photo",
     "calibrate",
     "check_photo",
+    "DecodedPhoto",
     "decode_image_bytes",
+    "decode_photo",
     "read_image",
+    "read_photo",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.decode import read_image
+from mobile_derm_quality.decode import DecodedPhoto, read_photo
 from mobile_derm_quality.errors import ImageReadError
 from mobile_derm_quality.features import Measurements, measure
 
@@ -26,6 +26,8 @@ GUIDANCE = {
     "too_far": "Move closer",
     "off_centre": "Centre the spot in the frame",
     "not_skin": "Point the camera at the skin spot so skin fills the frame",
+    # not a check of its own: the file had transparent pixels, judged on neutral grey (decode)
+    "transparent": "Send the photo as the camera took it, not a cut-out with transparent parts",
 }
 
 # Checks whose verdict depends on brightness being sane; when exposure fails, their failure is
@@ -269,6 +271,20 @@ def assess(rgb: np.ndarray, config: GateConfig | None = None, min_model_input: i
     return verdict_from_measurements(m, config, min_model_input, path=path)
 
 
+def assess_photo(photo: DecodedPhoto, config: GateConfig | None = None, min_model_input: int | None = None,
+                 path: str | None = None) -> Verdict:
+    """Judge a decoded photo file: ``assess`` on its pixels, with the photo's own size reported
+    (the decode may be reduced) and a ``transparent`` warning when it had transparent pixels."""
+    verdict = assess(photo.rgb, config, min_model_input, path=path)
+    verdict.width, verdict.height = photo.width, photo.height
+    if photo.had_transparency:
+        verdict.reasons.append("transparent")
+        verdict.guidance.append(GUIDANCE["transparent"])
+        if verdict.decision == "accept":
+            verdict.decision = "warn"
+    return verdict
+
+
 def check_photo(
     path: str | Path, config: GateConfig | None = None, min_model_input: int | None = None
 ) -> Verdict:
@@ -277,8 +293,8 @@ def check_photo(
     Raises ImageReadError for anything that cannot be decoded.
     """
     config = config or GateConfig.default()
-    rgb = read_image(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
-    return assess(rgb, config, min_model_input, path=str(path))
+    photo = read_photo(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
+    return assess_photo(photo, config, min_model_input, path=str(path))
 
 
-__all__ = ["CheckResult", "Verdict", "assess", "check_photo", "GUIDANCE", "ImageReadError"]
+__all__ = ["CheckResult", "Verdict", "assess", "assess_photo", "check_photo", "GUIDANCE", "ImageReadError"]

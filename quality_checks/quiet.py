@@ -1,8 +1,11 @@
 """Quiet by default: the native libraries this package drives (TensorFlow and its converter,
-LiteRT, libjpeg/libpng through OpenCV) print banners, probes and complaints straight to file
-descriptor 2, past Python's logging. Unless verbose output is asked for (``--verbose`` or
-``MOBILE_DERM_VERBOSE=1``), those calls run with descriptor 2 pointed at /dev/null; what the
-package itself has to say arrives as results, progress bars or typed errors.
+LiteRT, OpenCV) print banners, probes and complaints straight to file descriptor 2, past
+Python's logging. Unless verbose output is asked for (``--verbose`` or ``MOBILE_DERM_VERBOSE=1``),
+the one-off calls that do (importing TensorFlow, converting, creating an interpreter) run with
+descriptor 2 pointed at /dev/null, and OpenCV's log level is silent; what the package itself
+has to say arrives as results, progress bars or typed errors. (Decoding is not redirected: it
+runs in threads beside progress bars, and libjpeg's rare "Corrupt JPEG data" line about a
+damaged file is followed by that file's own error or verdict.)
 """
 from __future__ import annotations
 
@@ -22,8 +25,13 @@ def verbose() -> bool:
 
 
 def set_verbose(on: bool) -> None:
-    """Set for this process and the processes it starts (the environment carries it)."""
+    """Set for this process and the processes it starts (the environment carries it), and
+    set OpenCV's own log level to match (its decoders log damaged files as errors)."""
+    import cv2
+
     os.environ[VERBOSE_ENV] = "1" if on else "0"
+    logging = cv2.utils.logging
+    logging.setLogLevel(logging.LOG_LEVEL_INFO if on else logging.LOG_LEVEL_SILENT)
 
 
 @contextmanager

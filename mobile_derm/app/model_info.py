@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mobile_derm.errors import ConfigError
 from mobile_derm.io_utils import atomic_write_text, parse_json_object, read_json_object
 
 SCHEMA_VERSION = 1
+
+if TYPE_CHECKING:  # annotations only; numpy is imported where a mask is made
+    import numpy as np
 
 
 @dataclass

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mobile_derm.errors import ModelFileError
+from mobile_derm.errors import ConfigError, ModelFileError
 from mobile_derm.app.model_info import ModelInfo
-from mobile_derm.app.preprocess import load_rgb, normalize, resize_square
+from mobile_derm.app.preprocess import load_photo, normalize, resize_square
 
 
 class LiteRTModel:
@@ -26,13 +26,18 @@ class LiteRTModel:
     def __init__(self, model_path: str | Path, mean, std, num_threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
+        from mobile_derm_quality.quiet import native_output_silenced
+
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelFileError(self.model_path, "model file not found")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+            raise ConfigError(None, f"num_threads must be a whole number >= 1, not {num_threads!r}")
         self.mean, self.std = mean, std
         try:
-            self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with native_output_silenced():  # LiteRT announces its XNNPACK delegate on stderr
+                self.interpreter = Interpreter(model_path=str(self.model_path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(self.model_path, f"LiteRT cannot load it ({str(exc).splitlines()[0]})") from None
         self.input_detail = self.interpreter.get_input_details()[0]
@@ -138,8 +143,10 @@ class Predictor:
         """Decision-support output: top-k, malignancy with both operating
         points, treatment-option scores, and abstention: on a low top probability
         (``low_confidence``) or on a photo unlike the training photos (``unfamiliar``)."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(None, f"top_k must be a whole number >= 1, not {top_k!r}")
         info = self.info
-        order = np.argsort(-probs)[:top_k]
+        order = np.argsort(-probs)[:top_k]  # all labels when top_k is larger
         top = [
             {
                 "label": info.labels[i],
@@ -175,15 +182,17 @@ class Predictor:
         """Classify one photo (a file, or an RGB uint8 array): run the quality gate from
         the model's metadata, and classify unless the gate rejects it (``force`` overrides)."""
         image = None if isinstance(photo, np.ndarray) else str(photo)
-        rgb = photo if image is None else load_rgb(photo)
+        decoded = None if image is None else load_photo(photo)
+        rgb = photo if decoded is None else decoded.rgb
         quality = None
         if gate:
-            from mobile_derm_quality import GateConfig, assess
+            from mobile_derm_quality import GateConfig, assess, assess_photo
 
             # a skin-check model named in the packed config lies beside the model file (export copies it)
             config = (GateConfig.from_dict(self.info.gate_config).resolve_paths(self.model_path.parent)
                       if self.info.gate_config else None)
-            verdict = assess(rgb, config, min_model_input=self.info.input_size)
+            verdict = (assess(rgb, config, min_model_input=self.info.input_size) if decoded is None else
+                       assess_photo(decoded, config, min_model_input=self.info.input_size, path=image))
             quality = verdict.to_dict()
             if verdict.decision == "reject" and not force:
                 return Prediction(image, classified=False, quality=quality)

@@ -55,16 +55,22 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     )
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode a photo as RGB uint8 the way the quality gate does (EXIF
-    orientation applied, pixel-count limit), raising DataError on failure."""
-    from mobile_derm_quality import read_image
+def load_photo(path: str | Path):
+    """Decode a photo file the way the quality gate does (EXIF orientation applied,
+    header-checked pixel and memory limits, transparency on grey), raising DataError on
+    failure; a ``mobile_derm_quality.DecodedPhoto`` (pixels, the photo's own size)."""
+    from mobile_derm_quality import read_photo
     from mobile_derm_quality.errors import ImageReadError
 
     try:
-        return read_image(path)
+        return read_photo(path)
     except ImageReadError as exc:
-        raise DataError(path, exc.problem if hasattr(exc, "problem") else str(exc)) from None
+        raise DataError(path, exc.problem) from None
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """``load_photo(path)``'s pixels: RGB uint8, upright."""
+    return load_photo(path).rgb
 
 
 def load_rgb_square(path: str | Path, size: int) -> np.ndarray:

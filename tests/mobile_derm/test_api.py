@@ -85,7 +85,7 @@ def test_predict_cli_prints_the_prediction_objects_dict(tiny_demo, photo, capsys
     from mobile_derm.cli import main
 
     assert main(["predict", str(photo), "--model", str(tiny_demo / "int8.tflite"), "--force"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    [printed] = json.loads(capsys.readouterr().out)  # a list, for one photo as for many
     expected = mobile_derm.Predictor(tiny_demo / "int8.tflite").predict(photo, force=True).to_dict()
     assert printed == json.loads(json.dumps(expected))
     assert list(printed)[:3] == ["image", "quality", "classified"] and printed["top_k"]

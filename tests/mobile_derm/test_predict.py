@@ -40,7 +40,7 @@ def test_predict_cli_runs_without_tensorflow(tiny_demo, photo, block_tensorflow_
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    output = json.loads(result.stdout)
+    [output] = json.loads(result.stdout)  # a list, for one photo as for many
     assert output["classified"] is True
     assert "quality" in output and output["quality"]["decision"] in ("accept", "warn", "reject")
 
@@ -61,9 +61,11 @@ def test_predict_on_a_non_image_reports_the_file(tiny_demo, tmp_path, capsys):
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
     code = main(["predict", str(text), "--model", str(tiny_demo / "int8.tflite")])
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    [out] = json.loads(captured.out)
     assert code == 2
     assert out["image"] == str(text) and out["error"]
+    assert captured.err.startswith(f"error: {text}: ")
 
 
 def test_model_without_our_metadata_is_refused(tiny_demo, tmp_path):

@@ -50,17 +50,17 @@ def test_cli_check_photo(tmp_path, capsys, make_skin):
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), make_skin(120, 160)[:, :, ::-1])
     args = _parser().parse_args(["check-photo", str(good), "--json"])
-    assert args.func(args) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert qcli.run(args) == 0
+    [out] = json.loads(capsys.readouterr().out)  # a list, for one photo as for many
     assert out["decision"] in ("accept", "warn") and len(out["checks"]) == 8
     args = _parser().parse_args(["check-photo", str(good), str(small)])
-    assert args.func(args) == 3
+    assert qcli.run(args) == 3
     text = capsys.readouterr().out
     assert "REJECT" in text and "too_small" in text and "->" in text
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
     args = _parser().parse_args(["check-photo", str(bad)])
-    assert args.func(args) == 2
+    assert qcli.run(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {bad}: ")
 
@@ -70,12 +70,12 @@ def test_cli_calibrate_gate(tmp_path, capsys, make_skin):
         cv2.imwrite(str(tmp_path / f"{i}.jpg"), make_skin(seed=i)[:, :, ::-1])
     out = tmp_path / "cfg" / "gate.json"
     args = _parser().parse_args(["calibrate-gate", str(tmp_path), "--target-pass-rate", "0.8", "--out", str(out), "--quiet"])
-    assert args.func(args) == 0
+    assert qcli.run(args) == 0
     assert json.loads(out.read_text())["calibration"]["n_images"] == 5
     args = _parser().parse_args(["check-photo", str(tmp_path / "0.jpg"), "--config", str(out)])
-    assert args.func(args) in (0, 3)
+    assert qcli.run(args) in (0, 3)
     args = _parser().parse_args(["check-photo", str(tmp_path / "0.jpg"), "--config", str(tmp_path / "none.json")])
-    assert args.func(args) == 2
+    assert qcli.run(args) == 2
 
 
 def test_roc_auc():
@@ -138,7 +138,7 @@ def test_gate_eval_with_fake_predictor(tmp_path, make_skin):
 
 def test_gate_eval_cli_missing_root(tmp_path, capsys):
     args = _parser().parse_args(["gate-eval", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--quiet"])
-    assert args.func(args) == 2
+    assert qcli.run(args) == 2
     assert capsys.readouterr().err.startswith("error: ")
 
 
