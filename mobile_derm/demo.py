@@ -49,7 +49,10 @@ def run_demo(out_dir: str | Path, size: DemoSize = DemoSize(), variants=DEMO_VAR
     print(f"{len(dataset.samples)} images, classes: {', '.join(dataset.classes)}")
 
     _step("2/5 training EfficientNet-Lite0 (head on cached features, then fine-tuning)")
+    # A few hundred generated photos: BatchNorm stays frozen (its batch statistics would be noise)
+    # and fine-tuning runs gently, unlike the HAM10000 recipe that TrainConfig's defaults are.
     config = TrainConfig(input_size=size.input_size, head_epochs=size.head_epochs, finetune_epochs=size.finetune_epochs,
+                         finetune_learning_rate=5e-4, train_batchnorm=False, early_stopping_patience=3,
                          batch_size=16, allow_random_weights=allow_random_weights, representative_size=64)
     clf = Classifier.train(dataset, config, out_dir / "run", progress=progress)
 

@@ -16,6 +16,7 @@ from mobile_derm.io_utils import atomic_path, atomic_write_text
 from mobile_derm.model.classifier import (build_classifier, ensemble_classifier, feature_extractor, features_and_probs,
                                           freeze_batchnorm, predict_probs, shift_heads, view_stack)
 from mobile_derm.training.config import TrainConfig
+from mobile_derm_quality.quiet import verbose
 from mobile_derm.training.runs import dataset_pixels, save_final_weights, start_run
 
 
@@ -104,11 +105,16 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
         features_train, y_train,
         sample_weight=weights_per_class[y_train],
         validation_data=(features_val, y_val, weights_per_class[y_val]),
-        epochs=config.head_epochs, batch_size=64, verbose=2,
+        # seconds of work: one summary line below instead of a line per epoch, unless verbose
+        epochs=config.head_epochs, batch_size=64, verbose=2 if verbose() else 0,
         callbacks=[keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)],
     )
     model.get_layer("head").set_weights(head.layers[-1].get_weights())
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    record = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    best = int(np.argmin(record["val_loss"]))
+    print(f"stage 1: head trained for {len(record['val_loss'])} epochs, best val_loss {record['val_loss'][best]:.4f} "
+          f"(val accuracy {record['val_accuracy'][best]:.3f}) at epoch {best + 1}")
+    return record
 
 
 def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, trained_tau: float = 0.0):
