@@ -201,9 +201,10 @@ def judge(data: bytes, name: str, predictor=None) -> tuple[str, str]:
         photo = decode_photo(data, name)
         if predictor is None:
             return "verdict", assess(photo.rgb, path=name).decision
-        # the app's path: the gate from the model's metadata, then the classifier unless it rejects
-        prediction = predictor.predict(photo.rgb)
-        return "verdict", prediction.quality["decision"] if prediction.quality else "classified"
+        # the app's path (the gate from the model's metadata, then the classifier), with the
+        # classifier run on rejected photos too: every decodable input reaches every stage
+        prediction = predictor.predict(photo.rgb, force=True)
+        return "verdict", f"{prediction.quality['decision']}, {prediction.prediction}"
     except MobileDermError as exc:
         message = str(exc)
         if not message.startswith(f"{name}: ") or "\n" in message or "object at 0x" in message:
@@ -279,8 +280,8 @@ class _Worker:
             try:
                 outcome, detail, seconds, rss = self.conn.recv()
                 return Outcome(name, outcome, detail, seconds, rss)
-            except EOFError:
-                pass
+            except EOFError:  # the pipe closed: the worker died and is still exiting
+                self.process.join(timeout=10)
         alive = self.process.is_alive()
         self.process.kill()
         self.process.join()
@@ -322,9 +323,11 @@ def summarise(results: list[Outcome], time_limit: float, memory_limit_mb: float,
     counts = Counter(r.outcome for r in results)
     slow = [r for r in results if r.seconds > time_limit and r.outcome != "hang"]
     heavy = [r for r in results if r.peak_rss_mb is not None and r.peak_rss_mb > memory_limit_mb]
-    failures = [r for r in results if r.outcome in ("traceback", "crash", "hang")] + slow + heavy
+    failures = [r for r in results if r.outcome in ("traceback", "crash", "hang") or r in slow or r in heavy]
     kinds = Counter(r.name.split("_")[0] for r in results)
     rss = [r.peak_rss_mb for r in results if r.peak_rss_mb is not None]
+    # with a model, a verdict's detail is "<gate decision>, <prediction>": how many reached the classifier
+    classified = sum(r.outcome == "verdict" and ", " in r.detail for r in results)
     return {
         "inputs": len(results),
         "seed": seed,
@@ -332,6 +335,7 @@ def summarise(results: list[Outcome], time_limit: float, memory_limit_mb: float,
         "time_limit_s": time_limit,
         "memory_limit_mb": memory_limit_mb,
         "outcomes": {k: counts.get(k, 0) for k in OUTCOMES},
+        "classified": classified,
         "over_time_limit": len(slow),
         "over_memory_limit": len(heavy),
         "max_seconds": round(max((r.seconds for r in results), default=0.0), 3),
@@ -344,7 +348,7 @@ def summarise(results: list[Outcome], time_limit: float, memory_limit_mb: float,
 
 def markdown(summary: dict) -> str:
     lines = [f"# Fuzz benchmark: {summary['inputs']} inputs (seed {summary['seed']}, model "
-             f"{summary['model'] or 'none: decode and gate only'})", "",
+             f"{summary['model'] or 'none: decode and gate only'}; {summary['classified']} classified)", "",
              "| outcome | inputs |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary["outcomes"].items()]
     verdict = ("PASSED: every input got a verdict or a one-line typed error within the limits." if summary["passed"]
