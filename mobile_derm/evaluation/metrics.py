@@ -91,13 +91,20 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
 
 
 def bootstrap_intervals(probs: np.ndarray, y: np.ndarray, malignant: np.ndarray, n_boot: int = 1000,
-                        level: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+                        level: float = 0.95, seed: int = 0, groups: np.ndarray | None = None) -> dict[str, list[float]]:
     """Percentile bootstrap intervals of balanced accuracy and malignancy AUC.
 
-    The test images are resampled within each class (each class keeps its count), so every
-    replicate has every class and the interval shows how much the rare classes' few images
-    move the figure: in HAM10000's test split dermatofibroma has 18 images, and one of
-    them is worth 0.8 points of balanced accuracy.
+    What is resampled is the data set's grouping unit (``groups``: one id per image, the
+    lesion or patient the splits keep together; without it every image is its own group).
+    Images of one lesion are not independent evidence: five photos of one lesion that the
+    model gets wrong are one mistake seen five times, and resampling them one by one would
+    give an interval as narrow as if five lesions had been seen.
+
+    Groups are resampled within each class (a group counts for the class of its first
+    image; each class keeps its number of groups), so every replicate has every class and
+    the interval shows how much the rare classes' few lesions move the figure: in
+    HAM10000's test split dermatofibroma has 18 images, and one of them is worth 0.8
+    points of balanced accuracy.
     """
     y = np.asarray(y)
     n_classes = probs.shape[1]
@@ -105,16 +112,26 @@ def bootstrap_intervals(probs: np.ndarray, y: np.ndarray, malignant: np.ndarray,
     correct = probs.argmax(axis=1) == y
     mal_scores = probs @ np.asarray(malignant, np.float64)
     y_mal = np.asarray(malignant, bool)[y]
-    classes = [np.flatnonzero(y == c) for c in range(n_classes) if np.any(y == c)]
-    recalls = np.empty((n_boot, len(classes)))
+    members = _group_members(np.arange(len(y)) if groups is None else np.asarray(groups))
+    group_class = np.array([y[m[0]] for m in members])
+    strata = [np.flatnonzero(group_class == c) for c in range(n_classes) if np.any(group_class == c)]
+    present = [c for c in range(n_classes) if np.any(y == c)]
+    recalls = np.empty((n_boot, len(present)))
     aucs = np.empty(n_boot)
     for b in range(n_boot):
-        picks = [rng.choice(idx, size=len(idx)) for idx in classes]
-        recalls[b] = [correct[p].mean() for p in picks]
-        sample = np.concatenate(picks)
+        picked = np.concatenate([rng.choice(stratum, size=len(stratum)) for stratum in strata])
+        sample = np.concatenate([members[g] for g in picked])
+        recalls[b] = [correct[sample][y[sample] == c].mean() if np.any(y[sample] == c) else np.nan for c in present]
         aucs[b] = roc_auc(y_mal[sample], mal_scores[sample])
     lo, hi = (1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100
-    out = {"balanced_accuracy": [float(v) for v in np.percentile(recalls.mean(axis=1), [lo, hi])]}
+    out = {"balanced_accuracy": [float(v) for v in np.percentile(np.nanmean(recalls, axis=1), [lo, hi])]}
     if np.all(np.isfinite(aucs)):
         out["malignancy_auc"] = [float(v) for v in np.percentile(aucs, [lo, hi])]
     return out
+
+
+def _group_members(groups: np.ndarray) -> list[np.ndarray]:
+    """Image indices of each distinct group, in order of first appearance."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # groups in the order the images list them
+    return [np.flatnonzero(inverse == g) for g in order]

@@ -31,9 +31,11 @@ def operating_points(val_probs: np.ndarray, y_val: np.ndarray, malignant: np.nda
 
 
 def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: str | Path | None = None, title: str = "",
-                   extra: dict | None = None) -> dict:
+                   extra: dict | None = None, groups: np.ndarray | None = None) -> dict:
     """Metrics of ``probs`` against labels ``y``, with 95% bootstrap intervals of balanced
-    accuracy and malignancy AUC (``ci95``); ``extra`` entries are added to the report."""
+    accuracy and malignancy AUC (``ci95``); ``extra`` entries are added to the report.
+    ``groups`` (one id per image: the lesion or patient, as the splits use) makes the
+    intervals resample those units instead of single images (``ci95_resamples`` says which)."""
     n = len(info.labels)
     pred = probs.argmax(axis=1)
     cm = metrics.confusion_matrix(y, pred, n)
@@ -60,7 +62,8 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
         treatments[name] = metrics.roc_auc(mask[y], probs @ mask.astype(np.float64))
     report["treatment_auc"] = treatments
     if len(y):
-        report["ci95"] = metrics.bootstrap_intervals(probs, y, malignant)
+        report["ci95"] = metrics.bootstrap_intervals(probs, y, malignant, groups=groups)
+        report["ci95_resamples"] = "images" if groups is None else f"groups ({len(set(np.asarray(groups).tolist()))})"
     if info.ood_threshold is not None:
         report["abstain_rate"] = float(np.mean(probs.max(axis=1) < info.ood_threshold))
     report.update(extra or {})

@@ -60,3 +60,14 @@ def test_model_info_round_trips_and_masks():
     assert again.malignant_mask().tolist() == [False, True, False]
     masks = again.treatment_masks()
     assert masks["steroid"].tolist() == [True, False, True] and masks["antiviral"].tolist() == [False, False, True]
+
+
+def test_evaluate_probs_intervals_resample_the_groups_it_is_given():
+    info = info_for(["nv", "mel"], malignant={"mel"})
+    y = np.repeat([0, 0, 1, 1], 30)
+    right = np.repeat([True, False, True, False], 30)
+    probs = np.eye(2)[np.where(right, y, 1 - y)] * 0.8 + 0.1
+    by_image = evaluate_probs(probs, y, info)
+    by_lesion = evaluate_probs(probs, y, info, groups=np.repeat(["l1", "l2", "l3", "l4"], 30))
+    assert by_image["ci95_resamples"] == "images" and by_lesion["ci95_resamples"] == "groups (4)"
+    assert np.diff(by_lesion["ci95"]["balanced_accuracy"])[0] > 3 * np.diff(by_image["ci95"]["balanced_accuracy"])[0]

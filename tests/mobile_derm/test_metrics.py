@@ -79,3 +79,25 @@ def test_bootstrap_intervals_bracket_the_figure_and_narrow_with_more_images():
     assert width_large < width_small / 3  # ~1/sqrt(25) as wide
     # the same seed gives the same interval
     assert metrics.bootstrap_intervals(probs, y, malignant, n_boot=50) == metrics.bootstrap_intervals(probs, y, malignant, n_boot=50)
+
+
+def test_bootstrap_resamples_groups_so_many_photos_of_one_lesion_count_once():
+    # Two lesions per class, 50 identical photos each; the model is right on one lesion of
+    # each class and wrong on the other. Resampling photos, each class's recall stays near
+    # 0.5; resampling lesions, a class's recall is 0, 0.5 or 1, so balanced accuracy spans
+    # far wider: both at 0 (or both at 1) has probability 1/16 > 2.5%, so the 95% interval is 0 .. 1.
+    y = np.repeat([0, 0, 1, 1], 50)
+    groups = np.repeat(["a0", "a1", "b0", "b1"], 50)
+    right = np.repeat([True, False, True, False], 50)
+    probs = np.eye(2)[np.where(right, y, 1 - y)] * 0.8 + 0.1
+    malignant = np.array([False, True])
+    by_image = metrics.bootstrap_intervals(probs, y, malignant, n_boot=400)
+    by_lesion = metrics.bootstrap_intervals(probs, y, malignant, n_boot=400, groups=groups)
+    image_width = np.diff(by_image["balanced_accuracy"])[0]
+    lesion_width = np.diff(by_lesion["balanced_accuracy"])[0]
+    assert image_width < 0.15
+    assert by_lesion["balanced_accuracy"] == [0.0, 1.0]
+    assert lesion_width > 3 * image_width
+    # one image per group is the image-level bootstrap, replicate for replicate
+    assert metrics.bootstrap_intervals(probs, y, malignant, n_boot=50, groups=np.arange(len(y))) == \
+        metrics.bootstrap_intervals(probs, y, malignant, n_boot=50)
