@@ -66,24 +66,29 @@ class Classifier:
     # ------------------------------------------------------------ making one
     @classmethod
     def train(cls, data, config=None, out: str | Path | None = None, *, taxonomy=None,
-              data_root: str | Path | None = None, progress: bool = True) -> "Classifier":
+              data_root: str | Path | None = None, progress: bool = True, distribution=None) -> "Classifier":
         """Train (or resume, if ``out`` holds an unfinished run) on ``data`` (a Dataset,
         or anything ``load_dataset`` takes) with ``config`` (a TrainConfig; default
         TrainConfig()), into the run folder ``out``. ``taxonomy``: a Taxonomy for your
-        labels (default the shipped one).
+        labels (default the shipped one). ``distribution``: where fine-tuning runs (a
+        ``mobile_derm.training.distribute.Distribution``; default one device); on a
+        worker that is not the chief the result has no info and an empty report.
 
         >>> clf = Classifier.train("runs/demo/data", TrainConfig(input_size=64), out="runs/quick")  # doctest: +SKIP
         >>> clf.test_report["balanced_accuracy"]  # doctest: +SKIP
         0.91
         """
         from mobile_derm.training.config import TrainConfig
+        from mobile_derm.training.distribute import Distribution, strategy_for
         from mobile_derm.training.fit import train
 
+        distribution = distribution or Distribution()
+        strategy_for(distribution.strategy)  # first: multi_worker must precede any TensorFlow work
         if out is None:
             raise ConfigError(None, "Classifier.train needs out=, the run folder to write")
         config = config or TrainConfig()
         dataset = load_dataset(data, data_root)
-        result = train(dataset, config, out, taxonomy=taxonomy, progress=progress)
+        result = train(dataset, config, out, taxonomy=taxonomy, progress=progress, distribution=distribution)
         return cls(out, result.model, config, result.info, dataset, result.test_report)
 
     @classmethod

@@ -48,9 +48,21 @@ def _logit_adjustment_arg(value: str | None):
         raise ConfigError(None, f"--logit-adjustment takes a number or 'validation', not {value!r}") from None
 
 
+def _distribution(args):
+    """--distribute / --batch-rule, with the strategy made before TensorFlow runs anything
+    (TensorFlow's rule for multi_worker)."""
+    from mobile_derm.training.distribute import Distribution, strategy_for
+
+    distribution = Distribution(args.distribute, args.batch_rule)
+    strategy_for(distribution.strategy)
+    return distribution
+
+
 def cmd_train(args) -> int:
     from mobile_derm.api import Classifier, load_dataset
     from mobile_derm.training.config import TrainConfig
+
+    distribution = _distribution(args)
 
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     overrides = {k: v for k, v in {
@@ -65,7 +77,10 @@ def cmd_train(args) -> int:
 
     taxonomy = Taxonomy.load(args.taxonomy)  # the shipped one unless given
     dataset = load_dataset(args.data, args.data_root)
-    clf = Classifier.train(dataset, config, args.out, taxonomy=taxonomy)
+    clf = Classifier.train(dataset, config, args.out, taxonomy=taxonomy, distribution=distribution)
+    if clf.info is None:
+        print("fine-tuning done on this worker; the chief writes the run folder")
+        return 0
     print(json.dumps({k: clf.test_report[k] for k in ("n", "top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}, indent=2))
     print(f"run saved in {args.out}")
     return 0
@@ -77,12 +92,16 @@ def cmd_crossval(args) -> int:
     from mobile_derm.training.crossval import cross_validate, markdown
     from mobile_derm.taxonomy import Taxonomy
 
+    distribution = _distribution(args)
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     if args.random_weights:
         config = TrainConfig.from_dict({**config.to_dict(), "allow_random_weights": True})
     taxonomy = Taxonomy.load(args.taxonomy)
     dataset = load_dataset(args.data, args.data_root)
-    summary = cross_validate(dataset, config, args.out, k=args.folds, taxonomy=taxonomy)
+    summary = cross_validate(dataset, config, args.out, k=args.folds, taxonomy=taxonomy, distribution=distribution)
+    if not summary:
+        print("fine-tuning done on this worker; the chief writes the folds")
+        return 0
     print(markdown(summary))
     return 0
 
@@ -267,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="allow random init if the ImageNet weights extra is missing")
     p.set_defaults(func=cmd_demo)
 
+    def distribution_args(p):
+        from mobile_derm.training.distribute import BATCH_RULES, STRATEGIES
+
+        p.add_argument("--distribute", choices=STRATEGIES, default="none",
+                       help="where fine-tuning runs: one device (none, the default), every local GPU (mirrored), or "
+                            "the hosts in TF_CONFIG (multi_worker: the same command on each; the chief writes the "
+                            "run); docs/distributed.md")
+        p.add_argument("--batch-rule", choices=BATCH_RULES, default="global",
+                       help="global (default): batch_size is the global batch, the learning rate as written; "
+                            "per_replica: batch_size per replica, global batch and learning rate x replicas")
+
     def data_args(p):
         p.add_argument("--data", required=True, help="preset (ham10000, pad_ufes20, derm7pt, sd198), labels CSV, or class folders")
         p.add_argument("--data-root", help="folder holding the presets (default $MOBILE_DERM_DATA or ../shared/data)")
@@ -288,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "exported models (default none; re-running on a finished run only redoes the evaluation)")
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
+    distribution_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("crossval", parents=common, epilog=EXIT_CODES, help="grouped k-fold cross-validation (mean and spread over folds)")
@@ -298,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="k: each fold tests on one part, validates on the next, trains on the rest (default %(default)s)")
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
+    distribution_args(p)
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("export", parents=common, epilog=EXIT_CODES, help="convert a run to .tflite variants with metadata")

@@ -20,17 +20,27 @@ from mobile_derm.io_utils import atomic_write_text
 SUMMARY_METRICS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")
 
 
-def cross_validate(dataset, config: TrainConfig, out_dir: str | Path, k: int = 5, taxonomy=None, progress: bool = True) -> dict:
+def cross_validate(dataset, config: TrainConfig, out_dir: str | Path, k: int = 5, taxonomy=None, progress: bool = True,
+                   distribution=None) -> dict:
+    """``distribution``: where each fold fine-tunes (``mobile_derm.training.distribute``);
+    a worker that is not the chief returns an empty summary."""
     from mobile_derm.datasets.splits import grouped_kfold
+    from mobile_derm.training.distribute import Distribution, is_chief, strategy_for
     from mobile_derm.training.fit import train
+
+    distribution = distribution or Distribution()
+    strategy = strategy_for(distribution.strategy)
 
     out_dir = Path(out_dir)
     folds = grouped_kfold(dataset, k=k, seed=config.seed, with_val=True)
     reports = []
     for fold in folds:
         print(f"\n== fold {fold.fold + 1}/{k}: {len(fold.train)} train / {len(fold.val)} val / {len(fold.test)} test")
-        result = train(dataset, config, out_dir / f"fold{fold.fold}", taxonomy=taxonomy, split=fold, progress=progress)
+        result = train(dataset, config, out_dir / f"fold{fold.fold}", taxonomy=taxonomy, split=fold, progress=progress,
+                       distribution=distribution)
         reports.append(result.test_report)
+    if not is_chief(strategy):
+        return {}
     summary = summarize(reports)
     summary.update({"dataset": dataset.name, "k": k, "n_images": len(dataset.samples), "config": config.to_dict()})
     out_dir.mkdir(parents=True, exist_ok=True)

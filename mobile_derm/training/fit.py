@@ -1,9 +1,11 @@
 """Training on a 2-core CPU: cache pixels, fit the head on cached features,
 then fine-tune end to end; every stage resumes after a kill (the run folder's
-layout is in ``mobile_derm.training.runs``).
+layout is in ``mobile_derm.training.runs``). Fine-tuning can also run on several
+devices or machines (``mobile_derm.training.distribute``, docs/distributed.md).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from mobile_derm.model.classifier import (build_classifier, ensemble_classifier,
 from mobile_derm.training.config import TrainConfig
 from mobile_derm_quality.quiet import verbose
 from mobile_derm.training.runs import dataset_pixels, save_final_weights, start_run
+from mobile_derm.training import distribute
+from mobile_derm.training.distribute import Distribution
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
@@ -33,7 +37,7 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
 class TrainResult:
     run_dir: Path
     model: object  # keras.Model
-    info: ModelInfo
+    info: ModelInfo | None  # None (and an empty report) on a worker that is not the chief
     test_report: dict
 
 
@@ -146,15 +150,20 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     return record, adjusted
 
 
-def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool):
+def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool,
+                distribution: Distribution = Distribution()):
     """One classifier: the head on cached features, then fine-tuning; a stage whose
-    weights file is already in ``run_dir`` is not run again (resume)."""
+    weights file is already in ``run_dir`` is not run again (resume). Under a
+    strategy, only the chief runs stage 1 and writes files; every worker fine-tunes."""
     from mobile_derm.tf_setup import keras
 
     spec = config.spec
+    strategy = distribute.strategy_for(distribution.strategy)
+    chief = distribute.is_chief(strategy)
     keras.utils.set_random_seed(config.seed)
     model = build_classifier(config, n_classes)
-    start_run(run_dir, split, config)
+    if chief:
+        start_run(run_dir, split, config)
     # Validation is weighted like training, so early stopping and the head-versus-
     # fine-tuned choice judge the same (class-balanced) objective the model learns;
     # an unweighted validation loss penalises exactly the shift towards rare classes
@@ -170,7 +179,9 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
 
     # ---- stage 1: head on cached features
     head_file = run_dir / "head_weights.h5"
-    if head_file.is_file():
+    if not chief:
+        pass  # the chief's weights reach this worker before fine-tuning
+    elif head_file.is_file():
         model.load_weights(head_file)
     else:
         feature_model = feature_extractor(model)
@@ -184,26 +195,45 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
 
     # ---- stage 2: fine-tune everything, resumable
     final_file = run_dir / "weights.h5"
-    if final_file.is_file():
-        model.load_weights(final_file)
+    # every worker takes the chief's branch (its run folder says what is left to do)
+    if distribute.chief_decides(strategy, chief and final_file.is_file()):
+        if chief:
+            model.load_weights(final_file)
     elif config.finetune_epochs > 0:
-        from mobile_derm.training.pipeline import make_dataset
+        from mobile_derm.training.pipeline import make_dataset, steps_per_epoch, training_dataset
 
-        steps = int(np.ceil(len(x_train) / config.batch_size))
-        schedule = _warmup_cosine(config.finetune_learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
-        if not config.train_batchnorm:
-            freeze_batchnorm(model)
-        model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-            loss=loss,
-            metrics=["accuracy"],
-        )
-        train_ds = make_dataset(x_train, y_train, spec.mean, spec.std, config.batch_size, training=True,
-                                seed=config.seed, sample_weights=weights_per_class[y_train])
+        replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        global_batch, learning_rate = distribute.scaled_batch_and_rate(
+            config.batch_size, config.finetune_learning_rate, replicas, distribution.batch_rule)
+        steps = steps_per_epoch(len(x_train), global_batch, distribute.workers(strategy), drop_remainder=replicas > 1)
+        schedule = _warmup_cosine(learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
+        trained = model  # one device: the model itself; under a strategy, a distributed copy of it
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            if strategy is not None:
+                keras.utils.set_random_seed(config.seed)
+                trained = build_classifier(dataclasses.replace(config, weights=None), n_classes)
+                trained.set_weights(model.get_weights())
+                distribute.copy_chief_weights(strategy, trained)
+                history["distribution"] = {"strategy": distribution.strategy, "batch_rule": distribution.batch_rule,
+                                           "replicas": replicas, "workers": distribute.workers(strategy),
+                                           "global_batch": global_batch, "finetune_learning_rate": learning_rate}
+            if not config.train_batchnorm:
+                freeze_batchnorm(trained)
+            trained.compile(
+                optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+                loss=loss,
+                metrics=["accuracy"],
+            )
+
+        def train_input(input_context=None):
+            return training_dataset(x_train, y_train, weights_per_class[y_train], spec.mean, spec.std, global_batch,
+                                    config.seed, config.finetune_epochs, input_context)
+
+        train_ds = train_input() if strategy is None else strategy.distribute_datasets_from_function(train_input)
         val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=weights_per_class[y_val])
         # Fine-tuning must pay for itself: it has to beat the head alone on
         # validation, or the head's weights are kept (small data sets overfit).
-        head_val_loss = float(model.evaluate(val_ds, verbose=0)[0])
+        head_val_loss = float(trained.evaluate(val_ds, verbose=0)[0])
         head_weights = model.get_weights()
         callbacks = [
             keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
@@ -211,8 +241,10 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         ]
         print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
               f"(head alone: val_loss {head_val_loss:.4f})")
-        fit = model.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, callbacks=callbacks,
-                        verbose=2 if not progress else 1)
+        fit = trained.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
+                          callbacks=callbacks, verbose=2 if not progress else 1)
+        if trained is not model:
+            model.set_weights(trained.get_weights())
         history["finetune"] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
         history["head_val_loss"] = head_val_loss
         best_val_loss = min(history["finetune"].get("val_loss", [np.inf]))
@@ -220,22 +252,28 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         if history["kept"] == "head":
             print(f"fine-tuning never beat the head on validation ({best_val_loss:.4f} >= {head_val_loss:.4f}): keeping the head")
             model.set_weights(head_weights)
-        atomic_write_text(history_file, json.dumps(history))
-    save_final_weights(model, final_file)
+        if chief:
+            atomic_write_text(history_file, json.dumps(history))
+    if chief:
+        save_final_weights(model, final_file)
     return model
 
 
-def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, cache_dir, progress: bool, pixels):
+def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, cache_dir, progress: bool, pixels,
+                 distribution: Distribution = Distribution()):
     """An ensemble (``config.ensemble_members``): each member is a run of its own in
     ``run_dir/member<k>`` (resumable like any run) on its split from
     ``splits.member_splits``. Returns the averaging model; the validation views'
     probabilities, each photo scored by the member that never trained on it; and the
-    validation photos member 0 never saw (for the familiarity threshold)."""
+    validation photos member 0 never saw (for the familiarity threshold); on a worker
+    that is not the chief, only the members' fine-tuning (None for the rest)."""
     from mobile_derm.datasets.splits import member_splits
 
     spec = config.spec
     splits = member_splits(dataset, split, config.ensemble_members, seed=config.seed)
-    start_run(run_dir, split, config)
+    chief = distribute.is_chief(distribute.strategy_for(distribution.strategy))
+    if chief:
+        start_run(run_dir, split, config)
     # members are plain models: the prior correction is chosen for the ensemble
     member_config = dataclasses.replace(config, ensemble_members=1, logit_adjustment=0.0)
     members, val_view_probs = [], None
@@ -243,19 +281,27 @@ def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, c
     for k, member_split in enumerate(splits):
         print(f"== ensemble member {k + 1}/{len(splits)}: {len(member_split.train)} train / {len(member_split.val)} val")
         member = train(dataset, member_config, run_dir / f"member{k}", taxonomy=taxonomy, split=member_split,
-                       cache_dir=cache_dir, progress=progress)
+                       cache_dir=cache_dir, progress=progress, distribution=distribution)
         members.append(member.model)
+        if not chief:
+            continue
         held_out = view_stack(member.model, pixels[member_split.val], spec.mean, spec.std, config.test_time_views)
         if val_view_probs is None:
             val_view_probs = np.empty((held_out.shape[0], len(split.val), held_out.shape[2]), np.float32)
         val_view_probs[:, [row_of[i] for i in member_split.val]] = held_out
+    if not chief:
+        return None, None, None
     model = ensemble_classifier(members)
     save_final_weights(model, run_dir / "weights.h5")
     return model, val_view_probs, np.asarray(splits[0].val, dtype=np.int64)
 
 
-def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True) -> TrainResult:
-    """Train (or resume) a classifier on ``dataset`` into ``run_dir``."""
+def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True,
+          distribution: Distribution = Distribution()) -> TrainResult:
+    """Train (or resume) a classifier on ``dataset`` into ``run_dir``; ``distribution``:
+    where fine-tuning runs (one device by default; ``mobile_derm.training.distribute``).
+    On a worker that is not the chief the result has no info and an empty report."""
+    strategy = distribute.strategy_for(distribution.strategy)  # first: multi_worker must precede any TensorFlow work
     from mobile_derm.datasets import splits as splits_mod
     from mobile_derm.evaluation.report import evaluate_probs, operating_points
     from mobile_derm.taxonomy import Taxonomy
@@ -289,10 +335,14 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     # (The logit shift below changes only the heads, so these are the trained features.)
     if config.ensemble_members > 1:
         model, val_view_probs, member0_held_out = _fit_members(dataset, config, run_dir, split, taxonomy, cache_dir,
-                                                               progress, pixels)
+                                                               progress, pixels, distribution)
+        if not distribute.is_chief(strategy):
+            return TrainResult(run_dir, None, None, {})
         familiarity_val_features = predict_probs(feature_extractor(model), pixels[member0_held_out], spec.mean, spec.std)
     else:
-        model = _fit_single(config, run_dir, split, x_train, y_train, x_val, y_val, n_classes, progress)
+        model = _fit_single(config, run_dir, split, x_train, y_train, x_val, y_val, n_classes, progress, distribution)
+        if not distribute.is_chief(strategy):
+            return TrainResult(run_dir, model, None, {})
         familiarity_val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
         val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
 
