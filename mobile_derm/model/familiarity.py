@@ -110,15 +110,55 @@ def fit(features: np.ndarray, labels: np.ndarray, n_components: int = N_COMPONEN
 
 # The exported models' second output: sigmoid(SLOPE * (distance / threshold - 1)), so 0.5
 # is the abstention threshold, 0.98 twice its distance, 0.02 a photo at a class mean.
-# A sigmoid has a fixed [0, 1] output range, so integer models quantize it without
-# calibration: out-of-range distances saturate towards 1 instead of wrapping.
+# A sigmoid has a fixed [0, 1] output range, but the tensors before it (the distance,
+# distance / threshold) get their int8 ranges from the calibration images, and any value
+# above the largest one seen is clipped to it. Calibrated on skin photos alone, that
+# largest ratio was below 1 (0.09 on the tiny demo), so every photo, however unlike the
+# training photos, scored as a familiar one and the int8 model never abstained.
+# ``non_skin_images`` join the calibration images (mobile_derm_export.exporter) so the
+# ranges reach past the threshold: a clipped distance then still scores above 0.5.
 UNFAMILIARITY_SLOPE = 4.0
+# The integer models' unfamiliarity ranges reach at least this many thresholds: a photo
+# farther away is clipped to it and scores sigmoid(4 * 2) = 0.9997, still an abstention.
+RANGE_BOUND = 3.0
 OUTPUT_NAME = "unfamiliarity"
 
 
 def unfamiliarity_score(distance: np.ndarray, threshold: float) -> np.ndarray:
     """The exported output's value for a distance (numpy, for checks and the Keras path)."""
     return 1.0 / (1.0 + np.exp(-UNFAMILIARITY_SLOPE * (np.asarray(distance, np.float64) / threshold - 1.0)))
+
+
+def non_skin_images(size: int, n: int = 48, seed: int = 0) -> np.ndarray:
+    """``n`` generated RGB uint8 images of ``size`` px that are nothing like skin, in four
+    kinds taken in turn: uniform noise, flat colours, stripes, and dark text on a light
+    page. Made by code (no data needed), they calibrate the unfamiliarity score's integer
+    ranges and let the benchmark and tests check that integer models still abstain."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        elif kind == 1:
+            image = np.empty((size, size, 3), np.uint8)
+            image[:] = rng.integers(0, 256, 3)
+        elif kind == 2:
+            width = int(rng.integers(1, max(2, size // 8)))
+            on = (np.arange(size) // width) % 2 == 0
+            image = np.empty((size, size, 3), np.uint8)
+            image[:] = rng.integers(0, 256, 3)
+            image[on if rng.random() < 0.5 else (slice(None), on)] = rng.integers(0, 256, 3)
+        else:
+            image = np.full((size, size, 3), int(rng.integers(200, 256)), np.uint8)
+            line = max(6, size // 10)
+            for y in range(line, size, line):
+                text = "".join(chr(int(c)) for c in rng.integers(97, 123, 12))
+                cv2.putText(image, text, (1, y), cv2.FONT_HERSHEY_SIMPLEX, line / 30, (0, 0, 0), 1)
+        images[i] = image
+    return images
 
 
 def with_unfamiliarity(classifier, model: FamiliarityModel):
@@ -139,5 +179,13 @@ def with_unfamiliarity(classifier, model: FamiliarityModel):
     distance = keras.layers.Lambda(lambda t: tf.reduce_min(tf.reduce_sum(t * t, axis=-1), axis=-1, keepdims=True),
                                    name="familiarity_distance")(diff)
     slope, threshold = UNFAMILIARITY_SLOPE, float(model.threshold)
-    score = keras.layers.Lambda(lambda d: tf.sigmoid(slope * (d / threshold - 1.0)), name=OUTPUT_NAME)(distance)
+    # The distance travels beside a constant column holding RANGE_BOUND thresholds, so every
+    # integer tensor from here to the sigmoid is calibrated on a value past the abstention
+    # threshold, whatever the calibration images were (see RANGE_BOUND); the column is dropped at the end.
+    bound = tf.constant([[RANGE_BOUND * threshold]], tf.float32)
+    with_bound = keras.layers.Lambda(lambda d: tf.concat([d, tf.zeros_like(d) + bound], axis=-1),
+                                     name="familiarity_range_bound")(distance)
+    scores = keras.layers.Lambda(lambda d: tf.sigmoid(slope * (d / threshold - 1.0)),
+                                 name="familiarity_scores")(with_bound)
+    score = keras.layers.Lambda(lambda s: s[:, :1], name=OUTPUT_NAME)(scores)
     return keras.Model(classifier.input, [classifier.output, score], name=f"{classifier.name}_with_{OUTPUT_NAME}")

@@ -148,3 +148,50 @@ def test_unfamiliarity_output_survives_integer_conversion(calibration, quantizat
         assert error.mean() < 0.05 and error.max() < 0.15
     # the decision (above / below 0.5) agrees for most images
     assert np.mean((np.array(got) > 0.5) == (expected > 0.5)) >= 0.8
+
+
+def test_integer_unfamiliarity_still_abstains_on_photos_unlike_every_calibration_image():
+    """Calibration images are the training photos, all familiar; a photo far from all of
+    them must still score above 0.5 in the int8 model, as in the float one. (Before the
+    score's ranges were bounded in the graph, int8 ranges set by familiar photos alone
+    capped distance / threshold at what the calibration photos reached: below 1 in the
+    demo, so its int8 model never abstained.)"""
+    from mobile_derm.model import familiarity
+    from mobile_derm.tf_setup import keras
+
+    rng = np.random.default_rng(0)
+    # two classes of photos, dark grey and light grey: the integer ranges of the features and
+    # of the offsets to both class means span the whole 0..255, only the distance to the
+    # nearest class mean stays small on every calibration photo
+    label = np.arange(40) % 2
+    level = np.where(label == 1, 215.0, 40.0)[:, None, None, None]
+    greyish = np.clip(level + rng.normal(0, 8, (40, 1, 1, 3)) + rng.normal(0, 3, (40, 8, 8, 3)), 0, 255).astype(np.uint8)
+    mean, std = (127.0,) * 3, (128.0,) * 3
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.GlobalAveragePooling2D()(inputs)  # the mean colour
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="head")(features))
+    f = keras.Model(inputs, features).predict(normalize(greyish, mean, std), verbose=0)
+    fam = familiarity.fit(f, label, 3).calibrate(f, 0.95)
+    wrapped = familiarity.with_unfamiliarity(model, fam)
+    int8 = convert(wrapped, "int8", normalize(greyish, mean, std))
+    far = familiarity.non_skin_images(8, n=24)  # noise, flat colours, stripes, text: mean colours off the grey line
+    expected = familiarity.unfamiliarity_score(fam.distance(keras.Model(inputs, features).predict(
+        normalize(far, mean, std), verbose=0)), fam.threshold)
+    assert np.mean(expected > 0.5) > 0.5  # the float model flags most of them
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=int8)
+    interp.allocate_tensors()
+    inp, score_out = interp.get_input_details()[0], interp.get_output_details()[1]
+    scale, zero = inp["quantization"]
+    s, z = score_out["quantization"]
+    got = []
+    for image in normalize(far, mean, std):
+        interp.set_tensor(inp["index"], np.clip(np.round(image / scale + zero), 0, 255)[None].astype(np.uint8))
+        interp.invoke()
+        got.append((float(interp.get_tensor(score_out["index"])[0, 0]) - z) * s)
+    got = np.array(got)
+    # int8 ranges set by familiar photos alone clipped every far photo to one score (0.71 here)
+    assert np.abs(got - expected).mean() < 0.05
+    assert np.mean((got > 0.5) == (expected > 0.5)) >= 0.95
