@@ -104,3 +104,21 @@ def test_predict_error_contract_and_json_shape(tiny_demo, tmp_path):
     verbose = subprocess.run([sys.executable, "-m", "mobile_derm.cli", "predict", str(good), "--model", str(model),
                               "--verbose"], capture_output=True, text=True)
     assert "XNNPACK" in verbose.stderr  # the banner exists, and only --verbose shows it
+
+
+NOISE = ("WARNING:tensorflow", "W0000", "E0000", "I0000", "INFO: Created TensorFlow Lite", "cuda", "UserWarning",
+         "Epoch 5/")
+
+
+@pytest.mark.slow
+def test_demo_output_fits_on_a_screen(tmp_path):
+    """`make demo`'s command, tiny: stages, progress, the benchmark table and the gate's verdicts, without
+    TensorFlow's, LiteRT's and Keras' log lines (they come back with --verbose)."""
+    result = subprocess.run([sys.executable, "-m", "mobile_derm.cli", "demo", "--tiny", "--out", str(tmp_path / "demo")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert [marker for marker in NOISE if marker in output] == []
+    assert len(output.split("\n")) <= 60  # progress bars redraw their line with \r: one line each
+    for expected in ("== 1/5", "== 5/5", "| int8 |", "blurred.jpg", "reject"):
+        assert expected in output
