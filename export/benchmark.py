@@ -23,6 +23,7 @@ from mobile_derm_quality.files import pyplot, save_figure
 from mobile_derm.app.model_info import ModelInfo
 
 TABLE_COLUMNS = ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece", "agreement_with_float",
+                 "abstention_agreement_with_float", "unfamiliar_agreement_with_float", "unfamiliarity_mae_vs_float",
                  "size_bytes", "latency_ms_p50", "latency_ms_p95", "latency_ms_p50_2threads", "latency_vs_float32")
 
 
@@ -94,9 +95,10 @@ def latency_columns(model_paths: dict[str, str | Path], runs: int = LATENCY_RUNS
     return columns
 
 
-def tflite_probs(model, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
-    """Label probabilities (first output) of a ``.tflite`` for each image: ``model`` is a
-    LiteRTModel, or the path of one of our files (normalization from its metadata)."""
+def tflite_outputs(model, pixels: np.ndarray, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Label probabilities (first output) and unfamiliarity scores (second output, None
+    for a model without one) of a ``.tflite`` for each image: ``model`` is a LiteRTModel,
+    or the path of one of our files (normalization from its metadata)."""
     from mobile_derm.app.predict import LiteRTModel
 
     if not isinstance(model, LiteRTModel):
@@ -105,27 +107,114 @@ def tflite_probs(model, pixels: np.ndarray, progress: bool = True) -> np.ndarray
         info = read_model_info(model)
         model = LiteRTModel(model, info.mean, info.std, num_threads=2)
     name = model.model_path.stem
-    return np.stack([model.run(p)[0] for p in tqdm(pixels, desc=f"eval {name}", disable=not progress, leave=False)])
+    outputs = [model.run(p) for p in tqdm(pixels, desc=f"eval {name}", disable=not progress, leave=False)]
+    probs = np.stack([o[0] for o in outputs]) if outputs else np.zeros((0, model.output_details[0]["shape"][-1]))
+    unfamiliarity = np.array([float(o[1][0]) for o in outputs]) if len(model.output_details) > 1 else None
+    return probs, unfamiliarity
+
+
+def tflite_probs(model, pixels: np.ndarray, progress: bool = True) -> np.ndarray:
+    """Label probabilities (first output) of a ``.tflite`` for each image (``tflite_outputs``)."""
+    return tflite_outputs(model, pixels, progress)[0]
+
+
+NON_SKIN_SET = "non_skin_generated"  # mobile_derm.model.familiarity.non_skin_images: made by code, always there
+OOD_PRESET = "ood"  # the 50 everyday photos of ../shared/data/ood, when present
+FLOAT_VARIANT = "float32"  # the exported float model: the reference for the abstention columns
+
+
+def other_image_sets(input_size: int, progress: bool = True) -> dict[str, np.ndarray]:
+    """Photos that are not skin, as model-input pixels: generated ones always, and the
+    data folder's ``ood`` set where it is present."""
+    from mobile_derm.datasets.sources import PRESET_FOLDERS, data_root, load
+    from mobile_derm.model.familiarity import non_skin_images
+    from mobile_derm.training.runs import dataset_pixels
+
+    sets = {NON_SKIN_SET: non_skin_images(input_size)}
+    if (data_root() / PRESET_FOLDERS[OOD_PRESET] / "labels.csv").is_file():
+        sets[OOD_PRESET] = dataset_pixels(load(OOD_PRESET), input_size, progress=progress)
+    return sets
+
+
+def abstentions(info: ModelInfo, probs: np.ndarray, unfamiliarity: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Whether an app abstains on each photo, by each of the model file's rules (as
+    ``Predictor.explain``) and by either: ``low_confidence`` (top probability under
+    ``ood_threshold``), ``unfamiliar`` (unfamiliarity score above ``familiarity["abstain_above"]``)."""
+    rules = {}
+    if info.ood_threshold is not None:
+        rules["low_confidence"] = probs.max(axis=1) < info.ood_threshold
+    if unfamiliarity is not None and info.familiarity:
+        rules["unfamiliar"] = unfamiliarity > info.familiarity["abstain_above"]
+    rules["either"] = np.logical_or.reduce([np.zeros(len(probs), bool), *rules.values()])
+    return rules
+
+
+def abstention_columns(info: ModelInfo, outputs: dict[str, dict[str, tuple]]) -> dict[str, dict]:
+    """Each variant's abstention against ``FLOAT_VARIANT``'s, photo by photo, on every set
+    together: ``abstention_agreement_with_float`` (the decision by either rule),
+    ``unfamiliar_agreement_with_float`` (the unfamiliarity rule alone: the softmax rule
+    abstains on most non-skin photos too and would hide a broken score),
+    ``unfamiliarity_mae_vs_float``; and per set (``abstention_by_set``, with the variant's
+    abstain rates). ``outputs``: variant -> set name -> (probs, unfamiliarity) from ``tflite_outputs``."""
+    if FLOAT_VARIANT not in outputs:
+        return {}
+    reference = outputs[FLOAT_VARIANT]
+    columns = {}
+    for variant, by_set in outputs.items():
+        same: dict[str, list] = {}
+        errors, per_set = [], {}
+        for set_name, (probs, unfamiliarity) in by_set.items():
+            ours, theirs = abstentions(info, probs, unfamiliarity), abstentions(info, *reference[set_name])
+            row = {"n": int(len(probs)), "abstain_rate": float(np.mean(ours["either"]))}
+            for rule in [r for r in ours if r in theirs]:
+                agree = ours[rule] == theirs[rule]
+                same.setdefault(rule, []).append(agree)
+                row["abstention_agreement_with_float" if rule == "either" else f"{rule}_agreement_with_float"] = \
+                    float(np.mean(agree))
+            if unfamiliarity is not None and reference[set_name][1] is not None:
+                error = np.abs(unfamiliarity - reference[set_name][1])
+                row["unfamiliar_rate"] = float(np.mean(ours["unfamiliar"]))
+                row["unfamiliarity_mae_vs_float"] = float(np.mean(error))
+                errors.append(error)
+            per_set[set_name] = row
+        columns[variant] = {"abstention_agreement_with_float": float(np.mean(np.concatenate(same["either"])))}
+        if "unfamiliar" in same:
+            columns[variant]["unfamiliar_agreement_with_float"] = float(np.mean(np.concatenate(same["unfamiliar"])))
+        if errors:
+            columns[variant]["unfamiliarity_mae_vs_float"] = float(np.mean(np.concatenate(errors)))
+        columns[variant]["abstention_by_set"] = per_set
+    return columns
 
 
 def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, models: dict[str, Path],
                   out_dir: str | Path, keras_probs: np.ndarray | None = None, latency_runs: int = LATENCY_RUNS,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, other_sets: dict[str, np.ndarray] | None = None) -> dict:
     """A training run's benchmark: the Keras float model (``keras_probs``, the
-    reference for agreement) and each exported variant on the run's test split."""
+    reference for agreement) and each exported variant on the run's test split.
+    Abstention (both rules) is compared with the float32 variant's photo by photo, on the
+    test split and on ``other_sets`` (name -> pixels; default ``other_image_sets``: photos
+    that are not skin, where an integer model that lost its unfamiliarity score shows it)."""
+    if other_sets is None:
+        other_sets = other_image_sets(info.input_size, progress)
+    sets = {"test": test_pixels, **other_sets}
+    outputs = {variant: {name: tflite_outputs(path, pixels, progress) for name, pixels in sets.items()}
+               for variant, path in models.items()}
     probs = {} if keras_probs is None else {KERAS_FLOAT: keras_probs}
-    probs.update({variant: tflite_probs(path, test_pixels, progress) for variant, path in models.items()})
-    document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size}
+    probs.update({variant: by_set["test"][0] for variant, by_set in outputs.items()})
+    document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size,
+                "abstention_sets": {name: int(len(pixels)) for name, pixels in sets.items()}}
     return write_benchmark(document, info, probs, y_test, models, out_dir,
                            reference=KERAS_FLOAT if keras_probs is not None else None,
-                           latency_reference="float32", latency_runs=latency_runs)
+                           latency_reference="float32", latency_runs=latency_runs,
+                           extra_columns=abstention_columns(info, outputs))
 
 
 def write_benchmark(document: dict, info: ModelInfo, probs: dict[str, np.ndarray], y_test: np.ndarray,
                     models: dict[str, Path], out_dir: str | Path, reference: str | None, latency_reference: str | None,
-                    latency_runs: int = LATENCY_RUNS) -> dict:
+                    latency_runs: int = LATENCY_RUNS, extra_columns: dict[str, dict] | None = None) -> dict:
     """One row per entry of ``probs`` (accuracy columns against ``y_test``; agreement
-    with ``reference``'s top-1), file size and latency for those in ``models``; writes
+    with ``reference``'s top-1), file size and latency for those in ``models``, and the
+    ``extra_columns`` given per row; writes
     benchmark.json, .md and .png into ``out_dir`` and returns the document
     (``document``'s header fields plus ``n_test`` and ``variants``)."""
     out_dir = Path(out_dir)
@@ -142,6 +231,8 @@ def write_benchmark(document: dict, info: ModelInfo, probs: dict[str, np.ndarray
             row["size_bytes"] = Path(models[name]).stat().st_size
         results[name] = row
     for name, columns in latency_columns(models, latency_runs, latency_reference).items():
+        results[name].update(columns)
+    for name, columns in (extra_columns or {}).items():
         results[name].update(columns)
     if "float32" in results and "int8" in results:
         results["int8"]["size_vs_float32"] = results["int8"]["size_bytes"] / results["float32"]["size_bytes"]
@@ -278,7 +369,12 @@ def markdown_table(document: dict) -> str:
     lines = [f"Benchmark of {document['model']} ({document['backbone']} at {document['input_size']} px), "
              f"n_test = {document['n_test']}; latency in ms on LiteRT, batch 1; latency_vs_float32 is the "
              f"one-thread p50 over {reference or 'float32'}'s (in brackets: lowest and highest of {LATENCY_BLOCKS} "
-             f"blocks of rounds)" + (f"; agreement_with_float: same top-1 as {reference}." if reference else "."),
+             f"blocks of rounds)" + (f"; agreement_with_float: same top-1 as {reference}." if reference else ".")
+             + (f" abstention_agreement_with_float: same abstain/answer decision as {FLOAT_VARIANT} (either rule) on "
+                + ", ".join(f"{k} ({v})" for k, v in document["abstention_sets"].items())
+                + "; unfamiliar_agreement_with_float: the same for the unfamiliarity rule alone; "
+                  "unfamiliarity_mae_vs_float: mean |score - float32's| there."
+                if "abstention_sets" in document else ""),
              "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in document["variants"].items():

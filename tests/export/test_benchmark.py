@@ -167,3 +167,43 @@ def test_brought_models_without_labels_or_with_unknown_classes_are_one_line_erro
                  "--out", str(tmp_path)]) == 2
     assert "reddish" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "benchmark.json").exists()
+
+
+def test_abstention_columns_compare_each_rule_with_float_photo_by_photo():
+    from mobile_derm_export.benchmark import abstention_columns
+
+    info = ModelInfo(name="t", version="1", backbone="tiny", input_size=SIZE, mean=(127.0,) * 3, std=(128.0,) * 3,
+                     labels=["a", "b"], ood_threshold=0.6,
+                     familiarity={"output": "unfamiliarity", "abstain_above": 0.5})
+    sure, unsure = [0.9, 0.1], [0.55, 0.45]
+    reference = {"test": (np.array([sure, sure, unsure, sure]), np.array([0.1, 0.9, 0.1, 0.2])),
+                 "not_skin": (np.array([sure, sure]), np.array([0.9, 0.8]))}
+    # a variant whose score is stuck low: it misses both unfamiliar photos of not_skin and one of test
+    stuck = {"test": (reference["test"][0], np.full(4, 0.02)), "not_skin": (reference["not_skin"][0], np.full(2, 0.02))}
+    columns = abstention_columns(info, {"float32": reference, "int8": stuck})
+    assert columns["float32"]["abstention_agreement_with_float"] == 1.0
+    assert columns["float32"]["unfamiliarity_mae_vs_float"] == 0.0
+    int8 = columns["int8"]
+    assert int8["unfamiliar_agreement_with_float"] == pytest.approx(3 / 6)
+    assert int8["abstention_agreement_with_float"] == pytest.approx(3 / 6)  # photo 3 abstains on low confidence in both
+    by_set = int8["abstention_by_set"]
+    assert by_set["not_skin"]["abstention_agreement_with_float"] == 0.0 and by_set["not_skin"]["abstain_rate"] == 0.0
+    assert by_set["test"]["low_confidence_agreement_with_float"] == 1.0
+    assert by_set["not_skin"]["unfamiliarity_mae_vs_float"] == pytest.approx((0.88 + 0.78) / 2)
+
+
+def test_the_demo_int8_model_keeps_its_unfamiliarity_score(tiny_demo):
+    """The demo's benchmark compares every variant's abstention with float32's on the test
+    split and on photos that are not skin (generated; ../shared/data/ood too when present).
+    Before the score's integer ranges were bounded in the graph, the int8 demo model gave
+    two distinct scores (0.02 and 0.05) to every photo: MAE 0.07-0.22 per set."""
+    import json
+
+    document = json.loads((tiny_demo / "benchmark.json").read_text())
+    assert {"test", "non_skin_generated"} <= set(document["abstention_sets"])
+    assert "unfamiliar_agreement_with_float" in (tiny_demo / "benchmark.md").read_text()
+    for variant in ("float16", "int8"):
+        row = document["variants"][variant]
+        assert row["unfamiliar_agreement_with_float"] >= 0.98, variant
+        for name, per_set in row["abstention_by_set"].items():
+            assert per_set["unfamiliarity_mae_vs_float"] < (0.1 if name == "ood" else 0.05), (variant, name)
