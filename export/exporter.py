@@ -24,13 +24,21 @@ def representative_sample(pixels: np.ndarray, n: int, seed: int = 0) -> np.ndarr
 
 
 def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calibration_pixels: np.ndarray,
-                    io_type: str = "uint8", qat_model=None, familiarity=None) -> dict[str, Path]:
+                    io_type: str = "uint8", qat_model=None, familiarity=None, card=None) -> dict[str, Path]:
     """Convert ``model`` into each variant and write ``<variant>.tflite`` with
     metadata. ``calibration_pixels`` are uint8 training images; ``qat_model``
     is needed for ``qat_int8``; ``familiarity`` (a FamiliarityModel, recorded in
     ``info.familiarity``) adds the unfamiliarity score as every model's second output;
     ``info.test_time_views`` other than "none" makes every model average its outputs over
-    those views of the input (``mobile_derm.model.views``)."""
+    those views of the input (``mobile_derm.model.views``).
+
+    Every export writes a model card (``model_card.md``, ``mobile_derm.evaluation.model_card``)
+    beside the files and packs it into each. ``card`` (a ModelCardContext: the run, its data
+    and split, the test pixels) fills in its figures: the run's test report, subgroups, and
+    each variant measured against float32 here; without it those sections say "not measured"."""
+    from mobile_derm.app.model_file import MODEL_CARD_FILENAME
+    from mobile_derm.evaluation import model_card
+    from mobile_derm.io_utils import atomic_write_text
     from mobile_derm_export.convert import convert
     from mobile_derm_export.metadata import write_model_file
 
@@ -52,22 +60,64 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
     out_dir.mkdir(parents=True, exist_ok=True)
     info = _ship_skin_check(info, out_dir)
     representative = normalize(calibration_pixels, info.mean, info.std)
-    written = {}
+    converted = {}
     ptq = [v for v in variants if v != "qat_int8"]
     with tqdm(total=len(variants), desc="export", unit="model") as bar:
         for variant in ptq:
             bar.set_postfix_str(variant)
-            written[variant] = write_model_file(
-                out_dir / f"{variant}.tflite", convert(model, variant, representative, io_type), info)
+            converted[variant] = convert(model, variant, representative, io_type)
             bar.update()
         if "qat_int8" in variants:
             if qat_model is None:
                 raise ConfigError(None, "variant qat_int8 needs a quantization-aware-trained model")
             bar.set_postfix_str("qat_int8")
-            written["qat_int8"] = write_model_file(
-                out_dir / "qat_int8.tflite", convert(qat_model, "qat_int8", representative, io_type), info)
+            converted["qat_int8"] = convert(qat_model, "qat_int8", representative, io_type)
             bar.update()
-    return written
+    quantization = subgroups = None
+    if card is not None:
+        quantization, test_probs = measure_variants(converted, info, card.test_pixels, card.y_test)
+        subgroups = model_card.subgroup_table(card.dataset, card.split.test, test_probs, card.y_test, card.test_groups())
+    text = model_card.render(info, card, quantization, subgroups)
+    atomic_write_text(out_dir / MODEL_CARD_FILENAME, text)
+    return {variant: write_model_file(out_dir / f"{variant}.tflite", data, info, text)
+            for variant, data in converted.items()}
+
+
+def measure_variants(converted: dict[str, bytes], info: ModelInfo, test_pixels: np.ndarray,
+                     y_test: np.ndarray) -> tuple[dict[str, dict], np.ndarray]:
+    """Each converted variant on the test split and on generated non-skin images, against
+    float32 (the first variant if float32 was not exported): size, top-1, balanced accuracy,
+    top-1 agreement and the benchmark's abstention columns. Returns the rows and the
+    reference variant's test probabilities (for the card's subgroups)."""
+    import tempfile
+
+    from mobile_derm.app.predict import LiteRTModel
+    from mobile_derm.evaluation import metrics
+    from mobile_derm.model.familiarity import non_skin_images
+    from mobile_derm_export.benchmark import FLOAT_VARIANT, NON_SKIN_SET, abstention_columns, tflite_outputs
+
+    sets = {"test": test_pixels, NON_SKIN_SET: non_skin_images(info.input_size)}
+    reference = FLOAT_VARIANT if FLOAT_VARIANT in converted else next(iter(converted))
+    outputs = {}
+    with tempfile.TemporaryDirectory(prefix="mobile_derm_measure_") as tmp:
+        for variant, data in converted.items():
+            path = Path(tmp) / f"{variant}.tflite"
+            path.write_bytes(data)
+            runner = LiteRTModel(path, info.mean, info.std, num_threads=2)
+            outputs[variant] = {name: tflite_outputs(runner, pixels, progress=False) for name, pixels in sets.items()}
+    # abstention_columns compares with float32; rename the reference if float32 was not exported
+    abstention = abstention_columns(info, {(FLOAT_VARIANT if v == reference else v): o for v, o in outputs.items()})
+    reference_probs = outputs[reference]["test"][0]
+    rows = {}
+    for variant, by_set in outputs.items():
+        probs = by_set["test"][0]
+        pred = probs.argmax(axis=1)
+        rows[variant] = {"size_bytes": len(converted[variant]), "top1": float(np.mean(pred == y_test)),
+                         "balanced_accuracy": metrics.balanced_accuracy(y_test, pred, probs.shape[1]),
+                         "agreement_with_float": float(np.mean(pred == reference_probs.argmax(axis=1))),
+                         **abstention.get(FLOAT_VARIANT if variant == reference else variant, {})}
+        rows[variant].pop("abstention_by_set", None)
+    return rows, reference_probs
 
 
 def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:

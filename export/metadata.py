@@ -15,13 +15,15 @@ Writer (imports tflite-support, hence TensorFlow):
                             (MediaPipe's ``display_names_locale="en"`` shows them)
   * ``mobile_derm.json``    ``info.to_json()``: taxonomy, malignancy thresholds,
                             OOD threshold, quality-gate config, everything else
+  * ``model_card.md``       the model card (``mobile_derm.evaluation.model_card``), when
+                            the exporter gives one: intended use, data, results, limits
   * ``model_sha256.txt``    SHA-256 of every byte before the associated-files ZIP
                             (the flatbuffer with its TFLITE_METADATA); the reader
                             refuses a file that no longer matches it
 
   Associated files live in a ZIP archive appended to the flatbuffer, so each
   one must also be recorded in the metadata (model-level ``associatedFiles``
-  for ``mobile_derm.json`` and ``model_sha256.txt``) or the populator complains.
+  for ``mobile_derm.json``, ``model_card.md`` and ``model_sha256.txt``) or the populator complains.
 
 Inspection (may import TensorFlow): ``describe(path)``.
 
@@ -50,6 +52,7 @@ from mobile_derm.app.model_file import (
     DISPLAY_NAMES_LOCALE,
     INPUT_NAME,
     LABELS_FILENAME,
+    MODEL_CARD_FILENAME,
     MODEL_DIGEST_FILENAME,
     MODEL_INFO_FILENAME,
     OUTPUT_NAME,
@@ -127,9 +130,10 @@ def _mediapipe_warnings(input_type: str, output_type: str, info: ModelInfo, inpu
     return notes
 
 
-def write_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
-    """Return ``tflite_bytes`` with TFLite metadata, label files, ``mobile_derm.json``
-    and the integrity digest (``model_sha256.txt``) packed in.
+def write_metadata(tflite_bytes: bytes, info: ModelInfo, model_card: str | None = None) -> bytes:
+    """Return ``tflite_bytes`` with TFLite metadata, label files, ``mobile_derm.json``,
+    the model card (``model_card``: Markdown text, when given) and the integrity digest
+    (``model_sha256.txt``) packed in.
 
     The input type (float32, or uint8/int8 for full-integer models) comes from
     the model. Normalization metadata always describes the float input:
@@ -239,6 +243,13 @@ def write_metadata(tflite_bytes: bytes, info: ModelInfo) -> bytes:
                          "(the flatbuffer with its TFLITE_METADATA); mobile_derm refuses a file that does not match."),
         )
         model_md.associatedFiles = [info_md.create_metadata(), digest_md.create_metadata()]
+        if model_card is not None:
+            card_path = tmp / MODEL_CARD_FILENAME
+            card_path.write_text(model_card, encoding="utf-8")
+            model_md.associatedFiles.append(metadata_info.AssociatedFileMd(
+                str(card_path), description="Model card (Markdown): intended use, data and licences, results, "
+                                            "subgroups, quantization, known limits.").create_metadata())
+            associated.append(str(card_path))
         writer = metadata_writer.MetadataWriter.create_from_metadata(
             bytearray(data),
             model_metadata=model_md,
@@ -273,7 +284,7 @@ def _with_digest(populated: bytes) -> bytes:
     return out.getvalue()
 
 
-def write_model_file(path: str | Path, tflite_bytes: bytes, info: ModelInfo) -> Path:
+def write_model_file(path: str | Path, tflite_bytes: bytes, info: ModelInfo, model_card: str | None = None) -> Path:
     """write_metadata, read it back, and put it at ``path`` atomically.
 
     The file appears only complete and verified: on any error (including a
@@ -282,7 +293,7 @@ def write_model_file(path: str | Path, tflite_bytes: bytes, info: ModelInfo) -> 
     from mobile_derm.io_utils import atomic_path
 
     path = Path(path)
-    data = write_metadata(tflite_bytes, info)
+    data = write_metadata(tflite_bytes, info, model_card)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         back = read_model_info(tmp)

@@ -170,7 +170,7 @@ class Classifier:
         info = self.info
         if gate_config is not None:
             info = dataclasses.replace(info, gate_config=_gate_config(gate_config).to_dict())
-        pixels, _, split = self._run_arrays()
+        pixels, y, split = self._run_arrays()
         train = np.asarray(split.train)
         calibration = representative_sample(pixels[train], self.config.representative_size, self.config.seed)
         qat_model = None
@@ -179,8 +179,11 @@ class Classifier:
 
             qat_model = quantization_aware_finetune(self.model, self.config, pixels[train], pixels[np.asarray(split.val)],
                                                     epochs=qat_epochs, learning_rate=qat_learning_rate)
+        from mobile_derm.evaluation.model_card import ModelCardContext
+
         return export_variants(self.model, info, out, variants, calibration, io_type=io_type, qat_model=qat_model,
-                               familiarity=load_for_run(self.run_dir, info))
+                               familiarity=load_for_run(self.run_dir, info),
+                               card=ModelCardContext.for_run(self.run_dir, self.data, split, pixels, y))
 
     def benchmark(self, models_dir: str | Path, out: str | Path | None = None, *, latency_runs: int | None = None,
                   progress: bool = True) -> dict[str, dict]:

@@ -42,6 +42,7 @@ DISPLAY_NAMES_FILENAME = "display_names.en.txt"
 DISPLAY_NAMES_LOCALE = "en"
 UNFAMILIARITY_LABELS_FILENAME = "unfamiliarity_labels.txt"
 MODEL_DIGEST_FILENAME = "model_sha256.txt"
+MODEL_CARD_FILENAME = "model_card.md"  # mobile_derm.evaluation.model_card; also written beside the .tflite files
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
 
@@ -332,6 +333,17 @@ def read_labels(path_or_bytes: PathOrBytes) -> list[str]:
         return _parse_labels(model.files[LABELS_FILENAME])
     except UnicodeDecodeError:
         raise ModelFileError(model.name, f"{LABELS_FILENAME} is not UTF-8 text") from None
+
+
+def read_model_card(path_or_bytes: PathOrBytes) -> str:
+    """The model card (``model_card.md``, Markdown) packed in the model at export (zipfile only)."""
+    model = _open(path_or_bytes)
+    if MODEL_CARD_FILENAME not in model.files:
+        raise ModelFileError(model.name, f"no {MODEL_CARD_FILENAME} inside (exported before model cards were packed)")
+    try:
+        return model.files[MODEL_CARD_FILENAME].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFileError(model.name, f"{MODEL_CARD_FILENAME} is not UTF-8 text") from None
 
 
 def read_integrity(path_or_bytes: PathOrBytes) -> str:
