@@ -394,3 +394,16 @@ def test_center_roi_and_collect_images(tmp_path):
     assert [p.name for p in found] == ["b.jpg", "a.PNG", "c.jpeg"]
     with pytest.raises(mediapipe_check.CheckError):
         mediapipe_check.collect_images([str(tmp_path / "nope")])
+
+
+def test_a_model_card_given_to_the_writer_is_packed_and_read_back(models, written, tmp_path):
+    from mobile_derm.app.model_file import MODEL_CARD_FILENAME, read_model_card
+
+    card = "# Model card: tiny_test\n\nbalanced accuracy 0.421 — ünïcode kept\n"
+    path = write_model_file(tmp_path / "carded.tflite", models["int8"], _info(), model_card=card)
+    assert read_model_card(path) == card
+    assert read_integrity(path) == "verified"  # the card is covered like every packed file
+    with zipfile.ZipFile(path) as zf:
+        assert MODEL_CARD_FILENAME in zf.namelist()
+    with pytest.raises(ModelFileError, match=MODEL_CARD_FILENAME):
+        read_model_card(written["int8"])  # written without one

@@ -1,0 +1,94 @@
+"""The model card: written with every export, packed into each .tflite, read back without TensorFlow."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobile_derm.evaluation import model_card
+
+SECTIONS = ("## Intended use", "## Data and licences", "## Split protocol", "## Results on the test split",
+            "### Operating points", "### Abstention on the test split", "## Results on other data sets",
+            "## Subgroups (test split)", "## Quality gate", "## Quantization", "## Known limits and failure modes")
+
+
+class _Listing:
+    """The part of a Dataset the subgroup table reads: its root and each sample's relative path."""
+
+    def __init__(self, root: Path, images: list[str]):
+        self.root, self.images = root, images
+
+    def relative_path(self, index: int) -> str:
+        return self.images[index]
+
+
+def test_subgroups_report_n_interval_and_leave_small_ones_unscored(tmp_path):
+    # 30 photos of women (the model is right on all), 10 of men (wrong on all), age recorded for some
+    images = [f"images/{i}.jpg" for i in range(40)]
+    rows = ["image,label,sex,age"] + [f"{im},a,{'FEMALE' if i < 30 else 'male'},{'' if i % 2 else 30 + i}"
+                                      for i, im in enumerate(images)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    y = np.array([i % 2 for i in range(40)])
+    right = np.arange(40) < 30
+    probs = np.eye(2)[np.where(right, y, 1 - y)]
+    tables = model_card.subgroup_table(_Listing(tmp_path, images), np.arange(40), probs, y, np.arange(40))
+    assert set(tables) == {"sex", "age band"}
+    women, men = tables["sex"]
+    assert women["subgroup"] == "female" and women["n"] == 30 and women["top1"] == 1.0
+    assert women["ci95"] == [1.0, 1.0]
+    assert men == {"subgroup": "male", "n": 10}  # under MIN_SUBGROUP_N: n only
+    assert [e["subgroup"] for e in tables["age band"]] == ["under 40", "40-59", "60-79", "not recorded"]
+    assert tables["age band"][-1]["n"] == 20
+
+
+def test_licence_comes_from_the_data_sets_source_file(tmp_path):
+    assert "see your data's licence" in model_card.data_licence(tmp_path)
+    (tmp_path / "SOURCE.md").write_text("# X\n\n**Licence.** CC BY 4.0. Attribution\nrequired.\n\n**Other.** no\n")
+    assert model_card.data_licence(tmp_path) == "CC BY 4.0. Attribution required."
+
+
+def test_known_limits_are_one_list_in_one_data_file():
+    limits = model_card.known_limits()
+    assert len(limits) >= 5 and any("Not a medical device" in limit for limit in limits)
+
+
+def test_every_exported_file_carries_the_card_and_it_agrees_with_the_runs_report(tiny_demo, block_tensorflow_prelude):
+    """The demo's export writes model_card.md beside its files and packs the same text into
+    each; read back with mobile_derm.app.model_file alone (TensorFlow blocked), it has every
+    section and the run's test-split balanced accuracy."""
+    beside = (tiny_demo / "model_card.md").read_text(encoding="utf-8")
+    report = json.loads((tiny_demo / "run" / "eval" / "report.json").read_text())
+    for variant in ("float32", "float16", "int8"):
+        script = block_tensorflow_prelude + (
+            "import sys\nfrom mobile_derm.app.model_file import read_model_card\n"
+            f"sys.stdout.write(read_model_card({str(tiny_demo / f'{variant}.tflite')!r}))\n")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, encoding="utf-8")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == beside, variant
+    for section in SECTIONS:
+        assert section in beside, section
+    assert f"balanced accuracy {report['balanced_accuracy']:.3f}" in beside
+    assert f"n = {report['n']} images" in beside
+    assert "not a medical device" in beside.lower()
+    assert "External data sets: **not measured**" in beside
+    for variant in ("float32", "float16", "int8"):
+        assert f"| {variant} |" in beside.split("## Quantization")[1]
+
+
+def test_pad_ufes20_subgroups_are_its_age_sex_site_and_skin_type_columns(real_data_root):
+    from mobile_derm.datasets.sources import load
+
+    dataset = load("pad_ufes20", real_data_root)
+    test = np.arange(0, len(dataset.samples), 3)
+    y = np.array([dataset.classes.index(dataset.samples[i].label) for i in test])
+    probs = np.eye(len(dataset.classes))[y]  # always right: every scored subgroup reads 1.0
+    tables = model_card.subgroup_table(dataset, test, probs, y, np.asarray(dataset.groups())[test])
+    assert set(tables) == {"age band", "sex", "body site", "Fitzpatrick type"}
+    for title, table in tables.items():
+        assert sum(e["n"] for e in table) == len(test), title
+        for entry in table:
+            assert ("balanced_accuracy" in entry) == (entry["n"] >= model_card.MIN_SUBGROUP_N)
+            if "balanced_accuracy" in entry:
+                assert entry["balanced_accuracy"] == 1.0
