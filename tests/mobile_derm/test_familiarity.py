@@ -62,3 +62,13 @@ def test_bad_inputs_are_typed_errors(tmp_path):
     (tmp_path / "f.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="f.npz"):
         familiarity.FamiliarityModel.load(tmp_path / "f.npz")
+
+
+def test_non_skin_images_are_made_by_code_in_four_kinds_and_repeat_with_the_seed():
+    images = familiarity.non_skin_images(32, n=8, seed=3)
+    assert images.shape == (8, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, familiarity.non_skin_images(32, n=8, seed=3))
+    assert images[0].std() > 50  # noise
+    assert images[1].reshape(-1, 3).std(axis=0).max() == 0  # one flat colour
+    assert len(np.unique(images[2].reshape(-1, 3), axis=0)) == 2  # stripes of two colours
+    assert images[3].min() < 100 < images[3].mean()  # dark text on a light page
