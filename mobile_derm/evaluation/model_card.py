@@ -24,8 +24,10 @@ from mobile_derm.evaluation import metrics
 KNOWN_LIMITS_FILE = Path(__file__).resolve().parent.parent / "data" / "known_limits.json"
 NOT_MEASURED = "not measured"
 MIN_SUBGROUP_N = 20  # smaller subgroups are listed with their n only: an interval on fewer photos says little
-# labels.csv columns that name subgroups, and how to read them (PAD-UFES-20's names)
-SUBGROUP_COLUMNS = {"age": "age band", "sex": "sex", "region": "body site", "fitzpatrick": "Fitzpatrick type"}
+# labels.csv columns that name subgroups, and their titles: PAD-UFES-20 (age, sex, region,
+# fitzpatrick), HAM10000 (age, sex, localization), Derm7pt (sex, location)
+SUBGROUP_COLUMNS = {"age": "age band", "sex": "sex", "region": "body site", "localization": "body site",
+                    "location": "body site", "fitzpatrick": "Fitzpatrick type"}
 AGE_BANDS = ((0, 40, "under 40"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80 and over"))
 NOT_A_MEDICAL_DEVICE = ("**Not a medical device.** Decision support for research and development only: no clinical "
                         "validation, no prospective data. It does not diagnose; a clinician must.")
@@ -84,7 +86,7 @@ def subgroup_table(dataset, test_indices, probs: np.ndarray, y: np.ndarray, grou
     tables = {}
     for column, title in SUBGROUP_COLUMNS.items():
         values = [_subgroup_value(column, row.get(column, "")) for row in test_rows]
-        if all(v is None for v in values):
+        if title in tables or all(v is None for v in values):
             continue
         table = []
         bands = [name for _, _, name in AGE_BANDS]
