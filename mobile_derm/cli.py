@@ -49,11 +49,11 @@ def _logit_adjustment_arg(value: str | None):
 
 
 def _distribution(args):
-    """--distribute / --batch-rule, with the strategy made before TensorFlow runs anything
-    (TensorFlow's rule for multi_worker)."""
+    """--distribute / --batch-rule / --mixed-precision / --xla, with the strategy made
+    before TensorFlow runs anything (TensorFlow's rule for multi_worker)."""
     from mobile_derm.training.distribute import Distribution, strategy_for
 
-    distribution = Distribution(args.distribute, args.batch_rule)
+    distribution = Distribution(args.distribute, args.batch_rule, args.mixed_precision, args.xla)
     strategy_for(distribution.strategy)
     return distribution
 
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-rule", choices=BATCH_RULES, default="global",
                        help="global (default): batch_size is the global batch, the learning rate as written; "
                             "per_replica: batch_size per replica, global batch and learning rate x replicas")
+        p.add_argument("--mixed-precision", action="store_true",
+                       help="fine-tune in float16 with float32 weights (pays on a GPU only; docs/distributed.md)")
+        p.add_argument("--xla", action="store_true", help="compile the fine-tuning step with XLA (jit_compile)")
 
     def data_args(p):
         p.add_argument("--data", required=True, help="preset (ham10000, pad_ufes20, derm7pt, sd198), labels CSV, or class folders")

@@ -45,7 +45,8 @@ def build_classifier(config: TrainConfig, n_classes: int, weights: str | None = 
         allow_random=config.allow_random_weights,
     )
     x = keras.layers.Dropout(spec.dropout_rate, name="head_dropout")(backbone.output)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
+    # float32 even under a mixed-precision policy: a float16 softmax loses the small probabilities
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head", dtype="float32")(x)
     return keras.Model(backbone.input, outputs, name=f"{spec.name}_classifier")
 
 

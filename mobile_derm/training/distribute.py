@@ -1,6 +1,7 @@
 """Fine-tuning on several devices or machines with TensorFlow's own engine (tf.distribute).
 
-``Distribution`` says where a run trains; it is not part of the recipe (TrainConfig):
+``Distribution`` says where and how a run's fine-tuning computes (strategy, batch rule,
+mixed precision, XLA); it is not part of the recipe (TrainConfig):
 the same recipe gives the same figures within noise on one CPU, a GPU box or a
 cluster (docs/distributed.md). The choices:
 
@@ -23,6 +24,10 @@ The batch rule (``batch_rule``), fixed here and recorded in history.json:
   batch is ``batch_size x replicas`` and the fine-tuning learning rate is multiplied by
   the number of replicas (the linear scaling rule of Goyal et al. 2017, with the
   recipe's warmup).
+
+``mixed_precision`` (float16 compute, float32 weights and softmax, with Keras' loss
+scaling) and ``jit_compile`` (XLA) speed up fine-tuning on a GPU; on a CPU both run
+(the tests use them there) but do not pay: float16 is emulated. Measured: docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ _created: dict = {}  # one strategy object per process (TensorFlow allows one mu
 class Distribution:
     strategy: str = "none"
     batch_rule: str = "global"
+    mixed_precision: bool = False
+    jit_compile: bool = False
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

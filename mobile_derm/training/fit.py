@@ -150,6 +150,21 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     return record, adjusted
 
 
+def _build_for(distribution: Distribution, config: TrainConfig, n_classes: int):
+    """A fresh classifier (weights copied in by the caller) in the distribution's
+    precision: Keras takes the policy at construction and wraps the optimizer in loss
+    scaling at compile time; the policy is set back so that every other model stays float32."""
+    from mobile_derm.tf_setup import keras
+
+    if not distribution.mixed_precision:
+        return build_classifier(dataclasses.replace(config, weights=None), n_classes)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return build_classifier(dataclasses.replace(config, weights=None), n_classes)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool,
                 distribution: Distribution = Distribution()):
     """One classifier: the head on cached features, then fine-tuning; a stage whose
@@ -207,22 +222,23 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
             config.batch_size, config.finetune_learning_rate, replicas, distribution.batch_rule)
         steps = steps_per_epoch(len(x_train), global_batch, distribute.workers(strategy), drop_remainder=replicas > 1)
         schedule = _warmup_cosine(learning_rate, steps * config.finetune_epochs, int(steps * config.warmup_epochs))
-        trained = model  # one device: the model itself; under a strategy, a distributed copy of it
+        trained = model  # the default: the model itself; else a copy made under the strategy / precision policy
         with strategy.scope() if strategy else contextlib.nullcontext():
-            if strategy is not None:
+            if distribution != Distribution():
                 keras.utils.set_random_seed(config.seed)
-                trained = build_classifier(dataclasses.replace(config, weights=None), n_classes)
+                trained = _build_for(distribution, config, n_classes)
                 trained.set_weights(model.get_weights())
                 distribute.copy_chief_weights(strategy, trained)
-                history["distribution"] = {"strategy": distribution.strategy, "batch_rule": distribution.batch_rule,
-                                           "replicas": replicas, "workers": distribute.workers(strategy),
-                                           "global_batch": global_batch, "finetune_learning_rate": learning_rate}
+                history["distribution"] = {**dataclasses.asdict(distribution), "replicas": replicas,
+                                           "workers": distribute.workers(strategy), "global_batch": global_batch,
+                                           "finetune_learning_rate": learning_rate}
             if not config.train_batchnorm:
                 freeze_batchnorm(trained)
             trained.compile(
                 optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
                 loss=loss,
                 metrics=["accuracy"],
+                jit_compile=distribution.jit_compile,
             )
 
         def train_input(input_context=None):
