@@ -133,17 +133,18 @@ class Classifier:
         accuracy, malignancy AUC and operating points, ECE, per-class recall, 95%
         intervals); with ``out``, also the report files and plots there.
 
-        ``data`` is reserved for scoring another data set through the taxonomy's label
-        mapping (not built yet); today it must be left out.
+        With ``data`` (another data set), the external report instead: see
+        ``evaluate_external``.
 
         >>> clf.evaluate()["balanced_accuracy"]  # doctest: +SKIP
         0.91
+        >>> clf.evaluate("derm7pt")["malignancy_on_all_photos"]["auc"]  # doctest: +SKIP
+        0.78
         """
         from mobile_derm.evaluation.report import evaluate_probs
 
         if data is not None:
-            raise ConfigError(None, "evaluate(data=...) on another data set is not supported yet: "
-                                    "leave data out to evaluate on the run's test split")
+            return evaluate_external(self, data, out)
         _, y, probs = self._test_split()
         return evaluate_probs(probs, y, self.info, out_dir=out, title=f"{self.info.name} (Keras float, test split)")
 
@@ -220,6 +221,47 @@ class Classifier:
             raise ConfigError(self.run_dir, "the run's data set is needed here: give it as Classifier.load(run_dir, data)")
         return run_ood_eval(self.run_dir, self.data, other_sets, out or self.run_dir / "ood_eval", models=models,
                             progress=progress, loaded=(self.model, self.config, self.info))
+
+
+def evaluate_external(model, data, out: str | Path | None = None, *, taxonomy=None,
+                      data_root: str | Path | None = None, progress: bool = True) -> dict:
+    """Score ``model`` (a Classifier, or an exported ``.tflite`` run on LiteRT as an app runs
+    it) on another data set, its labels mapped onto the model's through the taxonomy's
+    ``counts_as`` (``mobile_derm.evaluation.external``); with ``out``, external.json/.md there.
+    Reporting only: choose nothing on these figures.
+
+    >>> report = evaluate_external("runs/ham/models/int8.tflite", "derm7pt")  # doctest: +SKIP
+    >>> report["malignancy_on_all_photos"]["sensitive"]["sensitivity"]  # doctest: +SKIP
+    0.83
+    """
+    from mobile_derm.evaluation.external import evaluate_external as external_report
+    from mobile_derm.taxonomy import Taxonomy
+    from mobile_derm.training.runs import dataset_pixels
+
+    dataset = load_dataset(data, data_root)
+    taxonomy = taxonomy or Taxonomy.load()
+    if isinstance(model, Classifier):
+        from mobile_derm.model.classifier import view_averaged_probs
+
+        info = model.info
+        pixels = dataset_pixels(dataset, info.input_size, progress=progress)
+        probs, unfamiliarity = view_averaged_probs(model.model, pixels, info.mean, info.std, info.test_time_views), None
+    else:
+        import numpy as np
+        from tqdm import tqdm
+
+        from mobile_derm.app.predict import Predictor
+
+        predictor = Predictor(model)
+        info = predictor.info
+        # the photos as the cache holds them (centre square at the input size, SD-198's banner
+        # cropped): the Predictor's own resize then leaves them as they are
+        pixels = dataset_pixels(dataset, info.input_size, progress=progress)
+        scored = [predictor.scores(p) for p in tqdm(pixels, desc=f"score {Path(model).name}", disable=not progress)]
+        probs = np.stack([s[0] for s in scored])
+        unfamiliarity = None if scored[0][1] is None else np.array([s[1] for s in scored])
+    return external_report(probs, [s.label for s in dataset.samples], info, taxonomy, dataset.name,
+                           groups=dataset.groups_array(), unfamiliarity=unfamiliarity, out_dir=out)
 
 
 def _gate_config(value):

@@ -34,6 +34,7 @@ batch of probability rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ TREATMENTS = ("steroid", "antibiotic", "antiviral", "antifungal", "surgery_biops
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "taxonomy.json"
 
 _REQUIRED = ("display_name", "malignant", "treatments")
-_OPTIONAL = ("notes", "datasets", "demo", "ood")
+_OPTIONAL = ("notes", "datasets", "demo", "ood", "counts_as")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class TaxonomyEntry:
     datasets: tuple[str, ...] = ()
     demo: bool = False
     ood: bool = False
+    # labels of other data sets' classes that a photo with this label is a case of (external
+    # validation scores a model on another data set through them; see model_label_for)
+    counts_as: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         d = {"display_name": self.display_name, "malignant": self.malignant,
@@ -78,6 +82,8 @@ class TaxonomyEntry:
             d["demo"] = True
         if self.ood:
             d["ood"] = True
+        if self.counts_as:
+            d["counts_as"] = list(self.counts_as)
         return d
 
 
@@ -114,8 +120,11 @@ def _parse_entry(label: str, raw, source) -> TaxonomyEntry:
     datasets = raw.get("datasets", [])
     if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
         raise DataError(source, f"{where}: datasets must be a list of strings")
+    counts_as = raw.get("counts_as", [])
+    if not isinstance(counts_as, list) or not all(isinstance(c, str) for c in counts_as):
+        raise DataError(source, f"{where}: counts_as must be a list of labels")
     return TaxonomyEntry(label, raw["display_name"], raw["malignant"], tuple(tr), notes,
-                         tuple(datasets), bool(raw.get("demo", False)), bool(raw.get("ood", False)))
+                         tuple(datasets), bool(raw.get("demo", False)), bool(raw.get("ood", False)), tuple(counts_as))
 
 
 @dataclass
@@ -144,6 +153,11 @@ class Taxonomy:
         if not raw["classes"]:
             raise DataError(src, "taxonomy has no classes")
         entries = {str(k): _parse_entry(str(k), v, src) for k, v in raw["classes"].items()}
+        for entry in entries.values():
+            unknown = [c for c in entry.counts_as if c not in entries or c == entry.label]
+            if unknown:
+                raise DataError(src, f"class {entry.label!r}: counts_as names {', '.join(map(repr, unknown))}, "
+                                     "not another class of the taxonomy")
         return cls(entries, src)
 
     def to_dict(self) -> dict:
@@ -178,8 +192,21 @@ class Taxonomy:
         return {l: self.entries[l] for l in labels}
 
     def subset(self, labels: Iterable[str]) -> "Taxonomy":
-        """A taxonomy with only ``labels`` (in that order): what a model ships."""
-        return Taxonomy(self.for_labels(labels), self.source)
+        """A taxonomy with only ``labels`` (in that order): what a model ships. ``counts_as``
+        keeps only the labels that are in the subset too."""
+        entries = self.for_labels(labels)
+        return Taxonomy({l: dataclasses.replace(e, counts_as=tuple(c for c in e.counts_as if c in entries))
+                         for l, e in entries.items()}, self.source)
+
+    def model_label_for(self, data_label: str, model_labels: Sequence[str]) -> str | None:
+        """The model class a photo labelled ``data_label`` (in another data set) is a case of:
+        the same label, else the one model label its ``counts_as`` names; None when there
+        is none (or more than one: the mapping must not guess)."""
+        if data_label in model_labels:
+            return data_label
+        entry = self.entries.get(data_label)
+        targets = [c for c in (entry.counts_as if entry else ()) if c in model_labels]
+        return targets[0] if len(targets) == 1 else None
 
     def demo_labels(self) -> list[str]:
         return [l for l, e in self.entries.items() if e.demo]
