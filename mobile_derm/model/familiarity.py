@@ -114,9 +114,9 @@ def fit(features: np.ndarray, labels: np.ndarray, n_components: int = N_COMPONEN
 # distance / threshold) get their int8 ranges from the calibration images, and any value
 # above the largest one seen is clipped to it. Calibrated on skin photos alone, that
 # largest ratio was below 1 (0.09 on the tiny demo), so every photo, however unlike the
-# training photos, scored as a familiar one and the int8 model never abstained.
-# ``non_skin_images`` join the calibration images (mobile_derm_export.exporter) so the
-# ranges reach past the threshold: a clipped distance then still scores above 0.5.
+# training photos, scored as a familiar one and the int8 model never abstained. So the
+# graph itself sets those ranges (``with_unfamiliarity``: RANGE_BOUND below), whatever the
+# calibration images are; generated non-skin images (``non_skin_images``) only check it.
 UNFAMILIARITY_SLOPE = 4.0
 # The integer models' unfamiliarity ranges reach at least this many thresholds: a photo
 # farther away is clipped to it and scores sigmoid(4 * 2) = 0.9997, still an abstention.
