@@ -76,12 +76,50 @@ def test_mirrored_on_one_cpu_gives_the_figures_of_one_device(demo):
     mirrored = train(dataset, config, root / "mirrored", cache_dir=root / "cache", progress=False,
                      distribution=Distribution("mirrored"))
     history = json.loads((root / "mirrored" / "history.json").read_text())
-    assert history["distribution"] == {"strategy": "mirrored", "batch_rule": "global", "replicas": 1, "workers": 1,
-                                       "global_batch": 8, "finetune_learning_rate": 1e-3}
+    assert history["distribution"] == {"strategy": "mirrored", "batch_rule": "global", "mixed_precision": False,
+                                       "jit_compile": False, "replicas": 1, "workers": 1, "global_batch": 8,
+                                       "finetune_learning_rate": 1e-3}
     # one replica: the same batches, so the same model up to float round-off
     np.testing.assert_allclose(_val_probs(mirrored, dataset), _val_probs(plain, dataset), atol=1e-4)
     for name in ("top1", "balanced_accuracy", "malignancy_auc"):
         assert mirrored.test_report[name] == pytest.approx(plain.test_report[name], abs=1e-6), name
+
+
+def test_the_batch_rules_scale_batch_and_learning_rate_as_documented():
+    from mobile_derm.errors import ConfigError
+    from mobile_derm.training.distribute import scaled_batch_and_rate
+
+    assert scaled_batch_and_rate(32, 1e-3, 4, "global") == (32, 1e-3)  # the recipe's arithmetic, split 4 ways
+    assert scaled_batch_and_rate(32, 1e-3, 4, "per_replica") == (128, 4e-3)  # linear scaling rule
+    with pytest.raises(ConfigError, match="does not split evenly"):
+        scaled_batch_and_rate(30, 1e-3, 4, "global")
+    with pytest.raises(ConfigError, match="strategy must be one of"):
+        Distribution("horovod")
+
+
+def test_multi_worker_without_tf_config_is_a_one_line_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    done = subprocess.run([sys.executable, "-m", "mobile_derm.cli", "train", "--data", str(tmp_path / "none.csv"),
+                           "--out", str(tmp_path / "run"), "--distribute", "multi_worker"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "needs TF_CONFIG" in done.stderr
+
+
+def test_mixed_precision_and_xla_fine_tune_on_cpu(demo):
+    from mobile_derm.training.runs import load_run
+
+    dataset, root = demo
+    config = TrainConfig(**{**TINY_RUN, "finetune_epochs": 1})
+    result = train(dataset, config, root / "mixed", cache_dir=root / "cache", progress=False,
+                   distribution=Distribution(mixed_precision=True, jit_compile=True))
+    history = json.loads((root / "mixed" / "history.json").read_text())
+    assert history["distribution"]["mixed_precision"] and history["distribution"]["jit_compile"]
+    assert np.isfinite(history["finetune"]["loss"]).all()
+    # the saved model is float32, like any run's
+    model, _, _ = load_run(root / "mixed")
+    assert {w.dtype.name for w in model.weights} == {"float32"} and model.dtype_policy.name == "float32"
+    assert 0.0 <= result.test_report["balanced_accuracy"] <= 1.0
 
 
 # ---------------------------------------------------------------- two workers on localhost
