@@ -69,20 +69,39 @@ def test_the_same_seed_gives_the_same_model_and_another_seed_another(demo):
     assert np.abs(runs["first"] - runs["other"]).max() > 1e-3
 
 
-def test_mirrored_on_one_cpu_gives_the_figures_of_one_device(demo):
-    dataset, root = demo
-    config = TrainConfig(**TINY_RUN)
+def _plain_and_mirrored(dataset, config, root):
     plain = train(dataset, config, root / "plain", cache_dir=root / "cache", progress=False)
     mirrored = train(dataset, config, root / "mirrored", cache_dir=root / "cache", progress=False,
                      distribution=Distribution("mirrored"))
-    history = json.loads((root / "mirrored" / "history.json").read_text())
-    assert history["distribution"] == {"strategy": "mirrored", "batch_rule": "global", "mixed_precision": False,
-                                       "jit_compile": False, "replicas": 1, "workers": 1, "global_batch": 8,
-                                       "finetune_learning_rate": 1e-3}
     # one replica: the same batches, so the same model up to float round-off
     np.testing.assert_allclose(_val_probs(mirrored, dataset), _val_probs(plain, dataset), atol=1e-4)
     for name in ("top1", "balanced_accuracy", "malignancy_auc"):
         assert mirrored.test_report[name] == pytest.approx(plain.test_report[name], abs=1e-6), name
+
+
+def test_mirrored_on_one_cpu_gives_the_figures_of_one_device(demo):
+    dataset, root = demo
+    _plain_and_mirrored(dataset, TrainConfig(**TINY_RUN), root)
+    history = json.loads((root / "mirrored" / "history.json").read_text())
+    assert history["distribution"] == {"strategy": "mirrored", "batch_rule": "global", "mixed_precision": False,
+                                       "jit_compile": False, "replicas": 1, "workers": 1, "global_batch": 8,
+                                       "finetune_learning_rate": 1e-3}
+
+
+def test_mirrored_on_one_cpu_gives_the_figures_of_one_device_on_a_ham10000_subset(real_data_root, tmp_path):
+    """Two fine-tuning epochs of the HAM10000 recipe (tiny input, eight lesions per class)."""
+    from mobile_derm.datasets.sources import load_preset
+
+    ham = load_preset("ham10000", real_data_root)
+    keep, seen = [], {}
+    for i, sample in enumerate(ham.samples):
+        groups = seen.setdefault(sample.label, set())
+        if sample.group in groups or len(groups) < 8:
+            groups.add(sample.group)
+            keep.append(i)
+    subset = ham.subset(keep, name="ham10000")
+    _plain_and_mirrored(subset, TrainConfig(input_size=48, head_epochs=3, finetune_epochs=2, batch_size=16,
+                                            allow_random_weights=True), tmp_path)
 
 
 def test_the_batch_rules_scale_batch_and_learning_rate_as_documented():
