@@ -158,11 +158,17 @@ def cmd_gate_eval(args, predictor=None) -> int:
         seed=args.seed,
         progress=not args.quiet,
         plots=not args.no_plots,
+        phone_capture_per_set=args.phone_capture,
     )
     print(f"wrote {Path(args.out) / 'gate_eval.json'}")
     print(f"clean_pass_rate {rep['clean_pass_rate']}  " + "  ".join(f"{k} {v['pass_rate']}" for k, v in rep["clean"].items()))
     print("auc " + "  ".join(f"{k} {v['auc']}" for k, v in rep["degradations"].items()))
     print(f"ood_reject_rate {rep['ood_reject_rate']}  ms_per_image {rep['ms_per_image']}")
+    if rep.get("phone_capture"):
+        for split, cats in rep["phone_capture"]["by_split"].items():
+            print(f"phone-capture {split}: retake rejected (flagged) / acceptable passed, all sources: " + "  ".join(
+                f"{k} {v['all']['retake']['rejected']} ({v['all']['retake']['flagged']}) / {v['all']['acceptable']['passed']}"
+                for k, v in cats.items()))
     if rep.get("classifier"):
         print(f"classifier accuracy {rep['classifier']['accuracy']}")
     return EXIT_OK
@@ -203,6 +209,8 @@ def register(subparsers, parents=()) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--degrade-per-set", type=whole_number, default=120, help="photos per dataset that get degraded")
     p.add_argument("--seed", type=whole_number, default=0)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--phone-capture", type=whole_number, default=0, metavar="N",
+                   help="also apply the physics-based phone-capture suite to N clean photos per source (default 0: off)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_gate_eval)
     return parsers

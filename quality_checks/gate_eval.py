@@ -7,6 +7,13 @@ degraded (see ``degrade.DEGRADATIONS``) at several severities; the report gives 
 per-degradation ROC AUC of the relevant check's score (clean vs degraded, pooled over the
 "clearly bad" severities), the non-skin reject rate, and the analysis time of a 4000x3000
 photo on one core. With a classifier it also reports accuracy on accepted vs rejected images.
+
+With ``phone_capture=N`` it also applies the physics-based phone-capture suite
+(``phone_capture``: failures written without reference to the detectors) to N clean photos
+per source, on the fit and the held-out parameter ranges separately, and reports per
+category and source the rejected and flagged (warn or reject) rates of "retake" samples and
+the pass rate of "acceptable" ones, with 95% Wilson intervals; and the clean pass rate per
+Fitzpatrick skin type for PAD-UFES-20.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mobile_derm_quality import degrade
+from mobile_derm_quality import degrade, phone_capture
 from mobile_derm_quality.config import GateConfig
 from mobile_derm_quality.decode import decode_image_bytes, read_image
 from mobile_derm_quality.errors import ImageReadError, QualityCheckError
@@ -101,8 +108,10 @@ def gate_eval(
     seed: int = 0,
     progress: bool = True,
     plots: bool = True,
+    phone_capture_per_set: int = 0,
 ) -> dict:
-    """Run the evaluation; write gate_eval.json, gate_eval.md and plots to ``out_dir``; return the report."""
+    """Run the evaluation; write gate_eval.json, gate_eval.md and plots to ``out_dir``; return the report.
+    ``phone_capture_per_set``: clean photos per source the phone-capture suite is applied to (0: not run)."""
     config = config or GateConfig.default()
     root = Path(data_root) if data_root is not None else default_data_root()
     if not root.is_dir():
@@ -145,6 +154,7 @@ def gate_eval(
         deg_rows = {r["image"] for r in _sample(rows, n_deg, seed + 1)}
         stats = {"n_total": 0, "n_below_min_side": 0, "n": 0, "accepted": 0, "warned": 0, "reasons": {},
                  "n_heldout": 0, "accepted_heldout": 0}
+        by_skin_type: dict[str, list[bool]] = {}  # Fitzpatrick type -> accepted, where the set records it
         it = tqdm(rows, desc=f"gate-eval {ds}", unit="img", disable=not progress)
         for i, r in enumerate(it):
             p = folder / r["image"]
@@ -166,6 +176,8 @@ def gate_eval(
                 stats["n_heldout"] += 1
                 stats["accepted_heldout"] += v.decision != "reject"
             stats["warned"] += v.decision == "warn"
+            if FITZPATRICK_COLUMN in r:
+                by_skin_type.setdefault(r[FITZPATRICK_COLUMN] or "unknown", []).append(v.decision != "reject")
             for reason in v.reasons if v.decision == "reject" else []:
                 stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
             truth = r.get(label_col) if label_col else None
@@ -198,6 +210,8 @@ def gate_eval(
                         ok = classify(d)[0] == truth
                         clf["degraded_accepted" if not rej else "degraded_rejected"].append(ok)
                         clf_by_deg.setdefault(name, {"accepted": [], "rejected": []})["accepted" if not rej else "rejected"].append(ok)
+        if by_skin_type:
+            stats["by_fitzpatrick"] = {t: pass_rate_summary(by_skin_type[t]) for t in sorted(by_skin_type)}
         clean[ds] = stats
 
     if not clean:
@@ -277,6 +291,8 @@ def gate_eval(
             "levels": levels,
         }
 
+    capture = (phone_capture_eval(root, config, phone_capture_per_set, seed, progress, unreadable)
+               if phone_capture_per_set else None)
     timing = time_analysis(timing_src if timing_src is not None else np.full((300, 300, 3), 150, np.uint8), config)
 
     report: dict = {
@@ -299,6 +315,8 @@ def gate_eval(
         "seed": seed,
         "unreadable": unreadable,
     }
+    if capture is not None:
+        report["phone_capture"] = capture
     if predictor is not None:
         acc = {k: (round(float(np.mean(v)), 4) if v else None) for k, v in clf.items()}
         report["classifier"] = {
@@ -332,6 +350,138 @@ def _r(x):
     return None if x is None else round(float(x), 4)
 
 
+FITZPATRICK_COLUMN = "fitzpatrick"  # PAD-UFES-20's labels.csv: skin type 1-6, empty where not recorded
+MIN_GROUP_N = 20  # a skin-type group smaller than this gets no pass rate of its own: too few to say anything
+# The issue's targets for the gate on the phone-capture suite (what the next detectors are measured against).
+TARGET_RETAKE_REJECTED = 0.90  # "retake" samples rejected (flagged, for the categories that only need a warning)
+TARGET_CLEAN_PASS = 0.95  # clean photos accepted, per source and per skin type
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of the proportion k / n (good near 0 and 1 and for small n)."""
+    if n == 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(float(centre - half), 4), round(float(centre + half), 4)]
+
+
+def _rate(flags: list[bool]) -> dict:
+    k, n = int(sum(flags)), len(flags)
+    return {"rate": round(k / n, 4) if n else None, "ci95": wilson_interval(k, n), "n": n}
+
+
+def pass_rate_summary(accepted: list[bool]) -> dict:
+    """Pass rate with its interval, or, for fewer than MIN_GROUP_N photos, only the count."""
+    if len(accepted) < MIN_GROUP_N:
+        return {"n": len(accepted), "pass_rate": None, "note": f"n < {MIN_GROUP_N}: too few to report"}
+    r = _rate(accepted)
+    return {"n": r["n"], "pass_rate": r["rate"], "ci95": r["ci95"], "meets_target": r["rate"] >= TARGET_CLEAN_PASS}
+
+
+def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, progress: bool,
+                       unreadable: list[str]) -> dict:
+    """The gate on the phone-capture suite: ``per_set`` clean photos of each source (from the
+    half the shipped skin-photo model was not fitted on), each made into one "retake" and one
+    "acceptable" sample of every category on each split. Per split, category and source
+    (and "all" sources pooled): "retake" samples rejected and flagged (reject, or a warning
+    from a check that did not warn on the clean original), "acceptable" samples passed (not rejected)."""
+
+    def verdict(rgb):
+        return verdict_from_measurements(measure_for(rgb, config), config)
+
+    # split -> category -> source -> label -> outcome lists
+    cells: dict = {}
+    sources = []
+    for source_index, ds in enumerate(CLEAN_SETS):
+        folder = root / ds
+        if not folder.is_dir():
+            continue
+        sources.append(ds)
+        rows = [r for r in read_rows(folder) if not fit_half(r["image"])]
+        order = np.random.default_rng([seed, source_index]).permutation(len(rows))
+        used = 0
+        bar = tqdm(total=per_set, desc=f"phone-capture {ds}", unit="img", disable=not progress)
+        for i in order:
+            if used >= per_set:
+                break
+            try:
+                rgb = read_image(folder / rows[i]["image"], max_pixels=config.max_pixels,
+                                 min_long_side=config.decode_min_long_side)
+            except ImageReadError as exc:
+                unreadable.append(str(exc))
+                continue
+            if min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
+                continue
+            original_warnings = {c.name for c in verdict(rgb).checks if c.warn}
+            for cat_index, category in enumerate(phone_capture.CATEGORIES):
+                for split_index, split in enumerate(phone_capture.SPLITS):
+                    for label_index, label in enumerate(phone_capture.LABELS):
+                        rng = np.random.default_rng([seed, source_index, int(i), cat_index, split_index, label_index])
+                        img, _, params = phone_capture.sample(rgb, category, split, rng, label=label)
+                        v = verdict(img)
+                        new_warnings = {c.name for c in v.checks if c.warn} - original_warnings
+                        cell = cells.setdefault(split, {}).setdefault(category, {}).setdefault(ds, {}).setdefault(
+                            label, {"rejected": [], "flagged": [], "reasons": {}, "missed": []})
+                        rejected = v.decision == "reject"
+                        cell["rejected"].append(rejected)
+                        cell["flagged"].append(rejected or bool(new_warnings))
+                        for reason in (v.reasons if rejected else sorted(new_warnings)):
+                            cell["reasons"][reason] = cell["reasons"].get(reason, 0) + 1
+                        missed = (label == "retake" and not rejected) or (label == "acceptable" and rejected)
+                        if missed and len(cell["missed"]) < 3:  # a few examples to look at
+                            cell["missed"].append({"image": rows[i]["image"], "decision": v.decision,
+                                                   "params": {k: (round(x, 4) if isinstance(x, float) else x)
+                                                              for k, x in params.items()}})
+            used += 1
+            bar.update(1)
+        bar.close()
+
+    def summarise(cell: dict, category: str) -> dict:
+        out = {}
+        if "retake" in cell:
+            c = cell["retake"]
+            rej, flag = _rate(c["rejected"]), _rate(c["flagged"])
+            needed = flag if phone_capture.CATEGORIES[category].flagged_is_enough else rej
+            out["retake"] = {"n": rej["n"], "rejected": rej["rate"], "rejected_ci95": rej["ci95"],
+                             "flagged": flag["rate"], "flagged_ci95": flag["ci95"],
+                             "meets_target": needed["rate"] is not None and needed["rate"] >= TARGET_RETAKE_REJECTED,
+                             "reasons": c["reasons"], "missed_examples": c["missed"]}
+        if "acceptable" in cell:
+            c = cell["acceptable"]
+            ok = _rate([not x for x in c["rejected"]])
+            out["acceptable"] = {"n": ok["n"], "passed": ok["rate"], "passed_ci95": ok["ci95"],
+                                 "flagged": _rate(c["flagged"])["rate"], "reasons": c["reasons"],
+                                 "rejected_examples": c["missed"]}
+        return out
+
+    by_split = {}
+    for split, cats in cells.items():
+        by_split[split] = {}
+        for category, per_source in cats.items():
+            pooled: dict = {}
+            for cell in per_source.values():
+                for label, c in cell.items():
+                    p = pooled.setdefault(label, {"rejected": [], "flagged": [], "reasons": {}, "missed": []})
+                    p["rejected"] += c["rejected"]
+                    p["flagged"] += c["flagged"]
+                    p["missed"] = (p["missed"] + c["missed"])[:3]
+                    for k, n in c["reasons"].items():
+                        p["reasons"][k] = p["reasons"].get(k, 0) + n
+            by_split[split][category] = {ds: summarise(cell, category) for ds, cell in per_source.items()}
+            by_split[split][category]["all"] = summarise(pooled, category)
+    return {
+        "photos_per_source": per_set,
+        "sources": sources,
+        "seed": seed,
+        "targets": {"retake_rejected": TARGET_RETAKE_REJECTED, "clean_pass": TARGET_CLEAN_PASS,
+                    "flagged_is_enough": [k for k, c in phone_capture.CATEGORIES.items() if c.flagged_is_enough]},
+        "boundaries": {k: c.boundary for k, c in phone_capture.CATEGORIES.items()},
+        "by_split": by_split,
+    }
+
+
 def render_markdown(rep: dict) -> str:
     L = [f"# Photo-quality gate evaluation (config {rep['config_version']})", ""]
     L += [f"Data: `{rep['data_root']}`; clean photos = shorter side >= {rep['clean_min_side']} px.", ""]
@@ -340,6 +490,13 @@ def render_markdown(rep: dict) -> str:
         top = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items(), key=lambda t: -t[1])[:4])
         L.append(f"| {ds} | {s['n']} | {s['pass_rate']} | {s['warned']} | {top} |")
     L += ["", f"**clean_pass_rate: {rep['clean_pass_rate']}**", ""]
+    for ds, s in rep["clean"].items():
+        if s.get("by_fitzpatrick"):
+            L += [f"Clean pass rate of {ds} by Fitzpatrick skin type (target >= {TARGET_CLEAN_PASS}; "
+                  f"types with n < {MIN_GROUP_N} not rated):", "", "| skin type | n | pass rate | 95% CI |", "|---|---|---|---|"]
+            for t, g in s["by_fitzpatrick"].items():
+                L.append(f"| {t} | {g['n']} | {g['pass_rate'] if g['pass_rate'] is not None else g['note']} | {_ci(g.get('ci95'))} |")
+            L.append("")
     L += ["## Degradations", "", "| degradation | check | severity | n | reject rate | AUC (this severity) |", "|---|---|---|---|---|---|"]
     for name, d in rep["degradations"].items():
         for lv, x in d["levels"].items():
@@ -360,6 +517,8 @@ def render_markdown(rep: dict) -> str:
         f"p90 {rep['ms_per_image_p90']}; wall {rep['ms_per_image_wall']}); reduced JPEG decode of it: {rep['decode_ms_4000x3000_jpeg']} ms -> {rep['decoded_size']}",
         "",
     ]
+    if rep.get("phone_capture"):
+        L += render_phone_capture(rep["phone_capture"])
     if rep.get("classifier"):
         c = rep["classifier"]
         L += ["## Classifier", "", "| subset | accuracy | n |", "|---|---|---|"]
@@ -368,6 +527,32 @@ def render_markdown(rep: dict) -> str:
         L += ["", f"clean minus gate-accepted degraded: {c['gap_clean_minus_degraded_accepted']}",
               f"classifier abstains on {c['abstain_rate_on_accepted_clean']} of the gate-accepted clean photos", ""]
     return "\n".join(L) + "\n"
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
+def render_phone_capture(pc: dict) -> list[str]:
+    """The phone-capture section of gate_eval.md: one table per split."""
+    t = pc["targets"]
+    L = ["## Phone-capture failures (physics-based suite)", "",
+         f"{pc['photos_per_source']} clean photos per source, each made into one 'retake' and one 'acceptable' sample "
+         f"per category and split. Targets: 'retake' rejected >= {t['retake_rejected']} (flagged, i.e. warned or "
+         f"rejected, for {', '.join(t['flagged_is_enough'])}). Flagged counts a warning only from a check that did not "
+         "warn on the clean original. 95% Wilson intervals.", ""]
+    for split, cats in pc["by_split"].items():
+        L += [f"### {split} parameter ranges", "",
+              "| category | source | retake n | rejected | 95% CI | flagged | 95% CI | target met | acceptable n | passed | 95% CI |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for category, per_source in cats.items():
+            for ds, cell in per_source.items():
+                r, a = cell.get("retake", {}), cell.get("acceptable", {})
+                L.append(f"| {category} | {ds} | {r.get('n', 0)} | {r.get('rejected')} | {_ci(r.get('rejected_ci95'))} | "
+                         f"{r.get('flagged')} | {_ci(r.get('flagged_ci95'))} | {'yes' if r.get('meets_target') else 'no'} | "
+                         f"{a.get('n', 0)} | {a.get('passed')} | {_ci(a.get('passed_ci95'))} |")
+        L.append("")
+    return L
 
 
 def write_plots(out_dir: Path, rep: dict, clean_scores, deg_scores, ood_scores, config: GateConfig) -> None:

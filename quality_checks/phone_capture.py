@@ -141,7 +141,7 @@ def low_light(rgb: np.ndarray, params: dict, rng: np.random.Generator) -> np.nda
     sigma_lin = np.sqrt(mid_e + READ_NOISE_E**2) / electrons_at_white
     sigma_8bit = float(sigma_lin * 255.0 * 2.2 * 0.18 ** (1 / 2.2 - 1) / 2.2)  # slope of the sRGB curve at mid-grey
     h = float(np.clip(0.8 * sigma_8bit, 3.0, 40.0))
-    den = cv2.fastNlMeansDenoisingColored(noisy[:, :, ::-1].copy(), None, h, h, 5, 15)[:, :, ::-1]
+    den = cv2.fastNlMeansDenoisingColored(noisy[:, :, ::-1].copy(), None, h, h, 5, 11)[:, :, ::-1]
     blur = cv2.GaussianBlur(den.astype(np.float32), (0, 0), 1.2)
     sharp = np.clip(den + 0.6 * (den - blur), 0, 255).astype(np.uint8)
     return jpeg(sharp, params["jpeg_quality"])

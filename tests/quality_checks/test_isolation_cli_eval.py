@@ -167,3 +167,50 @@ def test_mobile_derm_gate_eval_scores_the_model_it_is_given(tiny_demo, tmp_path,
     assert saved["classifier"]["n"]["clean"] == 3
     assert main(["gate-eval", "--data-root", str(root), "--out", str(out), "--model", str(tmp_path / "none.tflite"),
                  "--quiet", "--no-plots"]) == 2
+
+
+def test_wilson_interval():
+    from mobile_derm_quality.gate_eval import wilson_interval
+
+    assert wilson_interval(0, 0) is None
+    lo, hi = wilson_interval(18, 20)
+    assert lo == pytest.approx(0.6990, abs=1e-3) and hi == pytest.approx(0.9721, abs=1e-3)  # textbook values
+    lo, hi = wilson_interval(20, 20)
+    assert hi == pytest.approx(1.0) and 0.83 < lo < 0.84
+
+
+def test_gate_eval_phone_capture_section(tmp_path, make_skin):
+    """--phone-capture N: every category on both splits, retake and acceptable per source and
+    pooled, with intervals; the clean pass rate by Fitzpatrick type, small groups not rated."""
+    root = tmp_path / "data"
+    (root / "pad_ufes20_subset" / "images").mkdir(parents=True)
+    rows = ["image,label,fitzpatrick"]
+    for i in range(24):
+        cv2.imwrite(str(root / "pad_ufes20_subset" / "images" / f"{i}.jpg"), make_skin(320, 400, seed=i)[:, :, ::-1])
+        rows.append(f"images/{i}.jpg,mel,{2 if i < 21 else 5}")
+    (root / "pad_ufes20_subset" / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    args = _parser().parse_args(["gate-eval", "--data-root", str(root), "--out", str(out), "--quiet", "--no-plots",
+                                 "--degrade-per-set", "0", "--phone-capture", "2"])
+    assert qcli.run(args) == 0
+    saved = json.loads((out / "gate_eval.json").read_text())
+    pc = saved["phone_capture"]
+    from mobile_derm_quality.phone_capture import CATEGORIES
+
+    assert pc["photos_per_source"] == 2 and pc["sources"] == ["pad_ufes20_subset"]
+    for split in ("fit", "held_out"):
+        assert set(pc["by_split"][split]) == set(CATEGORIES)
+        for category, per_source in pc["by_split"][split].items():
+            assert set(per_source) == {"pad_ufes20_subset", "all"}
+            retake, acceptable = per_source["pad_ufes20_subset"]["retake"], per_source["pad_ufes20_subset"]["acceptable"]
+            assert retake["n"] == acceptable["n"] == 2
+            assert 0 <= retake["rejected"] <= retake["flagged"] <= 1
+            lo, hi = retake["rejected_ci95"]
+            assert lo <= retake["rejected"] <= hi
+            assert per_source["all"]["retake"]["n"] == 2
+    by_type = saved["clean"]["pad_ufes20_subset"]["by_fitzpatrick"]
+    assert by_type["2"]["n"] == 21 and by_type["2"]["pass_rate"] is not None and len(by_type["2"]["ci95"]) == 2
+    assert by_type["5"] == {"n": 3, "pass_rate": None, "note": "n < 20: too few to report"}
+    md = (out / "gate_eval.md").read_text()
+    assert "## Phone-capture failures" in md and "| motion_blur | pad_ufes20_subset | 2 |" in md
+    assert "Fitzpatrick" in md
