@@ -394,6 +394,7 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
     # split -> category -> source -> label -> outcome lists
     cells: dict = {}
     sources = []
+    originals_passed: dict[str, list[bool]] = {}  # source -> the clean originals' own verdicts: the baseline
     for source_index, ds in enumerate(CLEAN_SETS):
         folder = root / ds
         if not folder.is_dir():
@@ -414,7 +415,9 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
                 continue
             if min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
                 continue
-            original_warnings = {c.name for c in verdict(rgb).checks if c.warn}
+            original = verdict(rgb)
+            original_warnings = {c.name for c in original.checks if c.warn}
+            originals_passed.setdefault(ds, []).append(original.decision != "reject")
             for cat_index, category in enumerate(phone_capture.CATEGORIES):
                 for split_index, split in enumerate(phone_capture.SPLITS):
                     for label_index, label in enumerate(phone_capture.LABELS):
@@ -475,6 +478,9 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
         "photos_per_source": per_set,
         "sources": sources,
         "seed": seed,
+        # an "acceptable" sample cannot pass more often than its clean original does
+        "originals_passed": {ds: {"passed": r["rate"], "passed_ci95": r["ci95"], "n": r["n"]}
+                             for ds, r in ((ds, _rate(v)) for ds, v in originals_passed.items())},
         "targets": {"retake_rejected": TARGET_RETAKE_REJECTED, "clean_pass": TARGET_CLEAN_PASS,
                     "flagged_is_enough": [k for k, c in phone_capture.CATEGORIES.items() if c.flagged_is_enough]},
         "boundaries": {k: c.boundary for k, c in phone_capture.CATEGORIES.items()},
@@ -540,7 +546,9 @@ def render_phone_capture(pc: dict) -> list[str]:
          f"{pc['photos_per_source']} clean photos per source, each made into one 'retake' and one 'acceptable' sample "
          f"per category and split. Targets: 'retake' rejected >= {t['retake_rejected']} (flagged, i.e. warned or "
          f"rejected, for {', '.join(t['flagged_is_enough'])}). Flagged counts a warning only from a check that did not "
-         "warn on the clean original. 95% Wilson intervals.", ""]
+         "warn on the clean original. 95% Wilson intervals.", "",
+         "Clean originals of these samples passed: " + ", ".join(
+             f"{ds} {o['passed']} {_ci(o['passed_ci95'])} (n={o['n']})" for ds, o in pc["originals_passed"].items()), ""]
     for split, cats in pc["by_split"].items():
         L += [f"### {split} parameter ranges", "",
               "| category | source | retake n | rejected | 95% CI | flagged | 95% CI | target met | acceptable n | passed | 95% CI |",

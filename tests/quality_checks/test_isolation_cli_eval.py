@@ -198,6 +198,7 @@ def test_gate_eval_phone_capture_section(tmp_path, make_skin):
     from mobile_derm_quality.phone_capture import CATEGORIES
 
     assert pc["photos_per_source"] == 2 and pc["sources"] == ["pad_ufes20_subset"]
+    assert pc["originals_passed"]["pad_ufes20_subset"]["n"] == 2
     for split in ("fit", "held_out"):
         assert set(pc["by_split"][split]) == set(CATEGORIES)
         for category, per_source in pc["by_split"][split].items():
