@@ -106,6 +106,26 @@ def scaled_batch_and_rate(batch_size: int, learning_rate: float, replicas: int, 
     return batch_size, learning_rate
 
 
+def build_model(distribution: Distribution, config, n_classes: int):
+    """A fresh classifier for fine-tuning (the caller copies the weights in), in the
+    distribution's precision: Keras takes the policy when a layer is made and wraps the
+    optimizer in loss scaling at compile time; the policy is set back so that every
+    other model stays float32. Call it inside the strategy's scope."""
+    import dataclasses
+
+    from mobile_derm.model.classifier import build_classifier
+    from mobile_derm.tf_setup import keras
+
+    without_weights = dataclasses.replace(config, weights=None)  # random init: the weights are copied in
+    if not distribution.mixed_precision:
+        return build_classifier(without_weights, n_classes)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return build_classifier(without_weights, n_classes)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def chief_decides(strategy, value: bool) -> bool:
     """The chief's ``value`` on every worker (which stage to run is read from the chief's
     run folder; the others must take the same branch or the collectives would wait forever)."""

@@ -150,21 +150,6 @@ def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, tr
     return record, adjusted
 
 
-def _build_for(distribution: Distribution, config: TrainConfig, n_classes: int):
-    """A fresh classifier (weights copied in by the caller) in the distribution's
-    precision: Keras takes the policy at construction and wraps the optimizer in loss
-    scaling at compile time; the policy is set back so that every other model stays float32."""
-    from mobile_derm.tf_setup import keras
-
-    if not distribution.mixed_precision:
-        return build_classifier(dataclasses.replace(config, weights=None), n_classes)
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        return build_classifier(dataclasses.replace(config, weights=None), n_classes)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool,
                 distribution: Distribution = Distribution()):
     """One classifier: the head on cached features, then fine-tuning; a stage whose
@@ -226,7 +211,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         with strategy.scope() if strategy else contextlib.nullcontext():
             if distribution != Distribution():
                 keras.utils.set_random_seed(config.seed)
-                trained = _build_for(distribution, config, n_classes)
+                trained = distribute.build_model(distribution, config, n_classes)
                 trained.set_weights(model.get_weights())
                 distribute.copy_chief_weights(strategy, trained)
                 history["distribution"] = {**dataclasses.asdict(distribution), "replicas": replicas,

@@ -13,6 +13,7 @@ the figures of record are in docs/distributed.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -40,18 +41,16 @@ def _free_ports(n: int) -> list[int]:
 
 def measure_worker(args) -> None:
     """One worker's part: time the fine-tuning epochs after the first; the chief writes the figure."""
-    from mobile_derm.training.distribute import Distribution, is_chief, strategy_for, workers
+    from mobile_derm.training.distribute import Distribution, build_model, is_chief, strategy_for, workers
 
     distribution = Distribution("multi_worker" if os.environ.get("TF_CONFIG") else "none",
                                 mixed_precision=args.mixed_precision)
     strategy = strategy_for(distribution.strategy)
-    import contextlib
-
     import numpy as np
 
     from mobile_derm.tf_setup import keras
     from mobile_derm.training.config import TrainConfig
-    from mobile_derm.training.fit import _build_for, _smoothed_loss
+    from mobile_derm.training.fit import _smoothed_loss
     from mobile_derm.training.pipeline import steps_per_epoch, training_dataset
 
     config = TrainConfig(input_size=args.input_size, batch_size=args.batch_size, weights=None)
@@ -63,7 +62,7 @@ def measure_worker(args) -> None:
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     steps = steps_per_epoch(args.images, args.batch_size, workers(strategy), drop_remainder=replicas > 1)
     with strategy.scope() if strategy else contextlib.nullcontext():
-        model = _build_for(distribution, config, n_classes)
+        model = build_model(distribution, config, n_classes)
         model.compile(optimizer=keras.optimizers.AdamW(1e-4), loss=_smoothed_loss(0.1, n_classes))
 
     def train_input(input_context=None):
