@@ -176,6 +176,21 @@ def _channels(values: list[float] | None, flag: str) -> tuple[float, float, floa
     return tuple(float(v) for v in values) * (3 if len(values) == 1 else 1)
 
 
+def cmd_evaluate(args) -> int:
+    """A run or an exported .tflite on another data set (external validation)."""
+    from mobile_derm.api import Classifier, evaluate_external
+    from mobile_derm.evaluation.external import markdown
+    from mobile_derm.taxonomy import Taxonomy
+
+    target = Path(args.model)
+    model = Classifier.load(target) if target.is_dir() else target
+    out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / f"external_{Path(args.data).stem}"
+    report = evaluate_external(model, args.data, out, taxonomy=Taxonomy.load(args.taxonomy), data_root=args.data_root)
+    print(markdown(report))
+    print(f"wrote {out / 'external.json'}")
+    return EXIT_OK
+
+
 def cmd_ood_eval(args) -> int:
     from mobile_derm.api import Classifier, load_dataset
     from mobile_derm.evaluation.other_sets import table
@@ -369,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
                         f"none; one number or three (default {BYO_MEAN[0]}, with --std {BYO_STD[0]}: inputs in [-1, 1])")
     p.add_argument("--std", type=positive_float, nargs="+", help=f"see --mean (default {BYO_STD[0]})")
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("evaluate", parents=common, epilog=EXIT_CODES,
+                       help="external validation: a run or an exported .tflite on another data set, its labels "
+                            "mapped through the taxonomy (reporting only)")
+    p.add_argument("model", metavar="RUN|MODEL.tflite", help="a training run folder (Keras) or an exported file (LiteRT)")
+    data_args(p)
+    p.add_argument("--out", help="where external.json/.md go (default: external_<data> beside the model)")
+    p.add_argument("--taxonomy", help="taxonomy JSON with the label mapping (counts_as; default: the shipped one)")
+    p.set_defaults(func=cmd_evaluate)
 
     from mobile_derm.evaluation.other_sets import DEFAULT_SETS
 
