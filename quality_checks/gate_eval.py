@@ -386,7 +386,9 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
     half the shipped skin-photo model was not fitted on), each made into one "retake" and one
     "acceptable" sample of every category on each split. Per split, category and source
     (and "all" sources pooled): "retake" samples rejected and flagged (reject, or a warning
-    from a check that did not warn on the clean original), "acceptable" samples passed (not rejected)."""
+    from a check that did not warn on the clean original), "acceptable" samples passed (not rejected).
+    Each cell's ``reasons`` counts the verdict's reject reasons, or for a sample that was only
+    warned, the names of the checks that newly warned."""
 
     def verdict(rgb):
         return verdict_from_measurements(measure_for(rgb, config), config)

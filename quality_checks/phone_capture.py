@@ -23,7 +23,7 @@ sample is drawn, because there the right answer is not clear.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import cv2
@@ -464,7 +464,7 @@ class Category:
     held_out: dict[str, dict[str, Intervals]]
     held_out_param: str
     boundary: str
-    flagged_is_enough: bool = field(default=False)  # the target is "flagged" (warn or reject), not "rejected"
+    flagged_is_enough: bool = False  # the target is "flagged" (warn or reject), not "rejected"
 
 
 def _px(frac: float) -> str:
