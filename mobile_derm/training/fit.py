@@ -177,13 +177,11 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
     if history_file.is_file():
         history = json.loads(history_file.read_text())
 
-    # ---- stage 1: head on cached features
+    # ---- stage 1: head on cached features (the chief's; the other workers receive its weights before fine-tuning)
     head_file = run_dir / "head_weights.h5"
-    if not chief:
-        pass  # the chief's weights reach this worker before fine-tuning
-    elif head_file.is_file():
+    if chief and head_file.is_file():
         model.load_weights(head_file)
-    else:
+    elif chief:
         feature_model = feature_extractor(model)
         print(f"stage 1: features for {len(x_train)} train / {len(x_val)} val images")
         f_train = predict_probs(feature_model, x_train, spec.mean, spec.std)
