@@ -145,8 +145,12 @@ class Classifier:
 
         if data is not None:
             return evaluate_external(self, data, out)
+        import numpy as np
+
         _, y, probs = self._test_split()
-        return evaluate_probs(probs, y, self.info, out_dir=out, title=f"{self.info.name} (Keras float, test split)")
+        groups = self.data.groups_array()[np.asarray(self._run_arrays()[2].test)]  # as the training report
+        return evaluate_probs(probs, y, self.info, out_dir=out, title=f"{self.info.name} (Keras float, test split)",
+                              groups=groups)
 
     def export(self, out: str | Path, variants=DEFAULT_EXPORT_VARIANTS, *, io_type: str = "uint8",
                gate_config=None, qat_epochs: int = 2, qat_learning_rate: float = 1e-5) -> dict[str, Path]:

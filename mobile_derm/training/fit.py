@@ -401,6 +401,8 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
 
         before = evaluate_probs(adjusted_mean(test_view_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
         extra["without_logit_adjustment"] = {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
+    # intervals resample the split's own unit (lesion, patient), not single photos
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
-                            title=f"{info.name} (Keras float, test split)", extra=extra)
+                            title=f"{info.name} (Keras float, test split)", extra=extra,
+                            groups=dataset.groups_array()[idx_test])
     return TrainResult(run_dir, model, info, report)
