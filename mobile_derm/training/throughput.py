@@ -28,7 +28,8 @@ WORKER_TIMEOUT_S = 900
 NO_GPU = "not measured: no GPU here"
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
+    """``n`` free TCP ports on 127.0.0.1 (bound to port 0, then released) for a local cluster."""
     sockets = [socket.socket() for _ in range(n)]
     try:
         for s in sockets:
@@ -95,7 +96,7 @@ def _run_workers(n: int, out: Path, settings: list[str], tag: str, env_extra: di
     """Start ``n`` worker processes (TF_CONFIG when n > 1), wait (bounded), kill what is left."""
     result = out / f"{tag}.json"
     result.unlink(missing_ok=True)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(n)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(n)]}
     procs = []
     for index in range(n):
         env = {**os.environ, **(env_extra or {})}

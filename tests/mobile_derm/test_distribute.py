@@ -7,7 +7,6 @@ started here is killed at the end.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from mobile_derm.training.config import TrainConfig
 from mobile_derm.training.distribute import Distribution
 from mobile_derm.training.fit import train
+from mobile_derm.training.throughput import free_ports
 
 # tiny demo data (6 classes x 4 lesions x 3 views at 64 px, model input 32 px): seconds per epoch on 2 cores
 TINY_RUN = {"input_size": 32, "head_epochs": 2, "finetune_epochs": 2, "batch_size": 8, "allow_random_weights": True,
@@ -143,19 +143,8 @@ def test_mixed_precision_and_xla_fine_tune_on_cpu(demo):
 
 # ---------------------------------------------------------------- two workers on localhost
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _start_workers(data: Path, out: Path, config: Path, cache: Path, logs: Path, tag: str) -> list:
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = []
     for index in range(2):
         env = {**os.environ, "MOBILE_DERM_CACHE": str(cache),
