@@ -36,7 +36,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml | syslibs
 	$(BIN)/python -m pip install -q -e '.[weights,test]'
 	@# Another package may drag in the GUI opencv-python; two cv2 distributions break cv2.
 	@$(BIN)/python -m pip show -q opencv-python >/dev/null 2>&1 && $(BIN)/python -m pip uninstall -y -q opencv-python || true
-	$(BIN)/python -c 'import cv2, ai_edge_litert, tf_keras, mobile_derm_export, mobile_derm_quality; from tensorflow_lite_support.metadata.python import metadata'
+	$(BIN)/python -c 'import cv2, ai_edge_litert, mobile_derm_export, mobile_derm_quality, mobile_derm.tf_setup; from tensorflow_lite_support.metadata.python import metadata'
 	touch $@
 
 clean:
