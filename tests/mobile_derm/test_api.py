@@ -70,8 +70,12 @@ def test_a_loaded_run_evaluates_to_the_numbers_training_reported(tiny_demo):
     saved = json.loads((tiny_demo / "run" / "eval" / "report.json").read_text())
     for key in ("n", "top1", "top3", "balanced_accuracy", "malignancy_auc", "ece"):
         assert report[key] == pytest.approx(saved[key], abs=1e-6), key
-    with pytest.raises(ConfigError, match="not supported yet"):
-        clf.evaluate(data=tiny_demo / "data")
+    assert report["ci95_resamples"] == saved["ci95_resamples"] != "images"  # lesions, as the training report
+    for key, interval in saved["ci95"].items():
+        assert report["ci95"][key] == pytest.approx(interval), key
+    # another data set (here the demo's own photos, whose labels map onto themselves): the external report
+    external = clf.evaluate(data=tiny_demo / "data")
+    assert external["n"] == external["n_mapped"] == len(clf.data)
 
 
 def test_a_run_loaded_without_its_data_says_so_when_it_needs_them(tiny_demo, tmp_path):
