@@ -27,6 +27,26 @@ def real_data_root():
     return root
 
 
+@pytest.fixture(scope="session")
+def ham10000_lesions(real_data_root):
+    """``subset(n)``: HAM10000 cut to the first ``n`` lesions of each class, with all their
+    photos, still named "ham10000" so the preset's rules (split by lesion) apply."""
+    from mobile_derm.datasets.sources import load_preset
+
+    ham = load_preset("ham10000", real_data_root)
+
+    def subset(n: int):
+        keep, seen = [], {}
+        for i, sample in enumerate(ham.samples):
+            groups = seen.setdefault(sample.label, set())
+            if sample.group in groups or len(groups) < n:
+                groups.add(sample.group)
+                keep.append(i)
+        return ham.subset(keep, name="ham10000")
+
+    return subset
+
+
 BLOCK_TENSORFLOW = """
 import sys
 class _BlockTensorFlow:

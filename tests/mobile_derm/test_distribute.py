@@ -88,18 +88,9 @@ def test_mirrored_on_one_cpu_gives_the_figures_of_one_device(demo):
                                        "finetune_learning_rate": 1e-3}
 
 
-def test_mirrored_on_one_cpu_gives_the_figures_of_one_device_on_a_ham10000_subset(real_data_root, tmp_path):
+def test_mirrored_on_one_cpu_gives_the_figures_of_one_device_on_a_ham10000_subset(ham10000_lesions, tmp_path):
     """Two fine-tuning epochs of the HAM10000 recipe (tiny input, eight lesions per class)."""
-    from mobile_derm.datasets.sources import load_preset
-
-    ham = load_preset("ham10000", real_data_root)
-    keep, seen = [], {}
-    for i, sample in enumerate(ham.samples):
-        groups = seen.setdefault(sample.label, set())
-        if sample.group in groups or len(groups) < 8:
-            groups.add(sample.group)
-            keep.append(i)
-    subset = ham.subset(keep, name="ham10000")
+    subset = ham10000_lesions(8)
     _plain_and_mirrored(subset, TrainConfig(input_size=48, head_epochs=3, finetune_epochs=2, batch_size=16,
                                             allow_random_weights=True), tmp_path)
 

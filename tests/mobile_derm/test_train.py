@@ -16,18 +16,9 @@ from mobile_derm.model.classifier import predict_probs
 from mobile_derm.training.fit import train
 
 
-def test_train_on_a_tiny_real_ham10000_subset(real_data_root, tmp_path):
-    from mobile_derm.datasets.sources import load_preset
-
-    ham = load_preset("ham10000", real_data_root)
+def test_train_on_a_tiny_real_ham10000_subset(ham10000_lesions, tmp_path):
     # four lesions per class: the smallest set a 70/15/15 grouped split accepts
-    keep, seen = [], {}
-    for i, sample in enumerate(ham.samples):
-        groups = seen.setdefault(sample.label, set())
-        if sample.group in groups or len(groups) < 4:
-            groups.add(sample.group)
-            keep.append(i)
-    subset = ham.subset(keep, name="ham10000")
+    subset = ham10000_lesions(4)
     # the HAM10000 recipe (the defaults), tiny
     config = TrainConfig(input_size=64, head_epochs=3, finetune_epochs=1, batch_size=8, allow_random_weights=True)
     result = train(subset, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
