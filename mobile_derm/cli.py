@@ -246,6 +246,37 @@ def cmd_predict(args) -> int:
     return EXIT_ERROR if any_error else EXIT_REJECTED if any_rejected else EXIT_OK
 
 
+def cmd_web_app(args) -> int:
+    from mobile_derm.web_app import write_site
+
+    site = write_site(args.models, args.out, args.variant)
+    print(f"wrote {site} (serve it with: mobile-derm serve {site})")
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from mobile_derm.web_app import SiteServer
+
+    server = SiteServer(args.site, port=args.port)
+    print(f"serving {args.site} at {server.url} (Ctrl-C stops)")
+    server.serve_forever()
+    return EXIT_OK
+
+
+def cmd_web_agreement(args) -> int:
+    from mobile_derm.web_agreement import collect_photos, degraded_photos, generated_non_skin, markdown, web_agreement
+
+    out = Path(args.out)
+    photos = collect_photos(args.photos, args.per_folder)
+    if args.degraded:
+        photos += degraded_photos(photos[: args.degraded], out / "photos" / "degraded")
+    if args.non_skin:
+        photos += generated_non_skin(out / "photos" / "non_skin", args.non_skin)
+    summary = web_agreement(args.models, photos, out, args.variant)
+    print((out / "web_agreement.md").read_text())
+    return EXIT_OK if summary["errors"]["page"] == summary["errors"]["predict"] else EXIT_ERROR
+
+
 def cmd_fuzz(args) -> int:
     from mobile_derm.evaluation.fuzz import markdown, run_fuzz, write_report
 
@@ -420,6 +451,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="classify even when the quality gate rejects")
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
     p.set_defaults(func=cmd_predict)
+
+    from mobile_derm.web_app import DEFAULT_VARIANT
+
+    p = sub.add_parser("web-app", parents=common, epilog=EXIT_CODES,
+                       help="write the reference on-device web app (static site, LiteRT.js) for an exported model")
+    p.add_argument("--models", required=True, help="folder of exported models (export --out)")
+    p.add_argument("--out", required=True, help="site folder to write (replaced if it holds an earlier site)")
+    p.add_argument("--variant", default=DEFAULT_VARIANT, help="which <variant>.tflite the page runs (default %(default)s)")
+    p.set_defaults(func=cmd_web_app)
+
+    p = sub.add_parser("serve", parents=common, epilog=EXIT_CODES, help="serve a web-app site on localhost")
+    p.add_argument("site", help="folder written by web-app")
+    p.add_argument("--port", type=whole_number, default=8000, help="port on 127.0.0.1 (default %(default)s)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("web-agreement", parents=common, epilog=EXIT_CODES,
+                       help="the web app in headless Chromium vs predict on the same photos, and its timings "
+                            "(web_agreement.json/.md)")
+    p.add_argument("--models", required=True, help="folder of exported models")
+    p.add_argument("--photos", required=True, nargs="+", help="photo files or folders (searched recursively)")
+    p.add_argument("--per-folder", type=positive_int, default=60, help="photos taken from each folder, evenly spaced (default %(default)s)")
+    p.add_argument("--degraded", type=whole_number, default=0, help="also a degraded copy of the first N photos (default %(default)s)")
+    p.add_argument("--non-skin", type=whole_number, default=0, help="also N generated non-skin images (default %(default)s)")
+    p.add_argument("--variant", default=DEFAULT_VARIANT, help="which <variant>.tflite (default %(default)s)")
+    p.add_argument("--out", required=True, help="folder for the site, the generated photos and the report")
+    p.set_defaults(func=cmd_web_agreement)
 
     from mobile_derm.evaluation.fuzz import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIME_LIMIT_S
 
