@@ -106,3 +106,191 @@ class AppPage:
             except Exception:  # already closed or never started
                 pass
         self.server.__exit__(*exc)
+
+
+# ------------------------------------------------------------------ agreement with predict
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif")
+
+
+def collect_photos(paths: list[str | Path], per_folder: int) -> list[Path]:
+    """Files as given; from each folder (searched recursively) ``per_folder`` photos evenly
+    spaced through its sorted list, so every part of a set is represented."""
+    photos: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_file():
+            photos.append(entry)
+            continue
+        if not entry.is_dir():
+            raise DataError(entry, "no such photo or folder")
+        found = sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise DataError(entry, "no photos in this folder")
+        step = max(1, len(found) / per_folder)
+        photos += [found[int(i * step)] for i in range(min(per_folder, len(found)))]
+    return photos
+
+
+def degraded_photos(sources: list[Path], out: Path, seed: int = 0) -> list[Path]:
+    """One degraded copy of each source photo (mobile_derm_quality.degrade: every kind in
+    turn, at its middle severity), written as PNG into ``out``."""
+    import cv2
+
+    from mobile_derm_quality import degrade
+    from mobile_derm_quality.decode import read_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = list(degrade.DEGRADATIONS)
+    written = []
+    for i, source in enumerate(sources):
+        kind = kinds[i % len(kinds)]
+        levels = degrade.DEGRADATIONS[kind]["levels"]
+        image = degrade.apply(read_image(source), kind, levels[len(levels) // 2], seed=seed + i)
+        path = out / f"{i:03d}_{kind}_{source.stem}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        written.append(path)
+    return written
+
+
+def generated_non_skin(out: Path, n: int, size: int = 320) -> list[Path]:
+    """``n`` generated images that are nothing like skin (noise, flat colours, stripes, text), as PNG."""
+    import cv2
+
+    from mobile_derm.model.familiarity import non_skin_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(non_skin_images(size, n, seed=1)):
+        path = out / f"non_skin_{i:03d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def _decisions(result: dict) -> dict:
+    """The compared parts of one result (the page's or predict's)."""
+    if "error" in result:
+        return {"error": True}
+    out = {"error": False, "classified": result["classified"],
+           "gate": (result.get("quality") or {}).get("decision")}
+    if result["classified"]:
+        out.update(top1=result["top_k"][0]["label"], abstained=result["abstained"],
+                   refer={name: p["refer"] for name, p in result["malignancy"]["operating_points"].items()})
+    return out
+
+
+COMPARED = ("gate", "top1", "abstained", "malignancy")
+
+
+def compare(page: dict, reference: dict, gate_on_page: bool) -> dict:
+    """Per compared decision: True (agree), False, or None (not comparable: the page has no
+    gate, or one side did not classify)."""
+    a, b = _decisions(page), _decisions(reference)
+    if a["error"] or b["error"]:
+        same = a["error"] == b["error"]
+        return {key: same for key in COMPARED} | {"gate": same if gate_on_page else None}
+    agree = {"gate": (a["gate"] == b["gate"]) if gate_on_page else None}
+    both = a["classified"] and b["classified"]
+    agree["top1"] = (a["top1"] == b["top1"]) if both else None
+    agree["abstained"] = (a["abstained"] == b["abstained"]) if both else None
+    agree["malignancy"] = (a["refer"] == b["refer"]) if both else None
+    return agree
+
+
+def web_agreement(models: str | Path, photos: list[Path], out: str | Path, variant: str | None = None,
+                  progress: bool = True) -> dict:
+    """Run the web page and ``Predictor`` on ``photos``; write web_agreement.json/.md into
+    ``out`` and return the summary. Without a gate on the page, predict runs without its
+    gate too (both classify every photo they can decode) and the gate is "not measured"."""
+    from tqdm import tqdm
+
+    from mobile_derm.app.predict import Predictor
+    from mobile_derm.errors import MobileDermError
+    from mobile_derm.io_utils import atomic_write_text
+    from mobile_derm.web_app import DEFAULT_VARIANT, write_site
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    site = write_site(models, out / "site", variant or DEFAULT_VARIANT)
+    config = json.loads((site / "app_config.json").read_text())
+    gate_on_page = config["gate"] is not None
+    predictor = Predictor(site / config["classifier"]["file"])
+    rows = []
+    with AppPage(site) as app:
+        opened = app.open()
+        if opened["state"] != "ready":
+            raise ConfigError(site, f"the page did not start: {opened['error']}")
+        requests_at_ready = len(app.requests)
+        for photo in tqdm(photos, desc="web agreement", unit="photo", disable=not progress):
+            started = time.perf_counter()
+            page = app.analyse(photo)
+            page_ms = (time.perf_counter() - started) * 1000
+            try:
+                reference = predictor.predict(photo, gate=gate_on_page).to_dict()
+            except MobileDermError as exc:
+                reference = {"error": exc.problem}
+            rows.append({"photo": str(photo), "agree": compare(page, reference, gate_on_page),
+                         "page": _decisions(page), "predict": _decisions(reference),
+                         "page_ms": page_ms, "inference_ms": page.get("inference_ms")})
+        requests_after_ready = [r["url"] for r in app.requests[requests_at_ready:]]
+    summary = _summarise(rows, gate_on_page, opened["load_ms"], requests_after_ready, config)
+    document = {**summary, "photos": rows}
+    atomic_write_text(out / "web_agreement.json", json.dumps(document, indent=1))
+    atomic_write_text(out / "web_agreement.md", markdown(summary, rows))
+    return summary
+
+
+def _summarise(rows: list[dict], gate_on_page: bool, load_ms: float, requests_after_ready: list[str],
+               config: dict) -> dict:
+    agreement = {}
+    for key in COMPARED:
+        values = [r["agree"][key] for r in rows if r["agree"].get(key) is not None]
+        agreement[key] = ({"agree": sum(values), "n": len(values), "rate": sum(values) / len(values)}
+                          if values else None)
+    inference = [r["inference_ms"] for r in rows if r["inference_ms"] is not None]
+    per_photo = [r["page_ms"] for r in rows]
+
+    def quantiles(values):
+        if not values:
+            return None
+        ordered = sorted(values)
+        return {"median": statistics.median(ordered), "p90": ordered[int(0.9 * (len(ordered) - 1))],
+                "n": len(ordered)}
+
+    return {
+        "model": config["classifier"]["file"],
+        "model_name": f"{config['classifier']['info']['name']} {config['classifier']['info']['version']}",
+        "n_photos": len(rows),
+        "gate_on_page": gate_on_page,
+        "errors": {"page": sum(r["page"]["error"] for r in rows), "predict": sum(r["predict"]["error"] for r in rows)},
+        "agreement": agreement,
+        "benchmark_ms": {"page_load": load_ms, "inference": quantiles(inference), "photo_end_to_end": quantiles(per_photo)},
+        "requests_after_load": requests_after_ready,
+    }
+
+
+def markdown(summary: dict, rows: list[dict]) -> str:
+    lines = [f"# Web app vs `mobile-derm predict`: {summary['model_name']} ({summary['model']})", "",
+             f"{summary['n_photos']} photos; decode errors: page {summary['errors']['page']}, "
+             f"predict {summary['errors']['predict']}.", "",
+             "| decision | agree | compared | rate |", "|---|---|---|---|"]
+    for key, value in summary["agreement"].items():
+        if value is None:
+            reason = "no gate.tflite on the page" if key == "gate" else "nothing to compare"
+            lines.append(f"| {key} | | 0 | not measured ({reason}) |")
+        else:
+            lines.append(f"| {key} | {value['agree']} | {value['n']} | {100 * value['rate']:.1f}% |")
+    bench = summary["benchmark_ms"]
+    lines += ["", "| browser timing (ms) | median | p90 | n |", "|---|---|---|---|",
+              f"| page load (runtime + model) | {bench['page_load']:.0f} | | 1 |"]
+    for name, label in (("inference", "classifier inference"), ("photo_end_to_end", "one photo, file to result")):
+        q = bench[name]
+        if q:
+            lines.append(f"| {label} | {q['median']:.1f} | {q['p90']:.1f} | {q['n']} |")
+    lines += ["", f"Requests after the page was ready: {len(summary['requests_after_load'])}."]
+    disagreements = [r for r in rows if any(v is False for v in r["agree"].values())]
+    if disagreements:
+        lines += ["", "## Disagreements", "", "| photo | page | predict |", "|---|---|---|"]
+        for r in disagreements[:50]:
+            lines.append(f"| {r['photo']} | `{json.dumps(r['page'])}` | `{json.dumps(r['predict'])}` |")
+    return "\n".join(lines) + "\n"
