@@ -36,10 +36,46 @@ def chromium_path() -> Path:
     return Path(named)
 
 
+_BROWSER: dict = {}  # one Playwright and one Chromium per process, shared by every AppPage
+
+
+def _browser():
+    """The process's headless Chromium (started on first use, stopped at exit): Playwright's
+    sync API runs one instance per thread, so every page shares it."""
+    if not _BROWSER:
+        import atexit
+
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            raise ConfigError(None, "the browser needs the 'playwright' package (pip install -e '.[test]')") from None
+        executable = chromium_path()
+        playwright = sync_playwright().start()
+        try:
+            browser = playwright.chromium.launch(executable_path=str(executable), args=list(CHROMIUM_FLAGS),
+                                                 headless=True)
+        except Exception:
+            playwright.stop()
+            raise
+        _BROWSER.update(playwright=playwright, browser=browser)
+        atexit.register(_stop_browser)
+    return _BROWSER["browser"]
+
+
+def _stop_browser() -> None:
+    for step in (lambda: _BROWSER["browser"].close(), lambda: _BROWSER["playwright"].stop()):
+        try:
+            step()
+        except Exception:  # already gone at interpreter exit
+            pass
+    _BROWSER.clear()
+
+
 class AppPage:
     """``with AppPage(site) as page: page.analyse(photo)``: the site on a localhost server,
-    one headless Chromium tab on a 360-px-wide viewport, every request recorded in
-    ``requests`` (url, and whether it came after the app said it was ready)."""
+    a fresh browser context (no cache, no storage) with one tab on a 360-px-wide viewport,
+    every request recorded in ``requests`` (url, and whether it came after the app said it
+    was ready)."""
 
     def __init__(self, site: str | Path, viewport: dict | None = None):
         from mobile_derm.web_app import SiteServer
@@ -52,19 +88,13 @@ class AppPage:
         self._ready = False
 
     def __enter__(self) -> "AppPage":
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError:
-            raise ConfigError(None, "the browser tests need the 'playwright' package (pip install -e '.[test]')") from None
         self.url = self.server.__enter__()
-        self._playwright = sync_playwright().start()
         try:
-            self.browser = self._playwright.chromium.launch(executable_path=str(chromium_path()),
-                                                            args=list(CHROMIUM_FLAGS), headless=True)
-            self.page = self.browser.new_page(viewport=self.viewport)
+            self.context = _browser().new_context(viewport=self.viewport)
         except Exception:
-            self.__exit__(None, None, None)
+            self.server.__exit__(None, None, None)
             raise
+        self.page = self.context.new_page()
         self.page.on("request", lambda r: self.requests.append({"url": r.url, "after_ready": self._ready}))
         self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
@@ -100,12 +130,10 @@ class AppPage:
         return Path(path)
 
     def __exit__(self, *exc) -> None:
-        for close in (lambda: self.browser.close(), lambda: self._playwright.stop()):
-            try:
-                close()
-            except Exception:  # already closed or never started
-                pass
-        self.server.__exit__(*exc)
+        try:
+            self.context.close()
+        finally:
+            self.server.__exit__(*exc)
 
 
 # ------------------------------------------------------------------ agreement with predict

@@ -147,7 +147,8 @@ async function analyse(file) {
     setStatus(`Analysing ${file.name}…`);
     const decoded = await decodePhoto(file);
     const quality = await state.gate.assess(decoded);
-    const result = {image: file.name, gate: state.gate.available ? 'gate.tflite' : GATE_NOT_AVAILABLE};
+    const result = {image: file.name, gate: state.gate.available ? 'gate.tflite' : GATE_NOT_AVAILABLE,
+                    analysed_size: [decoded.width, decoded.height]};
     if (state.gate.available) result.quality = quality;
     result.classified = quality.decision !== 'reject';
     if (result.classified) {
