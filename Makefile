@@ -4,13 +4,14 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= runs/demo
+WEB    := mobile_derm/app/web
 
-.PHONY: demo test venv syslibs clean
+.PHONY: demo test venv syslibs chromium clean
 
 demo: $(VENV)/.installed
 	$(BIN)/mobile-derm demo --out $(OUT)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(WEB)/node_modules/.installed chromium
 	$(BIN)/python -m pytest
 
 venv: $(VENV)/.installed
@@ -25,6 +26,25 @@ syslibs:
 	     { echo "error: could not install libusb-1.0-0; install it with your package manager"; exit 1; }; \
 	  else \
 	    echo "error: libusb-1.0.so.0 is missing; run: sudo apt-get install libusb-1.0-0 (Debian/Ubuntu) or your system's equivalent"; exit 1; \
+	  fi; \
+	fi
+
+# The web app's runtime (LiteRT.js) at the versions package-lock.json pins; web-app copies it into sites.
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found; install Node.js 20 or newer (e.g. apt-get install nodejs npm)"; exit 1; }
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser tests drive Debian's Chromium through Playwright, which downloads no browser.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ -z "$$MOBILE_DERM_CHROMIUM" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (for the browser tests)"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)) || \
+	     { echo "error: could not install chromium; install it with your package manager"; exit 1; }; \
+	  else \
+	    echo "error: chromium is missing; run: sudo apt-get install chromium (Debian/Ubuntu), or set MOBILE_DERM_CHROMIUM to a Chromium binary"; exit 1; \
 	  fi; \
 	fi
 
