@@ -30,8 +30,9 @@ def load_dataset(data, data_root: str | Path | None = None):
     """A Dataset from a preset name (ham10000, pad_ufes20, derm7pt, sd198, ood; found
     under ``data_root``, default ``$MOBILE_DERM_DATA`` or ../shared/data), a labels CSV
     (columns ``image``, ``label``, optional ``group``), a folder holding such a
-    ``labels.csv`` (as ``mobile-derm demo`` writes), or a class-per-folder tree.
-    A Dataset is returned as it is.
+    ``labels.csv`` (as ``mobile-derm demo`` writes), a class-per-folder tree, or a folder
+    of TFRecord shards (``mobile-derm write-shards``; a local path or a URL such as
+    gs://...: training streams it). A Dataset is returned as it is.
 
     >>> data = load_dataset("runs/demo/data")  # doctest: +SKIP
     >>> len(data.classes)                      # doctest: +SKIP
@@ -39,8 +40,12 @@ def load_dataset(data, data_root: str | Path | None = None):
     """
     from mobile_derm.datasets.sources import PRESETS, Dataset, load
 
+    from mobile_derm.datasets.shards import is_shard_location, read_shards
+
     if isinstance(data, Dataset):
         return data
+    if str(data) not in PRESETS and is_shard_location(data):
+        return read_shards(data)
     if str(data) not in PRESETS and (Path(data) / "labels.csv").is_file():
         data = Path(data) / "labels.csv"
     return load(data, data_root)

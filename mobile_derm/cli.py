@@ -106,6 +106,17 @@ def cmd_crossval(args) -> int:
     return 0
 
 
+def cmd_write_shards(args) -> int:
+    from mobile_derm.api import load_dataset
+    from mobile_derm.datasets.shards import write_shards
+
+    dataset = load_dataset(args.data, args.data_root)
+    manifest = write_shards(dataset, args.out, args.images_per_shard, args.seed)
+    print(f"{manifest['n_images']} images of {len(manifest['classes'])} classes in {len(manifest['shards'])} "
+          f"shards: {args.out} (train from it with --data {args.out})")
+    return 0
+
+
 def cmd_export(args) -> int:
     from mobile_derm.api import Classifier
 
@@ -347,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--xla", action="store_true", help="compile the fine-tuning step with XLA (jit_compile)")
 
     def data_args(p):
-        p.add_argument("--data", required=True, help="preset (ham10000, pad_ufes20, derm7pt, sd198), labels CSV, or class folders")
+        p.add_argument("--data", required=True, help="preset (ham10000, pad_ufes20, derm7pt, sd198), labels CSV, class "
+                                                     "folders, or a folder of TFRecord shards (a path or gs://...)")
         p.add_argument("--data-root", help="folder holding the presets (default $MOBILE_DERM_DATA or ../shared/data)")
 
     p = sub.add_parser("train", parents=common, epilog=EXIT_CODES, help="train a classifier (head first, then fine-tune; resumes if killed)")
@@ -380,6 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true")
     distribution_args(p)
     p.set_defaults(func=cmd_crossval)
+
+    from mobile_derm.datasets.shards import DEFAULT_IMAGES_PER_SHARD
+
+    p = sub.add_parser("write-shards", parents=common, epilog=EXIT_CODES,
+                       help="write a data set as TFRecord shards (train from them with --data FOLDER; docs/distributed.md)")
+    data_args(p)
+    p.add_argument("--out", required=True, help="new folder for the shards: a path, or a URL TensorFlow opens (gs://...)")
+    p.add_argument("--images-per-shard", type=positive_int, default=DEFAULT_IMAGES_PER_SHARD,
+                   help="images per shard file (default %(default)s; a cluster wants many more files than workers)")
+    p.add_argument("--seed", type=whole_number, default=0, help="seed of the random order images are written in")
+    p.set_defaults(func=cmd_write_shards)
 
     p = sub.add_parser("export", parents=common, epilog=EXIT_CODES, help="convert a run to .tflite variants with metadata")
     p.add_argument("run", help="training run folder")

@@ -19,7 +19,7 @@ from mobile_derm.model.classifier import (build_classifier, ensemble_classifier,
                                           freeze_batchnorm, predict_probs, shift_heads, view_stack)
 from mobile_derm.training.config import TrainConfig
 from mobile_derm_quality.quiet import verbose
-from mobile_derm.training.runs import dataset_pixels, save_final_weights, start_run
+from mobile_derm.training.runs import save_final_weights, start_run, training_images
 from mobile_derm.training import distribute
 from mobile_derm.training.distribute import Distribution
 
@@ -322,9 +322,10 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
             split = splits_mod.split_grouped(dataset, config.split_fractions, seed=config.seed)
 
     # Decode everything before writing anything: a bad image stops the run
-    # with its name and leaves no half-made run folder.
+    # with its name and leaves no half-made run folder. (A data set in TFRecord
+    # shards streams instead: its images were checked when the shards were written.)
     y_all = np.array([labels.index(s.label) for s in dataset.samples], dtype=np.int64)
-    pixels = dataset_pixels(dataset, size, cache_dir, progress)
+    pixels = training_images(dataset, size, cache_dir, progress)
     idx_train, idx_val, idx_test = (np.asarray(i, dtype=np.int64) for i in (split.train, split.val, split.test))
     x_train, y_train = pixels[idx_train], y_all[idx_train]
     x_val, y_val = pixels[idx_val], y_all[idx_val]

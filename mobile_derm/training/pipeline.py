@@ -10,9 +10,14 @@ Fine-tuning reads ``training_dataset``: one stream over all epochs, each epoch's
 and each image's augmentation a function of (TrainConfig.seed, epoch, image index), so
 a rerun gives the same batches and pictures, and the workers of a distributed run
 each take their own share of every epoch (docs/distributed.md).
+
+A data set written as TFRecord shards (``mobile_derm.datasets.shards``) is not cached:
+``ShardImages`` stands in for the pixel array, and ``make_dataset`` / ``training_dataset``
+stream its images from the shard files (decoded and resized in the pipeline).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -152,6 +157,14 @@ def make_dataset(
     size = int(pixels.shape[1])
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
+    if isinstance(pixels, ShardImages):
+        if training or shuffle:  # not a path training takes (fine-tuning streams by training_dataset)
+            pixels = np.asarray(pixels)
+        else:
+            rest = [tf.data.Dataset.from_tensor_slices(a) for a in (labels, sample_weights) if a is not None]
+            ds = tf.data.Dataset.zip((pixels.in_order(), *rest)).map(
+                lambda image, *r: ((tf.cast(image, tf.float32) - mean) / std, *r), num_parallel_calls=tf.data.AUTOTUNE)
+            return _input_options(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
     parts = [pixels] + ([labels] if labels is not None else []) + ([sample_weights] if sample_weights is not None else [])
     ds = tf.data.Dataset.from_tensor_slices((np.arange(len(pixels), dtype=np.int64), *parts))
     if training if shuffle is None else shuffle:
@@ -172,6 +185,19 @@ def steps_per_epoch(n_images: int, global_batch: int, workers: int = 1, drop_rem
     if drop_remainder:
         return per_worker_images // per_worker_batch
     return max(1, math.ceil(per_worker_images / per_worker_batch))
+
+
+def _epoch_plan(n: int, global_batch: int, input_context):
+    """(workers, this worker, per-replica batch, several replicas?, images per worker per epoch)."""
+    workers = input_context.num_input_pipelines if input_context else 1
+    worker = input_context.input_pipeline_id if input_context else 0
+    replica_batch = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
+    several = input_context is not None and input_context.num_replicas_in_sync > 1
+    steps = steps_per_epoch(n, global_batch, workers, drop_remainder=several)
+    keep = steps * (global_batch // workers) if several else n // workers
+    if keep < 1:
+        raise ValueError(f"{n} training images cannot fill one global batch of {global_batch}")
+    return workers, worker, replica_batch, several, keep
 
 
 def training_dataset(
@@ -196,15 +222,11 @@ def training_dataset(
     there are several replicas (the few images left over differ from epoch to epoch).
     A resumed run restarts the stream at epoch 0's order (BackupAndRestore restores the
     weights and the epoch count, not the input position)."""
+    if isinstance(pixels, ShardImages):
+        return _streamed_training_dataset(pixels, labels, sample_weights, mean, std, global_batch, seed, epochs,
+                                          input_context)
     n, size = len(pixels), int(pixels.shape[1])
-    workers = input_context.num_input_pipelines if input_context else 1
-    worker = input_context.input_pipeline_id if input_context else 0
-    replica_batch = input_context.get_per_replica_batch_size(global_batch) if input_context else global_batch
-    several = input_context is not None and input_context.num_replicas_in_sync > 1
-    steps = steps_per_epoch(n, global_batch, workers, drop_remainder=several)
-    keep = steps * (global_batch // workers) if several else n // workers
-    if keep < 1:
-        raise ValueError(f"{n} training images cannot fill one global batch of {global_batch}")
+    workers, worker, replica_batch, several, keep = _epoch_plan(n, global_batch, input_context)
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     pixels, labels, sample_weights = (tf.constant(a) for a in (pixels, labels, sample_weights))
@@ -221,4 +243,135 @@ def training_dataset(
                 .batch(replica_batch, drop_remainder=several))
 
     ds = tf.data.Dataset.range(epochs).flat_map(one_epoch)
+    return _input_options(ds.prefetch(tf.data.AUTOTUNE))
+
+
+# ---------------------------------------------------------------- streaming from TFRecord shards
+
+# Encoded images the training stream's shuffle buffer holds (tens of MB for HAM10000's
+# 200 px JPEGs, a few hundred MB for phone photos). The shards are written in random order,
+# so the buffer only has to mix the files being read at once.
+SHUFFLE_BUFFER = 2048
+# Shard files the training stream reads at once (interleaved record by record).
+READ_CYCLE = 8
+
+
+class ShardImages:
+    """Model-input pixels (uint8 squares of ``size`` px) of images of a shard folder
+    (``mobile_derm.datasets.shards.ShardedDataset``), read from the files only when a
+    pipeline runs: what ``fit.train`` gets instead of the pixel cache's array.
+
+    Indexing with an increasing index array gives another ShardImages (nothing is read);
+    ``np.asarray`` decodes the images into memory, for code that wants an array (and an
+    unsorted selection is read that way, since a stream gives shard order). ``decode``
+    turns a record's encoded bytes into pixels the way the pixel cache decodes a file
+    (``mobile_derm.training.runs.input_pixels``), so both give the same pixels."""
+
+    def __init__(self, dataset, size: int, decode, indices=None):
+        self.dataset, self.size, self.decode = dataset, int(size), decode
+        self.indices = np.arange(len(dataset), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self), self.size, self.size, 3)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):  # pixel-level indexing (a test-time view's flip): in memory
+            return np.asarray(self)[key]
+        indices = self.indices[key]
+        if indices.ndim == 0:
+            return np.asarray(ShardImages(self.dataset, self.size, self.decode, [indices]))[0]
+        if np.any(np.diff(indices) <= 0):
+            unique, inverse = np.unique(indices, return_inverse=True)
+            return np.asarray(ShardImages(self.dataset, self.size, self.decode, unique))[inverse]
+        return ShardImages(self.dataset, self.size, self.decode, indices)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, np.uint8)
+        row = 0
+        for batch in self.in_order().batch(256).as_numpy_iterator():
+            out[row:row + len(batch)] = batch
+            row += len(batch)
+        return out if dtype is None else out.astype(dtype)
+
+    def transpose(self, *axes) -> np.ndarray:
+        return np.asarray(self).transpose(*axes)
+
+    def positions(self) -> np.ndarray:
+        """For every image of the shard folder: its row here, or -1."""
+        table = np.full(len(self.dataset), -1, np.int64)
+        table[self.indices] = np.arange(len(self.indices))
+        return table
+
+    def files_holding(self) -> list[tuple[str, int]]:
+        """(shard file, how many of these images it holds) for the files holding any."""
+        shard_of = np.searchsorted(np.asarray(self.dataset.shard_first), self.indices, side="right") - 1
+        counts = np.bincount(shard_of, minlength=len(self.dataset.shard_files))
+        return [(name, int(count)) for name, count in zip(self.dataset.shard_files, counts) if count]
+
+    def decoded(self, encoded):
+        """Pixels of one record's encoded image (in the pipeline: OpenCV releases the GIL)."""
+        image = tf.numpy_function(lambda data: self.decode(bytes(data)), [encoded], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, [self.size, self.size, 3])
+
+    def records(self, files):
+        """(row here, encoded image) of the records of ``files`` that are among these images."""
+        from mobile_derm.datasets.shards import parse_records
+
+        table = tf.constant(self.positions())
+        return (files.map(parse_records)
+                .map(lambda record: (tf.gather(table, record["index"]), record["image"]))
+                .filter(lambda row, _: row >= 0))
+
+    def in_order(self):
+        """These images in order (uint8): the shards that hold any are read one after the other
+        (a shard's records are in index order), the rest skipped; decoding runs in parallel."""
+        files = tf.data.TFRecordDataset([name for name, _ in self.files_holding()])
+        return self.records(files).map(lambda _, encoded: self.decoded(encoded), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _streamed_training_dataset(images: ShardImages, labels, sample_weights, mean, std, global_batch: int, seed: int,
+                               epochs: int, input_context=None):
+    """``training_dataset`` for images in TFRecord shards: each epoch reads the shard files
+    holding training images in an order seeded by (seed, epoch), ``READ_CYCLE`` at a time,
+    record by record, through a shuffle buffer (``SHUFFLE_BUFFER``, seeded by (seed, epoch)),
+    then decodes, resizes and augments in the pipeline (seeded by (seed, epoch, image), as the
+    cached path). Under several workers each takes every N-th file (what tf.data's
+    AutoShardPolicy.FILE does; ``distribute_datasets_from_function`` leaves sharding to this
+    function), or every N-th training record when there are fewer files than workers
+    (AutoShardPolicy.DATA); a worker whose files hold fewer images than its share of an
+    epoch reads them again, one holding more leaves the rest (others each epoch), so every
+    worker takes the same number of steps. The order differs from the cached path's (a
+    permutation of the whole set), so the figures agree within noise, not exactly."""
+    workers, worker, replica_batch, several, keep = _epoch_plan(len(images), global_batch, input_context)
+    files = [name for name, _ in images.files_holding()]
+    by_file = workers > 1 and len(files) >= workers
+    if by_file:
+        files = files[worker::workers]
+    names = tf.constant(files)
+    mean = tf.constant(mean, tf.float32)
+    std = tf.constant(std, tf.float32)
+    labels, sample_weights = tf.constant(labels), tf.constant(sample_weights)
+
+    def prepare(epoch, row, encoded):
+        image = augment(images.decoded(encoded), images.size, element_seed(seed, epoch, row))
+        return (image - mean) / std, tf.gather(labels, row), tf.gather(sample_weights, row)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(len(files)), seed=tf.stack([seed, epoch]))
+        shards = tf.data.Dataset.from_tensor_slices(tf.gather(names, order)).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(READ_CYCLE, len(files)), num_parallel_calls=tf.data.AUTOTUNE)
+        records = images.records(shards)
+        if workers > 1 and not by_file:
+            records = records.shard(workers, worker)
+        records = records.shuffle(SHUFFLE_BUFFER, seed=seed * 1_000_003 + epoch).repeat().take(keep)
+        return (records.map(lambda row, encoded: prepare(epoch, row, encoded), num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(replica_batch, drop_remainder=several))
+
+    # epochs joined in Python: the shuffle seed must be a number (a tensor seed fails in
+    # graph mode once a global seed is set, as training sets one)
+    ds = functools.reduce(tf.data.Dataset.concatenate, (one_epoch(epoch) for epoch in range(epochs)))
     return _input_options(ds.prefetch(tf.data.AUTOTUNE))

@@ -36,11 +36,15 @@ def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
     return digest.hexdigest()[:16]
 
 
-def _decode_one(path: str, size: int, crop_bottom: float) -> np.ndarray:
-    rgb = load_rgb(path)
+def input_pixels(rgb: np.ndarray, size: int, crop_bottom: float = 0.0) -> np.ndarray:
+    """A decoded photo as model-input pixels: the bottom crop, then the centred square at ``size``."""
     if crop_bottom:
         rgb = rgb[: max(1, int(round(rgb.shape[0] * (1.0 - crop_bottom))))]
     return resize_square(rgb, size)
+
+
+def _decode_one(path: str, size: int, crop_bottom: float) -> np.ndarray:
+    return input_pixels(load_rgb(path), size, crop_bottom)
 
 
 def cached_pixels(paths: list[str], size: int, cache_dir: Path, crop_bottom: float = 0.0, progress: bool = True) -> np.ndarray:
@@ -66,9 +70,35 @@ def cached_pixels(paths: list[str], size: int, cache_dir: Path, crop_bottom: flo
 def dataset_pixels(dataset, size: int, cache_dir=None, progress: bool = True) -> np.ndarray:
     """Every image of ``dataset`` as model-input pixels, through the cache
     (``$MOBILE_DERM_CACHE/pixels`` unless given), with the dataset's bottom crop."""
+    from mobile_derm.datasets.shards import ShardedDataset
+
+    if isinstance(dataset, ShardedDataset):  # decoded from the shards into memory (no file cache)
+        return np.asarray(training_images(dataset, size))
     cache = Path(cache_dir) if cache_dir else user_cache_dir("pixels")
     paths = [str(s.path) for s in dataset.samples]
     return cached_pixels(paths, size, cache, BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0), progress)
+
+
+def training_images(dataset, size: int, cache_dir=None, progress: bool = True):
+    """What training reads pixels from: ``dataset_pixels``' array, or for a data set in
+    TFRecord shards (``mobile_derm.datasets.shards``) a ``pipeline.ShardImages`` that
+    streams them (nothing held in memory; decoded as the cache decodes)."""
+    from mobile_derm.datasets.shards import ShardedDataset
+
+    if not isinstance(dataset, ShardedDataset):
+        return dataset_pixels(dataset, size, cache_dir, progress)
+    from functools import partial
+
+    from mobile_derm.training.pipeline import ShardImages
+
+    return ShardImages(dataset, size, partial(_decode_bytes, size=size,
+                                              crop_bottom=BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0)))
+
+
+def _decode_bytes(data: bytes, size: int, crop_bottom: float) -> np.ndarray:
+    from mobile_derm_quality import decode_image_bytes
+
+    return input_pixels(decode_image_bytes(data), size, crop_bottom)
 
 
 def save_final_weights(model, final_file: Path) -> None:
