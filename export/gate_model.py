@@ -1,0 +1,716 @@
+"""Build ``gate.tflite``: the photo-quality gate as a TFLite graph of builtin ops only.
+
+``build_gate_model(config)`` returns the file's bytes; ``write_gate_model(config, path)``
+writes it with its metadata. The graph is ``features.measure`` + ``gate.verdict_from_measurements``
+written again in TensorFlow ops, step for step, on the copies of the photo the OpenCV gate
+makes itself (the input contract: ``mobile_derm_quality.gate_twin``), so that an app gets
+the same verdict from its TFLite runtime. What makes it exact rather than close:
+
+* integer arithmetic where OpenCV uses it (grey conversion, RGB->HSV with OpenCV's own
+  division tables), all values kept below 2**24 so float32 holds them exactly;
+* borders reflected at the photo's own (dynamic) size, as OpenCV's BORDER_REFLECT(_101);
+* percentiles of integer-valued measurements from histograms (UNSORTED_SEGMENT_SUM and
+  CUMSUM), including numpy's strided subsample of more than 8192 values; the blur radii's
+  20th percentile by TOPK_V2;
+* the ROI's morphological closing by iterated 3x3 max pools, its radius picked at run time;
+* OpenCV's fast atan2 polynomial for the descriptor's edge orientations.
+
+What the twin cannot express is refused at build time with a GateTwinError: the learned
+not-skin check (a second .tflite with a network in it; a config that uses it gates with
+the OpenCV engine), and ramps on measurements the gate does not make.
+
+Metadata: ``gate.json`` (contract version, input contract, outputs, the GateConfig, reason
+codes and guidance strings), packed as a tflite-support associated file, so an app (or
+``gate_twin.read_twin_metadata``, zipfile only) reads it without TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mobile_derm_quality import gate_twin
+from mobile_derm_quality.config import CHECK_NAMES, GateConfig
+from mobile_derm_quality.features import MAX_BLUR, REFERENCE_SIZE, SKIN_MIN_PIXELS
+from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE
+from mobile_derm_quality.gate_twin import (CROP_SIZE, DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES,
+                                           REASON_CODES, SIZE_FIELDS, THUMBNAIL_SIZE, TINY_SIZE, GateTwinError)
+from mobile_derm_quality.not_skin import CHROMA_BINS, GRID, HUE_BINS, ORIENTATION_BINS
+
+SIGNATURE = gate_twin.SIGNATURE
+QUANTILE_MAX_N = 8192  # features._quantile's subsample size
+MOTION_BLUR_RATIO = 1.6  # gate._score_check: blur_h / blur_v beyond this is motion blur
+MAX_CLOSE_RADIUS = 6  # the ROI closing's kernel: max(3, (min side // 8) | 1) on a <= 96 px copy
+
+# raw values each check's ramps may name (gate.raw_values)
+_RAW_KEYS = {
+    "exposure": ("luma_p95", "luma_median", "bright_clip"),
+    "sharpness": ("blur", "blur_h", "blur_v"),
+    "glare": ("glare_fraction",),
+    "colour_cast": ("cast_distance", "grey"),
+    "noise": ("noise_sigma", "blockiness"),
+    "framing": ("skin_fraction", "roi_offset"),
+    "not_skin": ("typicality", "skin_fraction", "hue_entropy", "colourful_fraction"),
+}
+
+
+def check_expressible(config: GateConfig, source=None) -> None:
+    """Refuse a config the twin cannot compute exactly as the OpenCV gate does."""
+    if config.skin_check_model is not None or "skin_check_distance" in config.ramps.get("not_skin", {}):
+        raise GateTwinError(source, "the learned not-skin check (skin_check_model) is a network of its own and is not "
+                                    "part of gate.tflite; gate with --engine opencv, or use a config without it")
+    for check, table in config.ramps.items():
+        if check not in _RAW_KEYS:
+            continue
+        unknown = sorted(set(table) - set(_RAW_KEYS[check]))
+        if unknown:
+            raise GateTwinError(source, f"ramp {check}.{unknown[0]} names a measurement the gate does not make")
+    for check in CHECK_NAMES:
+        if check != "resolution" and not config.ramps.get(check):
+            raise GateTwinError(source, f"check {check} has no ramp")
+    if not 32 <= config.analysis_size <= 1024:
+        raise GateTwinError(source, f"analysis_size {config.analysis_size} is outside what the twin supports (32..1024)")
+
+
+# ------------------------------------------------------------------ graph helpers
+
+def _ops():
+    from mobile_derm.tf_setup import tf
+
+    return tf
+
+
+def _reflect_index(tf, n, size: int, pad: int, mode: str):
+    """Source index of each position -pad..size+pad-1 with OpenCV's border at valid length ``n``."""
+    i = tf.range(-pad, size + pad)
+    if mode == "reflect101":
+        lo, hi = -i, 2 * (n - 1) - i
+    else:  # BORDER_REFLECT
+        lo, hi = -i - 1, 2 * n - 1 - i
+    j = tf.where(i < 0, lo, tf.where(i >= n, hi, i))
+    return tf.clip_by_value(j, 0, size - 1)
+
+
+def _padded(tf, img, h, w, pad: int, mode: str):
+    """[H, W] -> [H + 2 pad, W + 2 pad], borders reflected at the valid size (h, w)."""
+    x = tf.gather(img, _reflect_index(tf, h, img.shape[0], pad, mode), axis=0)
+    return tf.gather(x, _reflect_index(tf, w, img.shape[1], pad, mode), axis=1)
+
+
+def _correlate(tf, img, kernel: np.ndarray, h, w, mode: str):
+    """OpenCV's filter2D (a correlation) of a 2-D float image with a small kernel."""
+    p = kernel.shape[0] // 2
+    x = _padded(tf, img, h, w, p, mode)[None, :, :, None]
+    y = tf.nn.conv2d(x, tf.constant(kernel.astype(np.float32)[:, :, None, None]), 1, "VALID")
+    return y[0, :, :, 0]
+
+
+def _separable(tf, img, k1d: np.ndarray, h, w, mode: str):
+    """OpenCV's sepFilter2D with the same 1-D kernel along rows, then columns."""
+    p = len(k1d) // 2
+    x = _padded(tf, img, h, w, p, mode)[None, :, :, None]
+    k = k1d.astype(np.float32)
+    x = tf.nn.conv2d(x, tf.constant(k[None, :, None, None]), 1, "VALID")
+    x = tf.nn.conv2d(x, tf.constant(k[:, None, None, None]), 1, "VALID")
+    return x[0, :, :, 0]
+
+
+_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
+_SOBEL_Y = _SOBEL_X.T.copy()
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    """cv2.getGaussianKernel for a float32 image: size round(8 sigma + 1) | 1, computed in double."""
+    n = int(round(sigma * 8 + 1)) | 1
+    x = np.arange(n) - (n - 1) / 2.0
+    k = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    return (k / k.sum()).astype(np.float32)
+
+
+def _valid(tf, size_h: int, size_w: int, h, w):
+    rows = tf.range(size_h)[:, None] < h
+    cols = tf.range(size_w)[None, :] < w
+    return tf.logical_and(rows, cols)
+
+
+def _f(tf, x):
+    return tf.cast(x, tf.float32)
+
+
+def _grey(tf, rgb):
+    """cv2.COLOR_RGB2GRAY on uint8 values: (9798 R + 19235 G + 3735 B + 2**14) >> 15 (OpenCV 5's
+    fixed point; checked against cv2 by the tests), exact in float32."""
+    y = rgb[..., 0] * 9798.0 + rgb[..., 1] * 19235.0 + rgb[..., 2] * 3735.0 + 16384.0
+    return tf.floor(y / 32768.0)
+
+
+def _hsv_tables() -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's RGB2HSV_b division tables (hsv_shift 12, hue range 180), rounded as cvRound does."""
+    i = np.arange(256, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        sdiv = np.where(i == 0, 0, np.rint((255 << 12) / i))
+        hdiv = np.where(i == 0, 0, np.rint((180 << 12) / (6.0 * i)))
+    return sdiv.astype(np.float32), hdiv.astype(np.float32)
+
+
+def _hsv(tf, rgb):
+    """cv2.COLOR_RGB2HSV of uint8 values (float32 holding integers): (hue 0..179, sat, val)."""
+    sdiv, hdiv = _hsv_tables()
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = tf.maximum(tf.maximum(b, g), r)
+    vmin = tf.minimum(tf.minimum(b, g), r)
+    diff = v - vmin
+    s = tf.floor((diff * tf.gather(tf.constant(sdiv), tf.cast(v, tf.int32)) + 2048.0) / 4096.0)
+    h = tf.where(tf.equal(v, r), g - b, tf.where(tf.equal(v, g), b - r + 2.0 * diff, r - g + 4.0 * diff))
+    h = tf.floor((h * tf.gather(tf.constant(hdiv), tf.cast(diff, tf.int32)) + 2048.0) / 4096.0)
+    h = tf.where(h < 0, h + 180.0, h)
+    return h, s, v
+
+
+def _fast_atan_radians(tf, y, x):
+    """cv2.cartToPolar's angle (OpenCV's fastAtan32f polynomial, degrees scaled to radians)."""
+    deg = np.float32(180.0 / math.pi)
+    p1, p3, p5, p7 = (np.float32(c) * deg for c in (0.9997878412794807, -0.3258083974640975, 0.1555786518463281,
+                                                      -0.04432655554792128))
+    eps = np.float32(np.finfo(np.float64).eps)
+    ax, ay = tf.abs(x), tf.abs(y)
+    wide = ax >= ay
+    c = tf.where(wide, ay / (ax + eps), ax / (ay + eps))
+    c2 = c * c
+    poly = (((p7 * c2 + p5) * c2 + p3) * c2 + p1) * c
+    a = tf.where(wide, poly, 90.0 - poly)
+    a = tf.where(x < 0, 180.0 - a, a)
+    a = tf.where(y < 0, 360.0 - a, a)
+    return a * np.float32(math.pi / 180.0)
+
+
+def _subsample(tf, mask):
+    """features._quantile's ``v[:: v.size // 8192]`` of the masked values in row-major order,
+    as a 0/1 weight per position of the flat ``mask``."""
+    n = tf.reduce_sum(mask)
+    stride = tf.where(n > QUANTILE_MAX_N, tf.floor(n / QUANTILE_MAX_N), 1.0)
+    rank = tf.cast(tf.cumsum(mask) - 1.0, tf.int32)
+    on_stride = tf.equal(tf.math.floormod(rank, tf.cast(stride, tf.int32)), 0)
+    return mask * _f(tf, on_stride)
+
+
+def _quantile_positions(tf, n, q: int):
+    """numpy's linear-interpolation positions: lo, hi and the weight of hi, for percentile q of n values."""
+    qn = q * (n - 1.0)
+    lo = tf.floor(qn / 100.0)
+    frac = (qn - 100.0 * lo) / 100.0
+    hi = tf.minimum(lo + 1.0, n - 1.0)
+    return lo, hi, frac
+
+
+def _order_statistics(tf, cdf, ranks):
+    """The value at each 0-based rank of integer-valued data from its histogram's CDF."""
+    return tf.reduce_sum(_f(tf, cdf[None, :] < (ranks[:, None] + 1.0)), axis=1)
+
+
+def _quantile_int(tf, values, mask, q: int, bins: int):
+    """features._quantile (percentile q, strided subsample) of integer values 0..bins-1 where mask."""
+    v, m = tf.reshape(values, [-1]), tf.reshape(mask, [-1])
+    keep = _subsample(tf, m)
+    n = tf.reduce_sum(keep)
+    hist = tf.math.unsorted_segment_sum(keep, tf.clip_by_value(tf.cast(v, tf.int32), 0, bins - 1), bins)
+    lo, hi, frac = _quantile_positions(tf, n, q)
+    vals = _order_statistics(tf, tf.cumsum(hist), tf.stack([lo, hi]))
+    return vals[0] + frac * (vals[1] - vals[0])
+
+
+def _quantile_float(tf, values, mask, q: int):
+    """features._quantile of float values where mask, by a partial sort (TOPK_V2)."""
+    v, m = tf.reshape(values, [-1]), tf.reshape(mask, [-1])
+    size = int(v.shape[0])
+    keep = _subsample(tf, m)
+    n = tf.reduce_sum(keep)
+    most = min(size, 2 * QUANTILE_MAX_N - 1)  # at most this many values survive the subsample
+    k = min(size, int(q / 100.0 * (most - 1)) + 2)
+    ascending = -tf.math.top_k(tf.where(keep > 0, -v, -3.0e38), k=k, sorted=True).values
+    lo, hi, frac = _quantile_positions(tf, n, q)
+    at = tf.gather(ascending, tf.clip_by_value(tf.cast(tf.stack([lo, hi]), tf.int32), 0, k - 1))  # n = 0: unused
+    return at[0] + frac * (at[1] - at[0])
+
+
+def _masked_mean(tf, x, mask):
+    return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def nearest_rounding_table(max_src: int, max_dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """What cv2.INTER_NEAREST's double arithmetic does where the exact source position is a
+    whole number k: OpenCV takes floor(x * (1 / (dst / src))), and that reciprocal, rounded,
+    can sit a hair below src / dst, so the product rounds to just under k and the index drops
+    to k - 1. With r the reciprocal's relative shortfall (0 when it is not short) and
+    R = r * 2**53 per (src, dst), the drop happens where R * c(k) > 1, c(k) = k / 2**floor(log2 k)
+    (2 for a power of two, whose spacing below is half as wide). Returns R [max_src + 1, max_dst + 1]
+    and c [max_src + 1]."""
+    from fractions import Fraction
+
+    shortfall = np.zeros((max_src + 1, max_dst + 1), np.float64)
+    for src in range(1, max_src + 1):
+        for dst in range(1, max_dst + 1):
+            exact = Fraction(src, dst)
+            reciprocal = Fraction(1.0 / (dst / src))
+            if reciprocal < exact:
+                shortfall[src, dst] = float((exact - reciprocal) / exact) * 2.0**53
+    k = np.arange(max_src + 1, dtype=np.float64)
+    c = np.zeros(max_src + 1)
+    c[1:] = k[1:] / 2.0 ** np.floor(np.log2(k[1:]))
+    c[c == 1.0] = 2.0
+    c[0] = 0.0
+    return shortfall.astype(np.float32), c.astype(np.float32)
+
+
+def _nearest_index(tf, src, dst, size: int, table):
+    """cv2.INTER_NEAREST's source index of each of ``size`` destination positions (src -> dst
+    px), exactly as OpenCV's double arithmetic gives it (nearest_rounding_table)."""
+    shortfall, c = table
+    x = tf.range(size)
+    num = x * src
+    dst = tf.maximum(dst, 1)
+    k = tf.math.floordiv(num, dst)
+    whole = tf.equal(tf.math.floormod(num, dst), 0)
+    r = tf.gather(tf.reshape(tf.constant(shortfall), [-1]), src * shortfall.shape[1] + dst)
+    drops = tf.logical_and(whole, r * tf.gather(tf.constant(c), tf.minimum(k, c.shape[0] - 1)) > 1.0)
+    return tf.minimum(k - tf.cast(drops, tf.int32), src - 1)
+
+
+# ------------------------------------------------------------------ measurements
+
+def _skin(tf, tiny, tiny_valid):
+    """features.skin_mask on the tiny copy (float32 holding uint8 values) -> 0/1."""
+    s = tiny[..., 0] + tiny[..., 1] + tiny[..., 2] + 1e-3
+    r = tiny[..., 0] / s
+    g = tiny[..., 1] / s
+    b = 1.0 - r - g
+    bright = tf.reduce_max(tf.where(tiny_valid, s, 0.0))
+    darkest = tf.minimum(tf.minimum(tiny[..., 0], tiny[..., 1]), tiny[..., 2])
+    ok = tf.logical_and(s > tf.maximum(45.0, 0.08 * bright), darkest < 248.0)
+    for cond in (r > 0.345, r < 0.66, g > 0.22, g < 0.38, r >= g - 0.005, b <= g + 0.012, r - b > 0.025, tiny_valid):
+        ok = tf.logical_and(ok, cond)
+    return _f(tf, ok)
+
+
+def _close(tf, mask, valid, k):
+    """cv2.morphologyEx(MORPH_CLOSE) with a k x k square (k odd, 3..13), borders ignored."""
+    radius = (k - 1) // 2
+    valid_f = _f(tf, valid)
+
+    def grow(x):
+        return tf.nn.max_pool2d(x[None, :, :, None], 3, 1, "SAME")[0, :, :, 0]
+
+    x = mask * valid_f
+    dilated = x
+    for r in range(1, MAX_CLOSE_RADIUS + 1):
+        x = grow(x) * valid_f
+        dilated = tf.where(tf.equal(radius, r), x, dilated)
+    holes = (1.0 - dilated) * valid_f  # erosion = 1 - dilation of the complement (outside ignored)
+    eroded = holes
+    for r in range(1, MAX_CLOSE_RADIUS + 1):
+        holes = grow(holes) * valid_f
+        eroded = tf.where(tf.equal(radius, r), holes, eroded)
+    return (1.0 - eroded) * valid_f
+
+
+def _upscale(tf, mask_tiny, th, tw, h, w, size: int, table):
+    """cv2.resize(INTER_NEAREST) of a tiny-copy mask to the analysis copy's (h, w), padded to size."""
+    iy = _nearest_index(tf, th, h, size, table)
+    ix = _nearest_index(tf, tw, w, size, table)
+    return tf.gather(tf.gather(mask_tiny, iy, axis=0), ix, axis=1)
+
+
+def _edge_blur(tf, g, ax, ay, roi, valid, h, w, mean_grey):
+    """features._edge_blur: blur radius of the strongest edges along x and y (px at this scale)."""
+    gr = _separable(tf, g, _gaussian_kernel(1.0), h, w, "reflect")
+    floor = tf.maximum(6.0, 0.12 * mean_grey)
+    size = g.shape[0]
+
+    def grid(x):  # [2:-2:2, 2:-2:2] of the valid image
+        return x[2 : size - 2 : 2, 2 : size - 2 : 2]
+
+    rows = tf.range(2, size - 2, 2)
+    grid_valid = _f(tf, tf.logical_and(rows[:, None] < h - 2, rows[None, :] < w - 2))
+    m = grid(roi) * grid_valid
+    use_mask = tf.reduce_sum(m) >= SKIN_MIN_PIXELS // 4
+    base = tf.where(use_mask, m, grid_valid)
+    out = []
+    for d1_full, kernel in ((ax, _SOBEL_X), (ay, _SOBEL_Y)):
+        d1 = grid(d1_full)
+        thr = tf.maximum(_quantile_int(tf, d1, base, 90, 1024), floor)
+        sel = _f(tf, d1 >= thr) * base
+        d2 = grid(tf.abs(_correlate(tf, gr, kernel, h, w, "reflect101")))
+        rho = d1 / tf.maximum(d2, 1e-3)
+        sigma = 1.0 / tf.sqrt(tf.maximum(rho * rho - 1.0, 1e-4))
+        blur = tf.minimum(float(MAX_BLUR), _quantile_float(tf, sigma, sel, 20))
+        out.append(tf.where(tf.reduce_sum(sel) < 8.0, float(MAX_BLUR), blur))
+    return out
+
+
+def _noise_sigma(tf, g, grad, roi, h, w):
+    """features._noise_sigma: Immerkaer's estimate on the flattest half of the ROI."""
+    size = g.shape[0]
+    r = tf.abs(_correlate(tf, g, _IMMERKAER, h, w, "reflect"))
+
+    def grid(x):  # [1:-1:2, 1:-1:2]
+        return x[1 : size - 1 : 2, 1 : size - 1 : 2]
+
+    rows = tf.range(1, size - 1, 2)
+    grid_valid = _f(tf, tf.logical_and(rows[:, None] < h - 1, rows[None, :] < w - 1))
+    sel = grid(roi) * grid_valid
+    sel = tf.where(tf.reduce_sum(sel) < SKIN_MIN_PIXELS, grid_valid, sel)
+    inner = grid(g)
+    sel = sel * _f(tf, tf.logical_and(inner > 6.0, inner < 249.0))
+    gsel = grid(grad)
+    median = _quantile_int(tf, gsel, sel, 50, 2048)
+    flat = sel * _f(tf, gsel <= median)
+    mean = tf.reduce_sum(grid(r) * flat) / tf.maximum(tf.reduce_sum(flat), 1.0)
+    sigma = mean * float(np.sqrt(np.pi / 2.0) / 6.0)
+    return tf.where(tf.logical_or(tf.reduce_sum(sel) < 16.0, tf.reduce_sum(flat) < 1.0), 0.0, sigma)
+
+
+def _blockiness(tf, crop_grey, ch, cw):
+    """features._blockiness on the native crop's grey values (valid ch x cw)."""
+    dx = tf.abs(crop_grey[:, 1:] - crop_grey[:, :-1])
+    dy = tf.abs(crop_grey[1:, :] - crop_grey[:-1, :])
+    c = CROP_SIZE
+    rx, cx = tf.range(c)[:, None], tf.range(c - 1)[None, :]
+    valid_x = _f(tf, tf.logical_and(rx < ch, cx < cw - 1))
+    ry, cy = tf.range(c - 1)[:, None], tf.range(c)[None, :]
+    valid_y = _f(tf, tf.logical_and(ry < ch - 1, cy < cw))
+    on_x = valid_x * _f(tf, tf.equal(tf.math.floormod(cx, 8), 7))
+    on_y = valid_y * _f(tf, tf.equal(tf.math.floormod(ry, 8), 7))
+    all_x, all_y = _masked_mean(tf, dx, valid_x), _masked_mean(tf, dy, valid_y)
+    step = (_masked_mean(tf, dx, on_x) - all_x) + (_masked_mean(tf, dy, on_y) - all_y)
+    value = tf.maximum(0.0, step) / (all_x + all_y + 1.0)
+    return tf.where(tf.logical_or(ch < 32, cw < 32), 0.0, value)
+
+
+def _describe(tf, t):
+    """not_skin.describe of the 64x64 thumbnail (float32 holding uint8 values): 123 numbers."""
+    s = t[..., 0] + t[..., 1] + t[..., 2] + 1.0
+    r, g = t[..., 0] / s, t[..., 1] / s
+    lum = (t[..., 0] + t[..., 1] + t[..., 2]) / 3.0 / 255.0
+    n = THUMBNAIL_SIZE
+    box5, box3 = np.full(5, 0.2, np.float32), np.full(3, 1.0 / 3.0, np.float32)
+    full = tf.constant(n)
+    local = lum - _separable(tf, lum, box5, full, full, "reflect101")
+    local_contrast = tf.sqrt(_separable(tf, local * local, box3, full, full, "reflect101"))
+    cell = n // GRID
+
+    def layout(a):
+        return tf.reshape(tf.nn.avg_pool2d(a[None, :, :, None], cell, cell, "VALID"), [-1])
+
+    parts = [layout(a) for a in (r, g, lum, local_contrast)]
+    ri = tf.floor((tf.reshape(r, [-1]) - 0.2) / 0.5 * CHROMA_BINS)
+    gi = tf.floor((tf.reshape(g, [-1]) - 0.2) / 0.25 * CHROMA_BINS)
+    inside = _f(tf, tf.logical_and(tf.logical_and(ri >= 0, ri < CHROMA_BINS), tf.logical_and(gi >= 0, gi < CHROMA_BINS)))
+    ids = tf.cast(tf.clip_by_value(ri, 0, CHROMA_BINS - 1) * CHROMA_BINS + tf.clip_by_value(gi, 0, CHROMA_BINS - 1), tf.int32)
+    chroma = tf.math.unsorted_segment_sum(inside, ids, CHROMA_BINS**2)
+    parts.append(tf.sqrt(chroma / tf.maximum(tf.reduce_sum(chroma), 1.0)))
+    grey = _grey(tf, t)
+    gx = _correlate(tf, grey, _SOBEL_X, full, full, "reflect101")
+    gy = _correlate(tf, grey, _SOBEL_Y, full, full, "reflect101")
+    mag = tf.sqrt(gx * gx + gy * gy)
+    ang = _fast_atan_radians(tf, gy, gx)
+    pi = np.float32(np.pi)
+    folded = ang - pi * tf.floor(ang / pi)  # numpy's float32 ang % pi
+    bins = tf.minimum(tf.floor(folded / pi * ORIENTATION_BINS), ORIENTATION_BINS - 1)
+    orient = tf.math.unsorted_segment_sum(tf.reshape(mag, [-1]), tf.reshape(tf.cast(bins, tf.int32), [-1]), ORIENTATION_BINS)
+    parts.append(orient / (tf.reduce_sum(orient) + 1e-6))
+    parts.append(tf.stack([tf.reduce_mean(_f(tf, mag > level)) for level in (20.0, 60.0, 150.0)]))
+    hue, sat, _ = _hsv(tf, t)
+    saturated = tf.reshape(_f(tf, sat > 60.0), [-1])
+    hue_bin = tf.reshape(tf.cast(tf.minimum(tf.floor(hue / (180 // HUE_BINS)), HUE_BINS), tf.int32), [-1])
+    counts = tf.math.unsorted_segment_sum(saturated, hue_bin, HUE_BINS + 1)[:HUE_BINS]
+    parts.append(counts / float(n * n))
+    return tf.concat(parts, axis=0)
+
+
+def _typicality(tf, descriptor, config: GateConfig):
+    """SkinPhotoModel.distance of the descriptor (0 without a model, as gate._typicality)."""
+    model = config.skin_photo_model()
+    if model is None:
+        return tf.constant(0.0)
+    z = (descriptor - tf.constant(model.mean.astype(np.float32))) / tf.constant(model.scale.astype(np.float32))
+    w = tf.linalg.matvec(tf.constant(model.projection.T.astype(np.float32)), z)
+    d = tf.reduce_sum(w * w)
+    directions = model.projection / np.linalg.norm(model.projection, axis=0)
+    along = tf.linalg.matvec(tf.constant(directions.T.astype(np.float32)), z)
+    residual = z - tf.linalg.matvec(tf.constant(directions.astype(np.float32)), along)
+    d = d + tf.reduce_sum(residual * residual) / float(model.residual_scale)
+    return d / float(model.n_directions + 1)
+
+
+def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateConfig) -> dict:
+    """features.measure on the contract's inputs: every measurement, as float32 scalars."""
+    h0, w0, h, w, th, tw, ch, cw = (sizes[i] for i in range(8))
+    small = _f(tf, analysis_u8)
+    tiny = _f(tf, tiny_u8)
+    a = small.shape[0]
+    valid = _valid(tf, a, a, h, w)
+    valid_f = _f(tf, valid)
+    tiny_valid = _valid(tf, TINY_SIZE, TINY_SIZE, th, tw)
+    tiny_valid_f = _f(tf, tiny_valid)
+    gray = _grey(tf, small) * valid_f
+    hf, wf, thf, twf = _f(tf, h), _f(tf, w), _f(tf, th), _f(tf, tw)
+    n_tiny = thf * twf
+
+    grey_photo = tf.logical_and(
+        tf.reduce_max(tf.abs(tiny[..., 0] - tiny[..., 1]) * tiny_valid_f) <= 3.0,
+        tf.reduce_max(tf.abs(tiny[..., 2] - tiny[..., 1]) * tiny_valid_f) <= 3.0)
+    skin_t = _skin(tf, tiny, tiny_valid)
+    table = nearest_rounding_table(TINY_SIZE, a)
+    skin = _upscale(tf, skin_t, th, tw, h, w, a, table) * valid_f
+    n_skin = tf.reduce_sum(skin)
+    skin_fraction = n_skin / (hf * wf)
+    has_skin = n_skin >= SKIN_MIN_PIXELS
+    n_skin_t = tf.maximum(tf.reduce_sum(skin_t), 1.0)
+    ys = _f(tf, tf.range(TINY_SIZE))
+    mean_y = tf.reduce_sum(skin_t * ys[:, None]) / n_skin_t
+    mean_x = tf.reduce_sum(skin_t * ys[None, :]) / n_skin_t
+    dy = (mean_y + 0.5) / thf - 0.5
+    dx = (mean_x + 0.5) / twf - 0.5
+    roi_offset = tf.where(has_skin, tf.sqrt(dx * dx + dy * dy) / float(np.hypot(0.5, 0.5)), 1.0)
+    short = tf.minimum(th, tw) // 8
+    k = tf.maximum(3, short + 1 - tf.math.floormod(short, 2))
+    roi_t = _close(tf, skin_t, tiny_valid, k)
+    rows, cols = tf.range(a)[:, None], tf.range(a)[None, :]
+    centre = tf.logical_and(tf.logical_and(rows >= h // 4, rows < h - h // 4), tf.logical_and(cols >= w // 4, cols < w - w // 4))
+    centre_f = _f(tf, centre)
+    roi = tf.where(has_skin, _upscale(tf, roi_t, th, tw, h, w, a, table) * valid_f, centre_f)
+
+    hue, sat, val = _hsv(tf, tiny)
+    far_hue = tf.logical_and(hue > 30.0, hue < 160.0)
+    colourful = _f(tf, tf.logical_and(tf.logical_and(sat > 70.0, val > 40.0), far_hue)) * tiny_valid_f
+    colourful_fraction = tf.reduce_sum(colourful) / n_tiny
+    coloured = _f(tf, sat > 40.0) * tiny_valid_f
+    hue_hist = tf.math.unsorted_segment_sum(tf.reshape(coloured, [-1]),
+                                            tf.reshape(tf.cast(tf.floor(hue / 10.0), tf.int32), [-1]), 19)[:18]
+    p = hue_hist / tf.maximum(tf.reduce_sum(hue_hist), 1.0)
+    entropy = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-30)), 0.0)) / float(np.log(2.0))
+    hue_entropy = tf.where(tf.reduce_sum(coloured) >= 16.0, entropy, 0.0)
+
+    ax = tf.abs(_correlate(tf, gray, _SOBEL_X, h, w, "reflect101"))
+    ay = tf.abs(_correlate(tf, gray, _SOBEL_Y, h, w, "reflect101"))
+    mean_grey = tf.reduce_sum(gray) / (hf * wf)
+    blur_h, blur_v = _edge_blur(tf, gray, ax, ay, roi, valid, h, w, mean_grey)
+    to_ref = REFERENCE_SIZE / tf.maximum(hf, wf)
+
+    judge = tf.maximum(roi, centre_f) * valid_f
+    n_judge = tf.reduce_sum(judge)
+    hist = tf.math.unsorted_segment_sum(tf.reshape(judge, [-1]), tf.reshape(tf.cast(gray, tf.int32), [-1]), 256)
+    targets = tf.stack([tf.maximum(1.0, tf.math.ceil(q * n_judge / 100.0)) for q in (50.0, 95.0)])
+    luma_median, luma_p95 = tf.unstack(_order_statistics(tf, tf.cumsum(hist), targets - 1.0))
+    bright_clip = tf.reduce_sum(judge * _f(tf, gray >= 250.0)) / n_judge
+    white = _f(tf, tf.reduce_min(small, axis=-1) >= 245.0)
+    glare_fraction = tf.reduce_sum(judge * white) / n_judge
+
+    means = tf.reduce_sum(tiny * tiny_valid_f[:, :, None], axis=[0, 1]) / n_tiny
+    tot = tf.reduce_sum(means) + 1e-6
+    cast_r, cast_g, cast_b = means[0] / tot, means[1] / tot, means[2] / tot
+
+    noise = _noise_sigma(tf, gray, ax + ay, roi, h, w)
+    blockiness = _blockiness(tf, _grey(tf, _f(tf, crop_u8)), ch, cw)
+    if "typicality" in config.ramps.get("not_skin", {}):
+        typicality = _typicality(tf, _describe(tf, _f(tf, thumb_u8)), config)
+    else:
+        typicality = tf.constant(0.0)
+    box = config.cast_box
+    cast_distance = tf.reduce_max(tf.stack([0.0, box["r_minus_b_min"] - (cast_r - cast_b), box["g_min"] - cast_g,
+                                            cast_g - box["g_max"], cast_b - box["b_max"]]))
+    return {
+        "width": _f(tf, w0), "height": _f(tf, h0), "analysis_long_side": tf.maximum(hf, wf),
+        "skin_fraction": skin_fraction, "roi_offset": roi_offset, "colourful_fraction": colourful_fraction,
+        "hue_entropy": hue_entropy, "blur": tf.maximum(blur_h, blur_v) * to_ref, "blur_h": blur_h * to_ref,
+        "blur_v": blur_v * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
+        "glare_fraction": glare_fraction, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
+        "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
+        "cast_distance": cast_distance,
+    }
+
+
+# ------------------------------------------------------------------ the verdict
+
+def _verdict(tf, m: dict, min_model_input, config: GateConfig) -> dict:
+    """gate.verdict_from_measurements in graph ops: scores, pass/warn/applicable, reasons, decision."""
+    reason_index = {code: i for i, code in enumerate(REASON_CODES)}
+    scores, reasons = [], []
+    for name in CHECK_NAMES:
+        if name == "resolution":
+            min_side = tf.minimum(m["width"], m["height"])
+            scores.append(tf.minimum(1.0, min_side / (2.0 * min_model_input)))
+            reasons.append(tf.constant(reason_index["too_small"]))
+            continue
+        terms = list(config.ramps[name].items())
+        ramps = tf.stack([tf.clip_by_value((m[key] - gb["bad"]) / (gb["good"] - gb["bad"]), 0.0, 1.0) for key, gb in terms])
+        lowest = tf.reduce_min(ramps)
+        # the first term at the lowest score names the reason (gate._score_check's strict "<")
+        first = tf.reduce_min(tf.where(tf.equal(ramps, lowest), tf.range(len(terms)), len(terms)))
+        codes = [reason_index[_REASONS.get((name, key), name)] for key, _ in terms]
+        reason = tf.gather(tf.constant(codes), tf.minimum(first, len(terms) - 1))
+        if name == "sharpness":
+            bh, bv = m["blur_h"], m["blur_v"]
+            ratio = tf.maximum(bh, bv) / tf.maximum(tf.minimum(bh, bv), 1e-12)
+            motion = tf.logical_and(tf.logical_and(bh > 0, bv > 0), ratio > MOTION_BLUR_RATIO)
+            reason = tf.where(motion, reason_index["motion_blur"], reason)
+        if name == "colour_cast":  # a black-and-white photo has no usable colour
+            lowest = tf.where(m["grey"] > 0, 0.0, lowest)
+            reason = tf.where(m["grey"] > 0, reason_index["colour_cast"], reason)
+        scores.append(lowest)
+        reasons.append(reason)
+    score = tf.stack(scores)
+    reason = tf.stack(reasons)
+    thr = tf.constant([float(config.thresholds.get(n, 0.5)) for n in CHECK_NAMES])
+    margin = tf.constant([float(config.warn_margin.get(n, 0.0)) for n in CHECK_NAMES])
+    passed = score >= thr
+    warn = tf.logical_and(passed, score < thr + margin)
+    exposure_failed = tf.logical_not(passed[CHECK_NAMES.index("exposure")])
+    dependent = tf.constant([n in _DEPENDENT for n in CHECK_NAMES])
+    applicable = tf.logical_not(tf.logical_and(tf.logical_and(dependent, exposure_failed), tf.logical_not(passed)))
+    failing = tf.logical_and(applicable, tf.logical_not(passed))
+    warn_only = tf.constant([n in config.warn_only for n in CHECK_NAMES])
+    rejecting = tf.logical_and(failing, tf.logical_not(warn_only))
+    warned = tf.logical_and(applicable, tf.logical_or(warn, tf.logical_and(tf.logical_not(passed), warn_only)))
+    decision = tf.where(tf.reduce_any(rejecting), 2, tf.where(tf.reduce_any(tf.logical_or(warned, failing)), 1, 0))
+    shown = tf.logical_or(tf.logical_not(passed), warn)
+    reason_out = tf.where(shown, reason, -1)
+    named = tf.logical_or(failing, warned)
+    flags = tf.reduce_max(_f(tf, tf.logical_and(named[:, None], tf.equal(reason[:, None], tf.range(len(REASON_CODES))[None, :]))), axis=0)
+    return {"scores": score, "passed": tf.cast(passed, tf.int32), "warn": tf.cast(warn, tf.int32),
+            "applicable": tf.cast(applicable, tf.int32), "reason": tf.cast(reason_out, tf.int32),
+            "reason_flags": tf.cast(flags, tf.int32), "decision": tf.reshape(tf.cast(decision, tf.int32), [1])}
+
+
+def gate_function(config: GateConfig):
+    """The twin as a tf.function with the contract's signature (inputs and outputs by name)."""
+    tf = _ops()
+    specs = gate_twin.input_shapes(config.analysis_size)
+    signature = [tf.TensorSpec(shape, getattr(tf, dtype), name=name) for name, (shape, dtype) in
+                 ((n, specs[n]) for n in INPUT_NAMES)]
+
+    @tf.function(input_signature=signature)
+    def gate(analysis, tiny, thumbnail, native_crop, sizes):
+        s = sizes[0]
+        m = _measure(tf, analysis[0], tiny[0], thumbnail[0], native_crop[0], s, config)
+        out = _verdict(tf, m, _f(tf, s[SIZE_FIELDS.index("min_model_input")]), config)
+        out["measurements"] = tf.stack([m[k] for k in MEASUREMENT_NAMES])
+        return {k: out[k][None] for k in OUTPUT_NAMES}
+
+    return gate
+
+
+def build_gate_model(config: GateConfig, source=None) -> bytes:
+    """The gate's .tflite bytes (builtin ops only), without metadata."""
+    check_expressible(config, source)
+    tf = _ops()
+    module = tf.Module()
+    module.gate = gate_function(config)
+    # through a SavedModel: the converter keeps its signature (named inputs and outputs) only then
+    with tempfile.TemporaryDirectory(prefix="mobile_derm_gate_") as tmp:
+        tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.gate.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[SIGNATURE])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises ConverterError and others
+            raise GateTwinError(source, f"the gate does not convert to builtin TFLite ops ({str(exc).splitlines()[0]})") from None
+
+
+def metadata(config: GateConfig) -> dict:
+    """gate.json: everything an app needs besides the graph."""
+    return {
+        "contract_version": gate_twin.CONTRACT_VERSION,
+        "inputs": {name: {"shape": list(shape), "dtype": dtype} for name, (shape, dtype) in
+                   gate_twin.input_shapes(config.analysis_size).items()},
+        "size_fields": list(SIZE_FIELDS),
+        "input_rule": {
+            "analysis": f"features.shrink(photo, {config.analysis_size}): nearest-neighbour step by k = long // (2 * "
+                        f"{config.analysis_size}) when k >= 2, then exact 2x INTER_LINEAR halvings while the long side >= "
+                        f"{2 * config.analysis_size}, then one INTER_AREA resize to a long side of {config.analysis_size} "
+                        f"(round(side * scale)); never enlarged; then INTER_NEAREST up to at least "
+                        f"{gate_twin.MIN_ANALYSIS_SIDE} px per side",
+            "tiny": f"the same shrink of the analysis copy to {TINY_SIZE}",
+            "thumbnail": f"cv2.resize(analysis copy, ({THUMBNAIL_SIZE}, {THUMBNAIL_SIZE}), INTER_AREA)",
+            "native_crop": f"the decoded photo at y0 = max(0, (height - {CROP_SIZE}) // 2) // 8 * 8 (x0 alike), up to "
+                           f"{CROP_SIZE} px",
+            "padding": "each copy top-left in its tensor, the rest zero; RGB, uint8",
+        },
+        "outputs": {"measurements": list(MEASUREMENT_NAMES), "scores": list(CHECK_NAMES), "passed": list(CHECK_NAMES),
+                    "warn": list(CHECK_NAMES), "applicable": list(CHECK_NAMES),
+                    "reason": "index into reason_codes per check, -1 when it passed without a warning",
+                    "reason_flags": "1 per reason code the verdict lists", "decision": list(DECISIONS)},
+        "reason_codes": list(REASON_CODES),
+        "guidance": dict(GUIDANCE),
+        "config": config.to_dict(),
+    }
+
+
+def write_gate_model(config: GateConfig, path: str | Path, source=None) -> Path:
+    """Build gate.tflite with its metadata and write it atomically; the file is read back
+    (metadata and input contract) before it appears."""
+    from tensorflow_lite_support.metadata import metadata_schema_py_generated as _metadata_fb
+    from tensorflow_lite_support.metadata.python import metadata as _metadata
+
+    from mobile_derm.io_utils import atomic_path
+
+    data = build_gate_model(config, source)
+    meta = metadata(config)
+    model_md = _metadata_fb.ModelMetadataT()
+    model_md.name = "mobile_derm photo-quality gate"
+    model_md.version = config.version
+    model_md.description = (f"The mobile_derm photo-quality gate (contract {gate_twin.CONTRACT_VERSION}): "
+                            f"{gate_twin.METADATA_FILENAME} holds the input contract, the GateConfig, reason codes and guidance.")
+    packed = _metadata_fb.AssociatedFileT()
+    packed.name = gate_twin.METADATA_FILENAME
+    packed.description = "Input contract, outputs, GateConfig, reason codes and guidance (JSON)."
+    model_md.associatedFiles = [packed]
+    subgraph = _metadata_fb.SubGraphMetadataT()
+    details = _io_names(data)
+    subgraph.inputTensorMetadata = [_tensor_md(_metadata_fb, n) for n in details[0]]
+    subgraph.outputTensorMetadata = [_tensor_md(_metadata_fb, n) for n in details[1]]
+    model_md.subgraphMetadata = [subgraph]
+    builder = _flatbuffer_builder()
+    builder.Finish(model_md.Pack(builder), _metadata.MetadataPopulator.METADATA_FILE_IDENTIFIER)
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="mobile_derm_gate_") as tmp:
+        meta_path = Path(tmp) / gate_twin.METADATA_FILENAME
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        populator = _metadata.MetadataPopulator.with_model_buffer(data)
+        populator.load_metadata_buffer(builder.Output())
+        populator.load_associated_files([str(meta_path)])
+        populator.populate()
+        populated = bytes(populator.get_model_buffer())
+    with atomic_path(path) as tmp_path:
+        tmp_path.write_bytes(populated)
+        gate_twin.GateTwin(tmp_path)  # refuses a file that does not load or fit the contract
+    return path
+
+
+def _flatbuffer_builder():
+    import flatbuffers
+
+    return flatbuffers.Builder(0)
+
+
+def _tensor_md(fb, name: str):
+    md = fb.TensorMetadataT()
+    md.name = name
+    return md
+
+
+def _io_names(data: bytes) -> tuple[list[str], list[str]]:
+    """Signature names of the subgraph's inputs and outputs, in the subgraph's tensor order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    by_index_in = {v["index"]: k for k, v in runner.get_input_details().items()}
+    by_index_out = {v["index"]: k for k, v in runner.get_output_details().items()}
+    ins = [by_index_in[d["index"]] for d in interpreter.get_input_details()]
+    outs = [by_index_out[d["index"]] for d in interpreter.get_output_details()]
+    return ins, outs

@@ -1,0 +1,170 @@
+"""gate.tflite, the gate's TFLite twin: builtin ops only, metadata read back without
+TensorFlow, the same verdicts as the OpenCV gate on generated photos, refusals, and the
+reference vectors an app port checks itself against."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mobile_derm_quality import GateConfig
+from mobile_derm_quality.gate_twin import (GUIDANCE, MEASUREMENT_NAMES, METADATA_FILENAME, REASON_CODES, GateTwin, GateTwinError,
+                                           read_twin_metadata, twin_inputs)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def gate_file(tmp_path_factory):
+    """gate.tflite of the default config, built once per session (about a minute)."""
+    from mobile_derm_export.gate_model import write_gate_model
+
+    return write_gate_model(GateConfig.default(), tmp_path_factory.mktemp("gate") / "gate.tflite")
+
+
+@pytest.fixture(scope="session")
+def twin(gate_file):
+    return GateTwin(gate_file)
+
+
+def test_only_builtin_operators(gate_file):
+    """No Select TF (Flex) or other custom operator: every operator code is a builtin."""
+    from tensorflow_lite_support.metadata import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(gate_file.read_bytes(), 0)
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    custom = [c.CustomCode() for c in codes if c.CustomCode()]
+    assert codes and not custom
+    builtin = {max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) for c in codes}
+    assert schema.BuiltinOperator.CUSTOM not in builtin and schema.BuiltinOperator.DELEGATE not in builtin
+
+
+def test_metadata_and_verdict_without_tensorflow(gate_file, block_tensorflow_prelude):
+    """The config, reason codes and guidance come back, and the twin runs, with TensorFlow unimportable."""
+    code = block_tensorflow_prelude + f"""
+import json, numpy as np
+from mobile_derm_quality.gate_twin import GateTwin, read_twin_metadata
+meta = read_twin_metadata({str(gate_file)!r})
+twin = GateTwin({str(gate_file)!r})
+rng = np.random.default_rng(0)
+v = twin.assess(rng.integers(120, 200, (300, 400, 3), np.uint8))
+print(json.dumps({{"config": meta["config"], "reasons": meta["reason_codes"], "guidance": meta["guidance"],
+                  "decision": v.decision}}))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["config"] == json.loads(json.dumps(GateConfig.default().to_dict()))
+    assert got["reasons"] == list(REASON_CODES)
+    assert got["guidance"] == GUIDANCE
+    assert got["decision"] in ("accept", "warn", "reject")
+
+
+def test_parity_on_generated_photos(twin, tmp_path):
+    """Both engines on generated lesion photos, clean and in every degradation: the same
+    verdicts and reasons (acceptance: >= 99% / >= 98%; on this set every one is the same)."""
+    from mobile_derm_export.gate_parity import gate_parity, variants
+
+    n_kinds = len(variants()) - 1
+    rep = gate_parity(twin, tmp_path, synthetic=12, per_photo=(n_kinds + 11) // 12, progress=False)
+    assert set(rep["by_category"]) == {k for k, _ in variants()}  # every category and severity was used
+    assert rep["n"] >= 12 * (1 + n_kinds // 12)
+    assert rep["verdict_agreement"] >= 0.99, rep["disagreements"][:5]
+    assert rep["reason_agreement_min"] >= 0.98, rep["disagreements"][:5]
+    assert rep["measurement_error"]["luma_median"]["max"] == 0.0  # integer arithmetic: exact
+    assert rep["measurement_error"]["skin_fraction"]["max"] < 1e-6
+    assert (tmp_path / "gate_parity.md").is_file() and (tmp_path / "gate_parity.json").is_file()
+
+
+def test_parity_report_counts_a_disagreement():
+    """The report is not blind: a pair of verdicts that differ is counted and listed."""
+    from mobile_derm_export.gate_parity import report
+    from mobile_derm_quality.gate import assess
+
+    config = GateConfig.default()
+    rng = np.random.default_rng(1)
+    good = assess(rng.integers(120, 200, (300, 400, 3), np.uint8), config)
+    bad = assess(np.zeros((40, 30, 3), np.uint8), config)
+    values = np.zeros(len(MEASUREMENT_NAMES))
+    rows = [{"photo": "a", "category": "clean", "severity": None, "ref": good, "twin": good, "ref_values": values,
+             "twin_values": values},
+            {"photo": "b", "category": "clean", "severity": None, "ref": good, "twin": bad, "ref_values": values,
+             "twin_values": values + 1.0}]
+    rep = report(rows, config)
+    assert rep["verdict_agreement"] == (0.5 if good.decision != bad.decision else 1.0)
+    assert len(rep["disagreements"]) == 1 and rep["disagreements"][0]["photo"] == "b"
+    assert rep["measurement_error"]["blur"]["max"] == 1.0
+
+
+def test_learned_skin_check_is_refused():
+    from mobile_derm_export.gate_model import build_gate_model
+
+    config = GateConfig.default()
+    config.skin_check_model = "skin_check.tflite"
+    config.ramps["not_skin"] = {"skin_check_distance": {"good": 1.0, "bad": 3.0}}
+    with pytest.raises(GateTwinError, match="learned not-skin check"):
+        build_gate_model(config)
+
+
+def test_unknown_ramp_is_refused():
+    from mobile_derm_export.gate_model import build_gate_model
+
+    config = GateConfig.default()
+    config.ramps["glare"]["sparkle"] = {"good": 0.0, "bad": 1.0}
+    with pytest.raises(GateTwinError, match="sparkle"):
+        build_gate_model(config)
+
+
+def test_wrong_inputs_are_refused(twin):
+    inputs = twin_inputs(np.full((200, 300, 3), 150, np.uint8), 320, 224)
+    inputs["analysis"] = inputs["analysis"].astype(np.float32)
+    with pytest.raises(GateTwinError, match="input analysis is float32"):
+        twin.run(inputs)
+    inputs = twin_inputs(np.full((200, 300, 3), 150, np.uint8), 320, 224)
+    inputs["tiny"] = inputs["tiny"][:, :64]
+    with pytest.raises(GateTwinError, match="input tiny"):
+        twin.run(inputs)
+
+
+def test_not_a_gate_model_is_refused(tmp_path):
+    path = tmp_path / "gate.tflite"
+    path.write_bytes(b"TFL3" + b"\0" * 100)
+    with pytest.raises(GateTwinError, match=METADATA_FILENAME):
+        GateTwin(path)
+    with pytest.raises(GateTwinError, match="not found"):
+        read_twin_metadata(tmp_path / "missing.tflite")
+
+
+def test_grey_and_hsv_as_opencv():
+    """The twin's integer formulas for OpenCV's RGB->grey and RGB->HSV, on random colours."""
+    from mobile_derm_export.gate_model import _grey, _hsv
+    from mobile_derm.tf_setup import tf
+
+    rgb = np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8)
+    grey = _grey(tf, tf.constant(rgb.astype(np.float32))).numpy()
+    assert np.array_equal(grey, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    h, s, v = (x.numpy() for x in _hsv(tf, tf.constant(rgb.astype(np.float32))))
+    assert np.array_equal(np.stack([h, s, v], axis=-1), cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32))
+
+
+def test_nearest_rounding_table_as_opencv():
+    """cv2.INTER_NEAREST's index, double rounding included, for every tiny -> analysis size pair."""
+    from mobile_derm_export.gate_model import nearest_rounding_table
+
+    shortfall, c = nearest_rounding_table(96, 320)
+    drops = 0
+    for src in range(1, 97):
+        for dst in range(src, 321, 3 if src % 2 else 1):
+            x = np.arange(dst)
+            k = x * src // dst
+            drop = (x * src % dst == 0) & (shortfall[src, dst] * c[np.minimum(k, 96)] > 1)
+            ramp = np.arange(src, dtype=np.uint8)[None].repeat(2, axis=0)
+            expected = cv2.resize(ramp, (dst, 2), interpolation=cv2.INTER_NEAREST)[0]
+            assert np.array_equal(np.minimum(k - drop, src - 1), expected), (src, dst)
+            drops += int(drop.sum())
+    assert drops > 0  # the correction is needed: exact integer division alone would be wrong
