@@ -254,7 +254,9 @@ def web_agreement(models: str | Path, photos: list[Path], out: str | Path, varia
             page = app.analyse(photo)
             page_ms = (time.perf_counter() - started) * 1000
             try:
-                reference = predictor.predict(photo, gate=gate_on_page).to_dict()
+                # without a gate on the page, predict classifies every photo too (force), and
+                # its OpenCV gate's verdict is kept for the report
+                reference = predictor.predict(photo, force=not gate_on_page).to_dict()
             except MobileDermError as exc:
                 reference = {"error": exc.problem}
             rows.append({"photo": str(photo), "agree": compare(page, reference, gate_on_page),
@@ -291,6 +293,8 @@ def _summarise(rows: list[dict], gate_on_page: bool, load_ms: float, requests_af
         "n_photos": len(rows),
         "gate_on_page": gate_on_page,
         "errors": {"page": sum(r["page"]["error"] for r in rows), "predict": sum(r["predict"]["error"] for r in rows)},
+        "predict_gate": {decision: sum(r["predict"].get("gate") == decision for r in rows)
+                         for decision in ("accept", "warn", "reject")},
         "agreement": agreement,
         "benchmark_ms": {"page_load": load_ms, "inference": quantiles(inference), "photo_end_to_end": quantiles(per_photo)},
         "requests_after_load": requests_after_ready,
@@ -300,7 +304,10 @@ def _summarise(rows: list[dict], gate_on_page: bool, load_ms: float, requests_af
 def markdown(summary: dict, rows: list[dict]) -> str:
     lines = [f"# Web app vs `mobile-derm predict`: {summary['model_name']} ({summary['model']})", "",
              f"{summary['n_photos']} photos; decode errors: page {summary['errors']['page']}, "
-             f"predict {summary['errors']['predict']}.", "",
+             f"predict {summary['errors']['predict']}. predict's OpenCV gate on them: "
+             + ", ".join(f"{k} {v}" for k, v in summary["predict_gate"].items())
+             + ("" if summary["gate_on_page"] else " (the page has no gate.tflite: both classified every photo)"),
+             "",
              "| decision | agree | compared | rate |", "|---|---|---|---|"]
     for key, value in summary["agreement"].items():
         if value is None:

@@ -67,9 +67,10 @@ def _tensor(detail: dict) -> dict:
 
 
 def classifier_tensors(path: Path, info) -> dict:
-    """The input and the outputs of the classifier file as the page addresses them: by
-    signature name (LiteRT.js returns outputs in signature order), with each tensor's type
-    and quantization. The roles follow ``mobile_derm.app.predict``: the interpreter's first
+    """The input and the outputs of the classifier file as the page addresses them, by the
+    names LiteRT.js reports (the signature's names when the file has a signature, as Keras
+    models converted directly do; else the tensors' own names), with each tensor's type and
+    quantization. The roles follow ``mobile_derm.app.predict``: the interpreter's first
     output is the probabilities, the second (if the metadata names it) the unfamiliarity."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -80,18 +81,21 @@ def classifier_tensors(path: Path, info) -> dict:
             interpreter = Interpreter(model_path=str(path))
     except (ValueError, RuntimeError) as exc:
         raise ModelFileError(path, f"LiteRT cannot load it ({str(exc).splitlines()[0]})") from None
-    runner = interpreter.get_signature_runner()
-    by_index = {d["index"]: name for name, d in runner.get_output_details().items()}
-    [input_name] = runner.get_input_details()
-    tensors = {"input": {**_tensor(runner.get_input_details()[input_name]), "name": input_name}, "outputs": {}}
+    [input_detail] = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    names = {d["index"]: d["name"] for d in [input_detail, *outputs]}
+    if interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner()
+        for group in (runner.get_input_details(), runner.get_output_details()):
+            names.update({d["index"]: name for name, d in group.items()})
+    tensors = {"input": {**_tensor(input_detail), "name": names[input_detail["index"]]}, "outputs": {}}
     if tensors["input"]["dtype"] not in WEB_INPUT_TYPES:
         raise ModelFileError(path, f"its input is {tensors['input']['dtype']}; LiteRT.js takes "
                                    f"{' or '.join(WEB_INPUT_TYPES)} inputs (export with --io-type uint8, or use "
                                    "the float32 file)")
-    outputs = interpreter.get_output_details()
     roles = ["probabilities"] + (["unfamiliarity"] if len(outputs) > 1 and info.familiarity else [])
     for role, detail in zip(roles, outputs):
-        tensors["outputs"][role] = {**_tensor(detail), "name": by_index[detail["index"]]}
+        tensors["outputs"][role] = {**_tensor(detail), "name": names[detail["index"]]}
     tensors["outputs"].setdefault("unfamiliarity", None)
     return tensors
 

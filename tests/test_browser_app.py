@@ -241,3 +241,18 @@ def test_web_app_config_comes_from_the_metadata(models, tmp_path):
     for name in ("index.html", "app.js", "pipeline.js", "runtime.js", "gate.js"):
         text = (site / name).read_text()
         assert not any(word in text for word in [*LABELS, "Melanoma", "excision", "tiny_web_test"]), name
+
+
+def test_browser_agreement_command_writes_its_report(models, photos, tmp_path, capsys):
+    from mobile_derm.cli import main
+
+    out = tmp_path / "agreement"
+    assert main(["web-agreement", "--models", str(models), "--photos", *map(str, photos[:4]),
+                 "--non-skin", "2", "--out", str(out)]) == 0
+    report = json.loads((out / "web_agreement.json").read_text())
+    assert report["n_photos"] == 6 and len(report["photos"]) == 6
+    assert {key: value["rate"] for key, value in report["agreement"].items() if value} == {
+        "top1": 1.0, "abstained": 1.0, "malignancy": 1.0}
+    assert report["agreement"]["gate"] is None and report["requests_after_load"] == []
+    assert report["benchmark_ms"]["inference"]["n"] == 6
+    assert "| top1 | 6 | 6 | 100.0% |" in capsys.readouterr().out
