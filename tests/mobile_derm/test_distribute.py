@@ -218,3 +218,23 @@ def test_multi_worker_job_with_a_killed_worker_finishes_after_restart(demo, tmp_
     assert (out / "weights.h5").is_file() and (out / "model_info.json").is_file()
     history = json.loads((out / "history.json").read_text())
     assert 1 <= len(history["finetune"]["loss"]) < epochs  # the restart ran only the epochs that were left
+
+
+def test_multi_worker_streams_from_tfrecord_shards(demo, tmp_path):
+    """Two local workers train from a shard folder, each reading its own shard files
+    (mobile_derm.datasets.shards), and match one process reading the same shards."""
+    from mobile_derm.datasets.shards import read_shards, write_shards
+
+    dataset, _ = demo
+    write_shards(dataset, tmp_path / "shards", images_per_shard=10, progress=False)  # 8 files: 4 per worker
+    run = {**TINY_RUN, "finetune_epochs": 1}
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(run))
+    out = tmp_path / "run"
+    _finish(_start_workers(tmp_path / "shards", out, config_file, tmp_path / "cache", tmp_path, "shards"),
+            tmp_path, "shards")
+    history = json.loads((out / "history.json").read_text())
+    assert history["distribution"]["workers"] == 2
+    train(read_shards(tmp_path / "shards"), TrainConfig(**run), tmp_path / "single", progress=False)
+    alone = json.loads((tmp_path / "single" / "history.json").read_text())
+    np.testing.assert_allclose(history["finetune"]["val_loss"], alone["finetune"]["val_loss"], atol=VAL_LOSS_TOLERANCE)
