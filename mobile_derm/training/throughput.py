@@ -25,7 +25,8 @@ from pathlib import Path
 from mobile_derm.io_utils import atomic_write_text
 
 WORKER_TIMEOUT_S = 900
-NO_GPU = "not measured: no GPU here"
+NO_GPU = "skipped: no GPU"
+GPU_SETTINGS = {False: "1 GPU, float32", True: "1 GPU, mixed precision"}
 
 
 def free_ports(n: int) -> list[int]:
@@ -122,6 +123,20 @@ def _run_workers(n: int, out: Path, settings: list[str], tag: str, env_extra: di
     return json.loads(result.read_text())
 
 
+def gpu_rows(out: Path, settings: list[str]) -> list[dict]:
+    """One GPU in float32 and with mixed precision; where TensorFlow sees no GPU, both rows
+    say ``NO_GPU`` and one line says so."""
+    from mobile_derm.tf_setup import tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        print(f"{NO_GPU}: TensorFlow sees none on this machine, so the rows {' and '.join(GPU_SETTINGS.values())} "
+              "are not measured")
+        return [{"setting": setting, "note": NO_GPU} for setting in GPU_SETTINGS.values()]
+    return [{"setting": setting, **_run_workers(1, out, settings + (["--mixed-precision"] if mixed else []),
+                                                f"gpu_mixed_{mixed}")}
+            for mixed, setting in GPU_SETTINGS.items()]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker counts to measure")
@@ -148,14 +163,7 @@ def main(argv=None) -> int:
     for n in args.workers:
         figure = _run_workers(n, out, settings, f"cpu_{n}_workers", cpu_only)
         rows.append({"setting": f"CPU, {n} local worker{'s' if n > 1 else ''}", **figure})
-    from mobile_derm.tf_setup import tf
-
-    if tf.config.list_physical_devices("GPU"):
-        for mixed in (False, True):
-            figure = _run_workers(1, out, settings + (["--mixed-precision"] if mixed else []), f"gpu_mixed_{mixed}")
-            rows.append({"setting": f"1 GPU, {'mixed precision' if mixed else 'float32'}", **figure})
-    else:
-        rows += [{"setting": "1 GPU, float32", "note": NO_GPU}, {"setting": "1 GPU, mixed precision", "note": NO_GPU}]
+    rows += gpu_rows(out, settings)
     record = {"input_size": args.input_size, "global_batch": args.batch_size, "images": args.images,
               "cpu_cores": os.cpu_count(), "rows": rows}
     atomic_write_text(out / "throughput.json", json.dumps(record, indent=2))

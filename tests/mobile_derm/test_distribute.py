@@ -238,3 +238,15 @@ def test_multi_worker_streams_from_tfrecord_shards(demo, tmp_path):
     train(read_shards(tmp_path / "shards"), TrainConfig(**run), tmp_path / "single", progress=False)
     alone = json.loads((tmp_path / "single" / "history.json").read_text())
     np.testing.assert_allclose(history["finetune"]["val_loss"], alone["finetune"]["val_loss"], atol=VAL_LOSS_TOLERANCE)
+
+
+def test_throughput_skips_the_gpu_rows_with_one_line_where_there_is_no_gpu(tmp_path, capsys):
+    from mobile_derm.tf_setup import tf
+    from mobile_derm.training.throughput import NO_GPU, gpu_rows
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is here: the rows are measured (python -m mobile_derm.training.throughput)")
+    rows = gpu_rows(tmp_path, [])
+    assert [row["note"] for row in rows] == [NO_GPU, NO_GPU] == ["skipped: no GPU"] * 2
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("skipped: no GPU") and "\n" not in printed
