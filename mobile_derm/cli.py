@@ -288,6 +288,16 @@ def cmd_web_agreement(args) -> int:
     return EXIT_OK if summary["errors"]["page"] == summary["errors"]["predict"] else EXIT_ERROR
 
 
+def cmd_web_screenshots(args) -> int:
+    from mobile_derm.web_agreement import screenshots
+
+    photos = {kind: photo for kind, photo in (("accepted", args.accepted), ("rejected", args.rejected),
+                                              ("unknown", args.unknown)) if photo}
+    for kind, path in screenshots(args.site, photos, args.out).items():
+        print(f"{kind:9s} {path}")
+    return EXIT_OK
+
+
 def cmd_fuzz(args) -> int:
     from mobile_derm.evaluation.fuzz import markdown, run_fuzz, write_report
 
@@ -500,6 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=DEFAULT_VARIANT, help="which <variant>.tflite (default %(default)s)")
     p.add_argument("--out", required=True, help="folder for the site, the generated photos and the report")
     p.set_defaults(func=cmd_web_agreement)
+
+    p = sub.add_parser("web-screenshots", parents=common, epilog=EXIT_CODES,
+                       help="phone-viewport (360 px) screenshots of a web-app site's results")
+    p.add_argument("site", help="folder written by web-app")
+    p.add_argument("--accepted", help="a photo the page classifies")
+    p.add_argument("--rejected", help="a photo the page refuses or its gate rejects")
+    p.add_argument("--unknown", help="a photo the page answers 'unknown' for")
+    p.add_argument("--out", required=True, help="folder for web_app_<kind>.png")
+    p.set_defaults(func=cmd_web_screenshots)
 
     from mobile_derm.evaluation.fuzz import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIME_LIMIT_S
 

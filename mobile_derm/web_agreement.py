@@ -329,3 +329,30 @@ def markdown(summary: dict, rows: list[dict]) -> str:
         for r in disagreements[:50]:
             lines.append(f"| {r['photo']} | `{json.dumps(r['page'])}` | `{json.dumps(r['predict'])}` |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ screenshots
+
+SCREENSHOT_KINDS = ("accepted", "rejected", "unknown")
+
+
+def screenshots(site: str | Path, photos: dict[str, str | Path], out: str | Path, prefix: str = "web_app") -> dict:
+    """A phone-viewport screenshot of the page's result for each photo in ``photos``
+    (kind -> photo; kinds: accepted, rejected, unknown), as ``<out>/<prefix>_<kind>.png``.
+    Refuses a photo whose result is not of its kind: a screenshot must show what its
+    name says."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    with AppPage(site) as app:
+        opened = app.open()
+        if opened["state"] != "ready":
+            raise ConfigError(site, f"the page did not start: {opened['error']}")
+        for kind, photo in photos.items():
+            result = app.analyse(photo)
+            shown = ("rejected" if "error" in result or not result.get("classified")
+                     else "unknown" if result["abstained"] else "accepted")
+            if shown != kind:
+                raise DataError(photo, f"the page's result is {shown}, not {kind}; choose another photo")
+            written[kind] = app.screenshot(out / f"{prefix}_{kind}.png")
+    return written

@@ -32,7 +32,15 @@ function clearError() {
 }
 
 const megabytes = (n) => (n / 1e6).toFixed(1);
-const percent = (p) => `${(100 * p).toFixed(1)}%`;
+/** A probability as a percentage with one decimal, more where one would round it to 0% or
+ * 100% (a threshold of 0.99986 is not "100.0%"). */
+function percent(p) {
+  let digits = 1;
+  while (digits < 4 && p > 0 && p < 1 && ['0', '100'].includes(Number((100 * p).toFixed(digits)).toString())) {
+    digits += 1;
+  }
+  return `${(100 * p).toFixed(digits)}%`;
+}
 
 // ------------------------------------------------------------------ loading
 
@@ -123,7 +131,7 @@ async function decodePhoto(file) {
   const photo = {width: bitmap.width, height: bitmap.height};
   bitmap.close();
   const rgba = context.getImageData(0, 0, width, height).data;
-  return {rgb: rgbaToRgb(rgba, limits.transparency_background), width, height, photo};
+  return {rgb: rgbaToRgb(rgba, limits.transparency_background), width, height, photo, canvas};
 }
 
 async function classify(rgb, width, height) {
@@ -156,7 +164,7 @@ async function analyse(file) {
       Object.assign(result, explained, {inference_ms: inferenceMs});
     }
     state.lastResult = result;
-    render(result);
+    render(result, decoded.canvas);
     setStatus('Done.');
     document.body.dataset.state = 'result';
     return result;
@@ -248,10 +256,22 @@ function renderClassification(result, into) {
   }
 }
 
-function render(result) {
+/** The analysed photo, small, drawn from the decoded pixels (no URL: nothing to fetch). */
+function preview(canvas) {
+  const scale = Math.min(1, 240 / canvas.width, 180 / canvas.height);
+  const shown = element('canvas', undefined, 'preview');
+  shown.width = Math.max(1, Math.round(canvas.width * scale));
+  shown.height = Math.max(1, Math.round(canvas.height * scale));
+  shown.setAttribute('role', 'img');
+  shown.setAttribute('aria-label', 'The photo analysed');
+  shown.getContext('2d').drawImage(canvas, 0, 0, shown.width, shown.height);
+  return shown;
+}
+
+function render(result, canvas) {
   const box = $('result');
   box.replaceChildren();
-  box.append(element('p', state.config.notice, 'notice'));
+  box.append(element('p', state.config.notice, 'notice'), preview(canvas));
   renderQuality(result, box);
   if (result.classified) renderClassification(result, box);
   else box.append(element('p', 'Not classified: retake the photo as the check says.', 'verdict reject'));
