@@ -2,13 +2,15 @@
 on one GPU with and without mixed precision where a GPU exists.
 
     python -m mobile_derm.training.throughput --workers 1 2 --out runs/throughput
+    python -m mobile_derm.training.throughput --input-only --input-size 160 --batch-size 32 --out runs/input_speed
 
 Each measurement runs the fine-tuning step of ``mobile_derm.training.fit`` (the same
 model, input pipeline, optimizer and strategy) on generated pixels in fresh processes:
 one worker is the default one-device path; N > 1 workers are N processes on this host
 joined by ``TF_CONFIG`` (MultiWorkerMirroredStrategy), as on a cluster. The first epoch
 (graph building) is not timed. Writes throughput.json and throughput.md to ``--out``;
-the figures of record are in docs/distributed.md.
+the figures of record are in docs/distributed.md. ``--input-only`` times the input
+pipeline alone, from the pixel cache and streamed from TFRecord shards.
 """
 from __future__ import annotations
 
@@ -137,6 +139,36 @@ def gpu_rows(out: Path, settings: list[str]) -> list[dict]:
             for mixed, setting in GPU_SETTINGS.items()]
 
 
+def input_throughput(out: Path, size: int, batch_size: int, epochs: int = 3) -> list[dict]:
+    """The fine-tuning input pipeline alone (no model): images per second from the pixel cache
+    and streamed from TFRecord shards, on 600 generated 200 px JPEGs (written under ``out``)."""
+    import numpy as np
+
+    from mobile_derm.api import load_dataset
+    from mobile_derm.datasets.shards import read_shards, write_shards
+    from mobile_derm.datasets.synthetic import generate_demo_dataset
+    from mobile_derm.training.pipeline import training_dataset
+    from mobile_derm.training.runs import training_images
+
+    if not (out / "data" / "labels.csv").is_file():
+        generate_demo_dataset(out / "data", lesions_per_class=20, views_per_lesion=5, size=200)
+    source = load_dataset(out / "data")
+    if not (out / "shards" / "manifest.json").is_file():
+        write_shards(source, out / "shards", images_per_shard=100, progress=False)
+    rows = []
+    for setting, data in (("input only, pixel cache", source), ("input only, TFRecord shards", read_shards(out / "shards"))):
+        images = training_images(data, size, out / "cache", progress=False)
+        stream = training_dataset(images, np.zeros(len(images), np.int64), np.ones(len(images), np.float32),
+                                  [0.0] * 3, [1.0] * 3, batch_size, 0, epochs)
+        count, start = 0, None
+        for step, (batch, _, _) in enumerate(stream):
+            if step == 5:  # the first batches (start-up, the cache's .npy load) are not timed
+                count, start = 0, time.perf_counter()
+            count += len(batch)
+        rows.append({"setting": setting, "images_per_second": count / (time.perf_counter() - start)})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local worker counts to measure")
@@ -145,6 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="global batch")
     parser.add_argument("--images", type=int, default=128, help="generated training images per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs (the first is not timed)")
+    parser.add_argument("--input-only", action="store_true",
+                        help="measure the input pipeline alone: pixel cache vs TFRecord shards (600 generated photos)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mixed-precision", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -158,6 +192,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     settings = ["--input-size", str(args.input_size), "--batch-size", str(args.batch_size),
                 "--images", str(args.images), "--epochs", str(args.epochs)]
+    if args.input_only:
+        rows = input_throughput(out, args.input_size, args.batch_size, args.epochs)
+        atomic_write_text(out / "input_throughput.json", json.dumps(rows, indent=2))
+        print("\n".join(f"{row['setting']}: {row['images_per_second']:.0f} images/s" for row in rows))
+        return 0
     rows = []
     cpu_only = {"CUDA_VISIBLE_DEVICES": "-1"}  # the worker lines measure CPU workers even on a GPU host
     for n in args.workers:
