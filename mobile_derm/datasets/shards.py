@@ -69,12 +69,12 @@ def _join(location: str, name: str) -> str:
 
 def is_shard_location(spec) -> bool:
     """Whether ``--data spec`` names a shard folder: a URL (gs://, hdfs://, ...) or a
-    local folder holding a manifest or .tfrecord files."""
+    local folder holding a manifest or shard files (finished or ``.partial``)."""
     text = str(spec)
     if "://" in text:
         return True
     path = Path(text)
-    return path.is_dir() and ((path / MANIFEST).exists() or any(path.glob(f"*{SHARD_SUFFIX}")))
+    return path.is_dir() and ((path / MANIFEST).exists() or any(path.glob(f"*{SHARD_SUFFIX}*")))
 
 
 @dataclass

@@ -93,6 +93,12 @@ def test_training_from_shards_matches_training_from_the_source(demo):
     assert len(streamed["finetune"]["val_loss"]) == TINY_RUN["finetune_epochs"]
     np.testing.assert_allclose(streamed["finetune"]["val_loss"], alone["finetune"]["val_loss"], atol=VAL_LOSS_TOLERANCE)
     assert shards.test_report["n"] == source.test_report["n"]
+    from mobile_derm.training.runs import run_arrays
+
+    for data in (sharded, dataset):  # export and benchmark read a run from shards with either
+        pixels, _, split = run_arrays(data, root / "from_shards", cache_dir=root / "cache", progress=False)
+        assert pixels.shape == (72, 32, 32, 3) and _parts_by_path(split, data) == _parts_by_path(
+            Split.load(root / "source" / "split.json", dataset), dataset)
     np.testing.assert_allclose(_history(root / "from_shards_mirrored")["finetune"]["val_loss"],
                                streamed["finetune"]["val_loss"], atol=1e-4)
     assert mirrored.test_report["balanced_accuracy"] == pytest.approx(shards.test_report["balanced_accuracy"], abs=1e-6)
