@@ -66,6 +66,26 @@ def test_shards_hold_the_source_with_its_splits_and_pixels(demo):
     np.testing.assert_array_equal(streamed[some[::-1]], in_shard_order[some[::-1]])  # unsorted: read into memory
 
 
+def test_shards_on_a_file_system_tensorflow_opens_by_url(demo):
+    """TensorFlow's in-memory file system (ram://) stands in for gs:// or hdfs://: the same
+    tf.io.gfile and TFRecordDataset calls write, check and stream the folder."""
+    from mobile_derm.api import load_dataset
+    from mobile_derm.training.runs import dataset_pixels, training_images
+
+    dataset, root = demo
+    write_shards(dataset, "ram://bucket/demo_shards", images_per_shard=30, progress=False)
+    sharded = load_dataset("ram://bucket/demo_shards")  # as --data gives it
+    assert sharded.location == "ram://bucket/demo_shards" and len(sharded.shard_files) == 3
+    assert sharded.listing_hash() == dataset.listing_hash()
+    cached = dataset_pixels(dataset, 32, root / "cache", progress=False)
+    row_of = {path: i for i, path in enumerate(dataset.relative_paths())}
+    np.testing.assert_array_equal(np.asarray(training_images(sharded, 32)),
+                                  cached[[row_of[path] for path in sharded.relative_paths()]])
+    with pytest.raises(ShardError, match="missing") as error:
+        read_shards("ram://bucket/elsewhere")
+    assert error.value.path == "ram://bucket/elsewhere/manifest.json"
+
+
 def _history(run_dir: Path) -> dict:
     return json.loads((run_dir / "history.json").read_text())
 
