@@ -153,12 +153,14 @@ def make_dataset(
 
     ``training`` augments (``augment``: phone capture, seeded by (seed, epoch 0, index))
     and shuffles; ``shuffle`` overrides the shuffling alone (distillation wants shuffled
-    but unaugmented images). Fine-tuning uses ``training_dataset`` instead."""
+    but unaugmented images). Fine-tuning uses ``training_dataset`` instead. ``pixels``
+    may be a ``ShardImages``: streamed in order from the shards (read into memory first
+    if asked to augment or shuffle)."""
     size = int(pixels.shape[1])
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     if isinstance(pixels, ShardImages):
-        if training or shuffle:  # not a path training takes (fine-tuning streams by training_dataset)
+        if training or shuffle:  # no caller streams these (fine-tuning streams through training_dataset)
             pixels = np.asarray(pixels)
         else:
             rest = [tf.data.Dataset.from_tensor_slices(a) for a in (labels, sample_weights) if a is not None]
