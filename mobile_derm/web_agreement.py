@@ -211,17 +211,20 @@ COMPARED = ("gate", "top1", "abstained", "malignancy")
 
 
 def compare(page: dict, reference: dict, gate_on_page: bool) -> dict:
-    """Per compared decision: True (agree), False, or None (not comparable: the page has no
-    gate, or one side did not classify)."""
+    """Per compared decision: True (agree), False, or None (the gate, when the page has
+    none). A photo that neither side classifies (the gate rejected it on both) agrees on
+    every classifier decision: neither names a class; one that only one side classifies
+    agrees on none."""
     a, b = _decisions(page), _decisions(reference)
     if a["error"] or b["error"]:
         same = a["error"] == b["error"]
         return {key: same for key in COMPARED} | {"gate": same if gate_on_page else None}
     agree = {"gate": (a["gate"] == b["gate"]) if gate_on_page else None}
-    both = a["classified"] and b["classified"]
-    agree["top1"] = (a["top1"] == b["top1"]) if both else None
-    agree["abstained"] = (a["abstained"] == b["abstained"]) if both else None
-    agree["malignancy"] = (a["refer"] == b["refer"]) if both else None
+    if not (a["classified"] and b["classified"]):
+        return agree | {key: a["classified"] == b["classified"] for key in ("top1", "abstained", "malignancy")}
+    agree["top1"] = a["top1"] == b["top1"]
+    agree["abstained"] = a["abstained"] == b["abstained"]
+    agree["malignancy"] = a["refer"] == b["refer"]
     return agree
 
 
@@ -261,7 +264,7 @@ def web_agreement(models: str | Path, photos: list[Path], out: str | Path, varia
                 reference = {"error": exc.problem}
             rows.append({"photo": str(photo), "agree": compare(page, reference, gate_on_page),
                          "page": _decisions(page), "predict": _decisions(reference),
-                         "page_ms": page_ms, "inference_ms": page.get("inference_ms")})
+                         "page_ms": page_ms, "inference_ms": page.get("inference_ms"), "gate_ms": page.get("gate_ms")})
         requests_after_ready = [r["url"] for r in app.requests[requests_at_ready:]]
     summary = _summarise(rows, gate_on_page, opened["load_ms"], requests_after_ready, config)
     document = {**summary, "photos": rows}
@@ -278,6 +281,7 @@ def _summarise(rows: list[dict], gate_on_page: bool, load_ms: float, requests_af
         agreement[key] = ({"agree": sum(values), "n": len(values), "rate": sum(values) / len(values)}
                           if values else None)
     inference = [r["inference_ms"] for r in rows if r["inference_ms"] is not None]
+    gate = [r["gate_ms"] for r in rows if r["gate_ms"] is not None]
     per_photo = [r["page_ms"] for r in rows]
 
     def quantiles(values):
@@ -291,12 +295,15 @@ def _summarise(rows: list[dict], gate_on_page: bool, load_ms: float, requests_af
         "model": config["classifier"]["file"],
         "model_name": f"{config['classifier']['info']['name']} {config['classifier']['info']['version']}",
         "n_photos": len(rows),
+        "classified": {"page": sum(bool(r["page"].get("classified")) for r in rows),
+                       "predict": sum(bool(r["predict"].get("classified")) for r in rows)},
         "gate_on_page": gate_on_page,
         "errors": {"page": sum(r["page"]["error"] for r in rows), "predict": sum(r["predict"]["error"] for r in rows)},
         "predict_gate": {decision: sum(r["predict"].get("gate") == decision for r in rows)
                          for decision in ("accept", "warn", "reject")},
         "agreement": agreement,
-        "benchmark_ms": {"page_load": load_ms, "inference": quantiles(inference), "photo_end_to_end": quantiles(per_photo)},
+        "benchmark_ms": {"page_load": load_ms, "gate": quantiles(gate), "inference": quantiles(inference),
+                         "photo_end_to_end": quantiles(per_photo)},
         "requests_after_load": requests_after_ready,
     }
 
@@ -304,7 +311,9 @@ def _summarise(rows: list[dict], gate_on_page: bool, load_ms: float, requests_af
 def markdown(summary: dict, rows: list[dict]) -> str:
     lines = [f"# Web app vs `mobile-derm predict`: {summary['model_name']} ({summary['model']})", "",
              f"{summary['n_photos']} photos; decode errors: page {summary['errors']['page']}, "
-             f"predict {summary['errors']['predict']}. predict's OpenCV gate on them: "
+             f"predict {summary['errors']['predict']}; classified: page {summary['classified']['page']}, predict "
+             f"{summary['classified']['predict']} (a photo neither classifies agrees on the classifier's decisions: "
+             "neither names a class). predict's OpenCV gate on them: "
              + ", ".join(f"{k} {v}" for k, v in summary["predict_gate"].items())
              + ("" if summary["gate_on_page"] else " (the page has no gate.tflite: both classified every photo)"),
              "",
@@ -317,8 +326,9 @@ def markdown(summary: dict, rows: list[dict]) -> str:
             lines.append(f"| {key} | {value['agree']} | {value['n']} | {100 * value['rate']:.1f}% |")
     bench = summary["benchmark_ms"]
     lines += ["", "| browser timing (ms) | median | p90 | n |", "|---|---|---|---|",
-              f"| page load (runtime + model) | {bench['page_load']:.0f} | | 1 |"]
-    for name, label in (("inference", "classifier inference"), ("photo_end_to_end", "one photo, file to result")):
+              f"| page load (runtime + models) | {bench['page_load']:.0f} | | 1 |"]
+    for name, label in (("gate", "gate (its inputs + gate.tflite)"), ("inference", "classifier inference"),
+                        ("photo_end_to_end", "one photo, file to result")):
         q = bench[name]
         if q:
             lines.append(f"| {label} | {q['median']:.1f} | {q['p90']:.1f} | {q['n']} |")

@@ -27,7 +27,6 @@ from mobile_derm.errors import ConfigError, DataError, ModelFileError
 WEB_SOURCE = Path(__file__).resolve().parent / "app" / "web"
 PAGE_FILES = ("index.html", "style.css", "app.js", "gate.js", "pipeline.js", "runtime.js")
 CONFIG_FILENAME = "app_config.json"
-GATE_FILENAME = "gate.tflite"  # the gate's TFLite twin, beside the classifier files (issue 22)
 DEFAULT_VARIANT = "int8"
 MODEL_CARD_PAGE = "model_card.html"
 WASM_DIR = "vendor/litertjs-core/wasm/"
@@ -125,6 +124,26 @@ def app_config(model_path: Path) -> dict:
     }
 
 
+def gate_description(models: Path, info) -> dict | None:
+    """The page's gate: the gate's TFLite twin (``gate.tflite`` beside the classifier files,
+    ``mobile_derm_quality.gate_twin``) with its packed contract, or None when the folder has
+    none. Refused when it was built from another gate config than the classifier's own
+    (the one ``predict`` gates with): the page would judge photos differently."""
+    from mobile_derm_quality import GateConfig
+    from mobile_derm_quality.gate_twin import MIN_ANALYSIS_SIDE, MODEL_FILENAME, SIGNATURE, read_twin_metadata
+
+    path = models / MODEL_FILENAME
+    if not path.is_file():
+        return None
+    contract = read_twin_metadata(path)
+    # the classifier's packed config, less the keys that point at files beside it
+    own = {k: v for k, v in (info.gate_config or GateConfig.default().to_dict()).items() if k != "tflite_model"}
+    if GateConfig.from_dict(own).to_dict() != GateConfig.from_dict(contract["config"]).to_dict():
+        raise ConfigError(path, f"was built from another gate config than the one packed in the classifier; rebuild "
+                                f"it with: mobile-derm export-gate --out {models} --gate-config <the classifier's>")
+    return {"file": MODEL_FILENAME, "signature": SIGNATURE, "contract": {**contract, "min_analysis_side": MIN_ANALYSIS_SIDE}}
+
+
 def _runtime_sources() -> dict[str, Path]:
     modules = WEB_SOURCE / "node_modules"
     sources = {site: modules / rel for site, rel in RUNTIME_FILES.items()}
@@ -168,11 +187,9 @@ def write_site(models: str | Path, out: str | Path, variant: str = DEFAULT_VARIA
     model_path = choose_model(models, variant)
     runtime = _runtime_sources()
     config = app_config(model_path)
-    if (models / GATE_FILENAME).is_file():
-        # the gate twin (issue 22) is not wired into the page yet: say so rather than ship a
-        # site that silently skips it
-        print(f"note: {models / GATE_FILENAME} is there, but this page does not run the gate twin yet; "
-              "the site's gate step says 'not available'")
+    from mobile_derm.app.model_file import read_model_info
+
+    config["gate"] = gate_description(models, read_model_info(model_path))
     if out.exists() and not (out / CONFIG_FILENAME).is_file():
         if not out.is_dir() or any(out.iterdir()):
             raise ConfigError(out, "exists and is not an earlier web-app site; give a new or empty folder")
@@ -186,6 +203,8 @@ def write_site(models: str | Path, out: str | Path, variant: str = DEFAULT_VARIA
             (staging / site_path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, staging / site_path)
         shutil.copyfile(model_path, staging / model_path.name)
+        if config["gate"] is not None:
+            shutil.copyfile(models / config["gate"]["file"], staging / config["gate"]["file"])
         card = _model_card_page(model_path)
         if card is not None:
             (staging / MODEL_CARD_PAGE).write_text(card, encoding="utf-8")

@@ -7,9 +7,10 @@ need no data and no trained model. Chromium and the npm runtime are installed by
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -256,3 +257,64 @@ def test_browser_agreement_command_writes_its_report(models, photos, tmp_path, c
     assert report["agreement"]["gate"] is None and report["requests_after_load"] == []
     assert report["benchmark_ms"]["inference"]["n"] == 6
     assert "| top1 | 6 | 6 | 100.0% |" in capsys.readouterr().out
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gate_twin_build(tmp_path_factory):
+    """The gate's TFLite twin for the default gate config (which the tiny model's metadata
+    leaves in force). Building it takes about a minute, so a second process builds it while
+    this module's other tests run."""
+    folder = tmp_path_factory.mktemp("gate_twin")
+    build = subprocess.Popen([sys.executable, "-m", "mobile_derm.cli", "export-gate", "--out", str(folder)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    yield folder, build
+    if build.poll() is None:
+        build.kill()
+        build.wait()
+
+
+@pytest.fixture(scope="module")
+def gate_photos(tmp_path_factory) -> list[Path]:
+    """Phone-sized generated photos, clean and degraded the ways the gate judges."""
+    from mobile_derm_quality import degrade
+
+    from mobile_derm.datasets.synthetic import DEMO_CLASSES, render_lesion_views
+
+    folder = tmp_path_factory.mktemp("gate_photos")
+    out = []
+    for i, kind in enumerate([None, "gaussian_blur", "underexpose", "overexpose", "noise", "jpeg", "downscale",
+                              "motion_blur", "glare", None]):
+        # the demo's generated lesions: skin the gate accepts when undamaged (BGR -> RGB)
+        image = np.ascontiguousarray(render_lesion_views(DEMO_CLASSES[i % 4], i, 1, 720, seed=i)[0][..., ::-1])
+        if kind:
+            levels = degrade.DEGRADATIONS[kind]["levels"]
+            image = degrade.apply(image, kind, levels[-1], seed=i)
+        out.append(_write(folder / f"{i}_{kind or 'clean'}.jpg", image))
+    return out
+
+
+def test_browser_gate_twin_gives_predicts_verdicts(gate_twin_build, models, gate_photos, tmp_path):
+    twin_folder, build = gate_twin_build
+    _, err = build.communicate(timeout=600)
+    assert build.returncode == 0, err[-2000:]
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for source in (models / "int8.tflite", *twin_folder.glob("*.tflite")):
+        shutil.copyfile(source, folder / source.name)
+    site = write_site(folder, tmp_path / "site")
+    config = json.loads((site / CONFIG_FILENAME).read_text())
+    assert config["gate"]["file"] == "gate.tflite"
+    predictor = Predictor(site / "int8.tflite")
+    with AppPage(site) as app:
+        assert app.open()["state"] == "ready"
+        results = [app.analyse(photo) for photo in gate_photos]
+        after = [r["url"] for r in app.requests if r["after_ready"]]
+    decisions = set()
+    for photo, page in zip(gate_photos, results):
+        reference = predictor.predict(photo).to_dict()
+        for key in ("decision", "reasons", "guidance"):
+            assert page["quality"][key] == reference["quality"][key], (photo.name, key, page, reference)
+        assert compare(page, reference, gate_on_page=True) == dict.fromkeys(["gate", "top1", "abstained", "malignancy"], True)
+        decisions.add(page["quality"]["decision"])
+    assert decisions >= {"accept", "reject"} and after == []

@@ -101,3 +101,58 @@ def test_browser_pipeline_ranks_classes_as_predict_does(tmp_path, probs, offsets
     predictor.info = info
     expected = predictor.explain(np.asarray(probs, np.float32), top_k=3)
     assert json.loads(run.stdout) == json.loads(json.dumps(expected))
+
+
+GATE_NODE_SCRIPT = """
+import fs from 'fs';
+import {twinInputs, gateVerdict} from '%s';
+const {contract, cases, verdicts} = JSON.parse(fs.readFileSync(process.argv[2]));
+const inputs = cases.map((c) => {
+  const got = twinInputs({rgb: new Uint8Array(fs.readFileSync(c.path)), width: c.width, height: c.height}, contract, 224);
+  return Object.fromEntries(Object.entries(got).map(([k, v]) => [k, Buffer.from(v.buffer).toString('base64')]));
+});
+process.stdout.write(JSON.stringify({inputs, verdicts: verdicts.map((v) => gateVerdict(v, contract))}));
+"""
+
+
+def test_browser_pipeline_makes_the_gate_twins_inputs_as_python_does(tmp_path):
+    """gate_twin.twin_inputs (nearest, halving, area and grow steps; the native crop; the
+    sizes) and the verdict's reason order, for photos from tiny to 12 MP, in Node."""
+    import base64
+
+    from mobile_derm_quality import GateConfig
+    from mobile_derm_quality.gate_twin import (CHECK_NAMES, DECISIONS, MIN_ANALYSIS_SIDE, REASON_CODES,
+                                               input_shapes, twin_inputs)
+    from mobile_derm_quality.gate import GUIDANCE
+
+    config = GateConfig.default()
+    contract = {"config": config.to_dict(), "min_analysis_side": MIN_ANALYSIS_SIDE, "reason_codes": list(REASON_CODES),
+                "guidance": GUIDANCE, "outputs": {"passed": list(CHECK_NAMES), "decision": list(DECISIONS)},
+                "inputs": {k: {"shape": list(shape), "dtype": dtype}
+                           for k, (shape, dtype) in input_shapes(config.analysis_size).items()}}
+    rng = np.random.default_rng(1)
+    cases, expected = [], []
+    for i, (h, w) in enumerate([(480, 640), (1201, 1601), (3000, 4000), (751, 1001), (200, 150), (40, 30), (10, 300),
+                                (641, 641), (333, 999), (2000, 13)]):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        (tmp_path / f"{i}.rgb").write_bytes(image.tobytes())
+        cases.append({"path": str(tmp_path / f"{i}.rgb"), "width": w, "height": h})
+        expected.append(twin_inputs(image, config.analysis_size, 224))
+    # outputs of two checks failing and one warning, in the graph's layout
+    n = len(CHECK_NAMES)
+    verdicts = [{"applicable": [1] * n, "passed": [1, 0, 1, 1, 1, 0, 1, 1], "warn": [0, 0, 1, 0, 0, 0, 0, 0],
+                 "reason": [-1, REASON_CODES.index("too_dark"), REASON_CODES.index("blurred"), -1, -1,
+                            REASON_CODES.index("noisy"), -1, -1], "decision": [2]}]
+    (tmp_path / "gate.json").write_text(json.dumps({"contract": contract, "cases": cases, "verdicts": verdicts}))
+    script = tmp_path / "gate.mjs"
+    script.write_text(GATE_NODE_SCRIPT % (WEB_SOURCE / "pipeline.js").as_uri())
+    run = subprocess.run([_node(), str(script), str(tmp_path / "gate.json")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout)
+    for case, inputs, want in zip(cases, got["inputs"], expected):
+        for name, tensor in want.items():
+            mine = np.frombuffer(base64.b64decode(inputs[name]), tensor.dtype)
+            assert np.array_equal(mine, tensor.ravel()), (case["height"], case["width"], name)
+    # failing checks first (too_dark, noisy), then the warning (blurred); guidance the same
+    assert got["verdicts"] == [{"decision": "reject", "reasons": ["too_dark", "noisy", "blurred"],
+                                "guidance": [GUIDANCE["too_dark"], GUIDANCE["blurred"]]}]

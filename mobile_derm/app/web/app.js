@@ -79,7 +79,8 @@ async function load() {
     setStatus(`Loading the classifier: ${megabytes(loaded)}${total ? ` of ${megabytes(total)}` : ''} MB`);
   });
   progress.hidden = true;
-  state.gate = await createGate(config.gate);
+  setStatus('Loading the photo check…');
+  state.gate = await createGate(config.gate, classifier.info.input_size);
   const card = $('model-card');
   card.href = classifier.model_card || '#';
   card.hidden = !classifier.model_card;
@@ -131,7 +132,9 @@ async function decodePhoto(file) {
   const photo = {width: bitmap.width, height: bitmap.height};
   bitmap.close();
   const rgba = context.getImageData(0, 0, width, height).data;
-  return {rgb: rgbaToRgb(rgba, limits.transparency_background), width, height, photo, canvas};
+  let transparent = false;
+  for (let i = 3; i < rgba.length && !transparent; i += 4) transparent = rgba[i] < 255;
+  return {rgb: rgbaToRgb(rgba, limits.transparency_background), width, height, photo, canvas, transparent};
 }
 
 async function classify(rgb, width, height) {
@@ -154,10 +157,11 @@ async function analyse(file) {
     clearError();
     setStatus(`Analysing ${file.name}…`);
     const decoded = await decodePhoto(file);
+    const gateStarted = performance.now();
     const quality = await state.gate.assess(decoded);
     const result = {image: file.name, gate: state.gate.available ? 'gate.tflite' : GATE_NOT_AVAILABLE,
                     analysed_size: [decoded.width, decoded.height]};
-    if (state.gate.available) result.quality = quality;
+    if (state.gate.available) Object.assign(result, {quality, gate_ms: performance.now() - gateStarted});
     result.classified = quality.decision !== 'reject';
     if (result.classified) {
       const {explained, inferenceMs} = await classify(decoded.rgb, decoded.width, decoded.height);

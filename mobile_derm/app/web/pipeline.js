@@ -143,38 +143,37 @@ function areaTable(ssize, dsize, scale) {
   return tab;
 }
 
-/** cv2.resize(square, (size, size), INTER_AREA) on an RGB uint8 square of side `side`
- * starting at (top, left) of an image `width` wide. */
-function resizeArea(rgb, width, top, left, side, size) {
-  const out = new Uint8Array(size * size * 3);
-  const scale = 1 / (size / side); // OpenCV: scale_x = 1. / inv_scale_x
-  const iscale = Math.round(scale);
-  if (Math.abs(scale - iscale) < Number.EPSILON) {
+/** cv2.resize(..., INTER_AREA) when shrinking: the (sw x sh) region at (top, left) of an
+ * RGB image `width` wide, to dw x dh. */
+function resizeArea(rgb, width, top, left, sw, sh, dw, dh) {
+  const out = new Uint8Array(dw * dh * 3);
+  const scaleX = 1 / (dw / sw), scaleY = 1 / (dh / sh); // OpenCV: scale = 1. / inv_scale
+  const ix = Math.round(scaleX), iy = Math.round(scaleY);
+  if (Math.abs(scaleX - ix) < Number.EPSILON && Math.abs(scaleY - iy) < Number.EPSILON) {
     // resizeAreaFast: integer block sums; the 2x2 SIMD path rounds half up, the general one
     // multiplies by the float 1/area and rounds half to even
-    const area = iscale * iscale;
-    const inv = f32(1 / area);
-    for (let dy = 0; dy < size; dy++) {
-      for (let dx = 0; dx < size; dx++) {
+    const inv = f32(1 / (ix * iy));
+    for (let dy = 0; dy < dh; dy++) {
+      for (let dx = 0; dx < dw; dx++) {
         for (let c = 0; c < 3; c++) {
           let sum = 0;
-          for (let y = 0; y < iscale; y++) {
-            const row = ((top + dy * iscale + y) * width + left + dx * iscale) * 3 + c;
-            for (let x = 0; x < iscale; x++) sum += rgb[row + 3 * x];
+          for (let y = 0; y < iy; y++) {
+            const row = ((top + dy * iy + y) * width + left + dx * ix) * 3 + c;
+            for (let x = 0; x < ix; x++) sum += rgb[row + 3 * x];
           }
-          out[(dy * size + dx) * 3 + c] = iscale === 2 ? (sum + 2) >> 2 : saturate8(f32(sum * inv));
+          out[(dy * dw + dx) * 3 + c] = ix === 2 && iy === 2 ? (sum + 2) >> 2 : saturate8(f32(sum * inv));
         }
       }
     }
     return out;
   }
-  const xtab = areaTable(side, size, scale);
-  const ytab = areaTable(side, size, scale);
-  const buf = new Float32Array(size * 3);
-  const sum = new Float32Array(size * 3);
+  const xtab = areaTable(sw, dw, scaleX);
+  const ytab = areaTable(sh, dh, scaleY);
+  const buf = new Float32Array(dw * 3);
+  const sum = new Float32Array(dw * 3);
   let prevDy = ytab[0][0];
   const flush = (dy) => {
-    for (let i = 0; i < size * 3; i++) out[dy * size * 3 + i] = saturate8(sum[i]);
+    for (let i = 0; i < dw * 3; i++) out[dy * dw * 3 + i] = saturate8(sum[i]);
   };
   for (const [dy, sy, beta] of ytab) {
     buf.fill(0);
@@ -186,10 +185,10 @@ function resizeArea(rgb, width, top, left, side, size) {
     }
     if (dy !== prevDy) {
       flush(prevDy);
-      for (let i = 0; i < size * 3; i++) sum[i] = f32(beta * buf[i]);
+      for (let i = 0; i < dw * 3; i++) sum[i] = f32(beta * buf[i]);
       prevDy = dy;
     } else {
-      for (let i = 0; i < size * 3; i++) sum[i] = f32(sum[i] + f32(beta * buf[i]));
+      for (let i = 0; i < dw * 3; i++) sum[i] = f32(sum[i] + f32(beta * buf[i]));
     }
   }
   flush(prevDy);
@@ -230,7 +229,7 @@ function warpUp(rgb, width, height, top, left, side, size) {
  * with INTER_AREA, enlarge with the corner-aligned bilinear map, equal: copy). */
 export function resizeSquare(rgb, width, height, size) {
   const {top, left, side} = squareBox(height, width);
-  if (side > size) return resizeArea(rgb, width, top, left, side, size);
+  if (side > size) return resizeArea(rgb, width, top, left, side, side, size, size);
   if (side === size) {
     const out = new Uint8Array(size * size * 3);
     for (let y = 0; y < size; y++) {
@@ -331,4 +330,183 @@ export function explain(probs, unfamiliarity, model, topK) {
   };
   if (unfamiliarity !== null) result.unfamiliarity = round4(unfamiliarity);
   return result;
+}
+
+// ------------------------------------------------------------------ the gate twin's inputs
+// mobile_derm_quality.gate_twin.twin_inputs: the copies of the photo the OpenCV gate makes
+// before it measures (gate.json's input_rule), each top-left in a zero-padded tensor.
+
+/** cv2.resize(rgb, (dw, dh), INTER_NEAREST): source index floor(d * src / dst). */
+function resizeNearest(rgb, w, h, dw, dh) {
+  const out = new Uint8Array(dw * dh * 3);
+  const fx = 1 / (dw / w), fy = 1 / (dh / h);
+  for (let y = 0; y < dh; y++) {
+    const sy = Math.min(Math.floor(y * fy), h - 1);
+    for (let x = 0; x < dw; x++) {
+      const sx = Math.min(Math.floor(x * fx), w - 1);
+      for (let c = 0; c < 3; c++) out[(y * dw + x) * 3 + c] = rgb[(sy * w + sx) * 3 + c];
+    }
+  }
+  return out;
+}
+
+/** OpenCV's fixed-point INTER_LINEAR tables along one axis: source index and the two
+ * weights in 1/2048 (areaMode: INTER_AREA's rule when it enlarges). */
+function linearTable(ssize, dsize, areaMode) {
+  const scale = 1 / (dsize / ssize), inv = dsize / ssize;
+  const ofs = new Int32Array(dsize), a0 = new Int32Array(dsize), a1 = new Int32Array(dsize);
+  let xmax = dsize;
+  for (let d = 0; d < dsize; d++) {
+    let fx, sx;
+    if (areaMode) {
+      sx = Math.floor(d * scale);
+      fx = f32((d + 1) - (sx + 1) * inv);
+      fx = fx <= 0 ? 0 : f32(fx - Math.floor(fx));
+    } else {
+      fx = f32((d + 0.5) * scale - 0.5);
+      sx = Math.floor(fx);
+      fx = f32(fx - sx);
+    }
+    if (sx < 0) { fx = 0; sx = 0; }
+    if (sx + 1 >= ssize) {
+      xmax = Math.min(xmax, d);
+      if (sx >= ssize - 1) { fx = 0; sx = ssize - 1; }
+    }
+    ofs[d] = sx;
+    a0[d] = saturate16(f32(1 - fx) * 2048);
+    a1[d] = saturate16(fx * 2048);
+  }
+  return {ofs, a0, a1, xmax};
+}
+
+function saturate16(v) {
+  return Math.min(32767, Math.max(-32768, roundHalfEven(v)));
+}
+
+/** cv2.resize(rgb, (dw, dh), INTER_LINEAR) for uint8 (or INTER_AREA when enlarging): a
+ * horizontal pass to integers in 1/2048, a vertical pass rounded as OpenCV's SIMD code does. */
+function resizeLinear(rgb, w, h, dw, dh, areaMode = false) {
+  const xt = linearTable(w, dw, areaMode), yt = linearTable(h, dh, areaMode);
+  const rows = new Map();
+  const hRow = (sy) => {
+    if (rows.has(sy)) return rows.get(sy);
+    const row = new Int32Array(dw * 3);
+    for (let x = 0; x < dw; x++) {
+      const sx = xt.ofs[x];
+      for (let c = 0; c < 3; c++) {
+        const p0 = rgb[(sy * w + sx) * 3 + c];
+        row[x * 3 + c] = x < xt.xmax ? p0 * xt.a0[x] + rgb[(sy * w + sx + 1) * 3 + c] * xt.a1[x] : p0 * 2048;
+      }
+    }
+    rows.set(sy, row);
+    return row;
+  };
+  const out = new Uint8Array(dw * dh * 3);
+  for (let y = 0; y < dh; y++) {
+    const sy = yt.ofs[y];
+    const r0 = hRow(sy), r1 = hRow(Math.min(sy + 1, h - 1));
+    const b0 = yt.a0[y], b1 = yt.a1[y];
+    for (let i = 0; i < dw * 3; i++) {
+      const v = (((r0[i] >> 4) * b0) >> 16) + (((r1[i] >> 4) * b1) >> 16);
+      out[y * dw * 3 + i] = Math.min(255, Math.max(0, (v + 2) >> 2));
+    }
+  }
+  return out;
+}
+
+/** cv2.resize for uint8 RGB with the dispatch cv::resize makes. */
+export function cvResize(rgb, w, h, dw, dh, interpolation) {
+  if (dw === w && dh === h) return rgb.slice();
+  if (interpolation === 'nearest') return resizeNearest(rgb, w, h, dw, dh);
+  const scaleX = 1 / (dw / w), scaleY = 1 / (dh / h);
+  const ix = Math.round(scaleX), iy = Math.round(scaleY);
+  const areaFast = Math.abs(scaleX - ix) < Number.EPSILON && Math.abs(scaleY - iy) < Number.EPSILON;
+  if (interpolation === 'area' && scaleX >= 1 && scaleY >= 1) return resizeArea(rgb, w, 0, 0, w, h, dw, dh);
+  if (interpolation === 'linear' && areaFast && ix === 2 && iy === 2) return resizeArea(rgb, w, 0, 0, w, h, dw, dh);
+  return resizeLinear(rgb, w, h, dw, dh, interpolation === 'area');
+}
+
+/** mobile_derm_quality.features.shrink: longer side at most `size`, never enlarged. */
+export function shrink(image, size) {
+  let {rgb, width: w, height: h} = image;
+  const longSide = Math.max(h, w);
+  if (longSide <= size) return image;
+  const k = Math.floor(longSide / (2 * size));
+  if (k >= 2) {
+    const nw = Math.max(1, Math.floor(w / k)), nh = Math.max(1, Math.floor(h / k));
+    rgb = cvResize(rgb, w, h, nw, nh, 'nearest');
+    w = nw; h = nh;
+  }
+  while (Math.max(w, h) >= 2 * size) {
+    const nw = Math.max(1, Math.floor(w / 2)), nh = Math.max(1, Math.floor(h / 2));
+    rgb = cvResize(rgb, w, h, nw, nh, 'linear');
+    w = nw; h = nh;
+  }
+  const s = size / Math.max(h, w);
+  if (s < 1) {
+    const nw = Math.max(1, roundHalfEven(w * s)), nh = Math.max(1, roundHalfEven(h * s));
+    rgb = cvResize(rgb, w, h, nw, nh, 'area');
+    w = nw; h = nh;
+  }
+  return {rgb, width: w, height: h};
+}
+
+function padded(image, size) {
+  const out = new Uint8Array(size * size * 3);
+  for (let y = 0; y < image.height; y++) {
+    out.set(image.rgb.subarray(y * image.width * 3, (y + 1) * image.width * 3), y * size * 3);
+  }
+  return out;
+}
+
+/** gate_twin.twin_inputs: {analysis, tiny, thumbnail, native_crop, sizes} for one decoded
+ * photo ({rgb, width, height}); sizes come from gate.json (`contract`: the twin's metadata). */
+export function twinInputs(photo, contract, minModelInput) {
+  const analysisSize = contract.config.analysis_size;
+  const [tinySize, cropSize, thumbSize, minSide] = [contract.inputs.tiny.shape[1], contract.inputs.native_crop.shape[1],
+                                                    contract.inputs.thumbnail.shape[1], contract.min_analysis_side];
+  let small = shrink(photo, analysisSize);
+  if (Math.min(small.width, small.height) < minSide) {
+    const nw = Math.max(minSide, small.width), nh = Math.max(minSide, small.height);
+    small = {rgb: cvResize(small.rgb, small.width, small.height, nw, nh, 'nearest'), width: nw, height: nh};
+  }
+  const tiny = shrink(small, tinySize);
+  const thumbnail = cvResize(small.rgb, small.width, small.height, thumbSize, thumbSize, 'area');
+  const origin = (n) => Math.floor(Math.max(0, Math.floor((n - cropSize) / 2)) / 8) * 8;
+  const y0 = origin(photo.height), x0 = origin(photo.width);
+  const ch = Math.min(cropSize, photo.height - y0), cw = Math.min(cropSize, photo.width - x0);
+  const crop = new Uint8Array(ch * cw * 3);
+  for (let y = 0; y < ch; y++) {
+    const from = ((y0 + y) * photo.width + x0) * 3;
+    crop.set(photo.rgb.subarray(from, from + cw * 3), y * cw * 3);
+  }
+  const sizes = Int32Array.from([photo.height, photo.width, small.height, small.width, tiny.height, tiny.width,
+                                 ch, cw, minModelInput]);
+  return {analysis: padded(small, analysisSize), tiny: padded(tiny, tinySize), thumbnail,
+          native_crop: padded({rgb: crop, width: cw, height: ch}, cropSize), sizes};
+}
+
+/** gate_twin.GateTwin.verdict's layout of the graph's outputs: the decision, and the reasons
+ * of failing checks first, then of warnings, each once, with their guidance. */
+export function gateVerdict(outputs, contract) {
+  const checks = contract.outputs.passed;
+  const codes = contract.reason_codes;
+  const warnOnly = contract.config.warn_only || [];
+  const failing = [], warned = [];
+  checks.forEach((name, i) => {
+    if (!outputs.applicable[i]) return;
+    if (!outputs.passed[i]) failing.push(i);
+    if (outputs.warn[i] || (!outputs.passed[i] && warnOnly.includes(name))) warned.push(i);
+  });
+  const reasons = [];
+  for (const i of [...failing, ...warned.filter((i) => !failing.includes(i))]) {
+    const code = outputs.reason[i] >= 0 ? codes[outputs.reason[i]] : null;
+    if (code && !reasons.includes(code)) reasons.push(code);
+  }
+  const guidance = [];
+  for (const code of reasons) {
+    const words = contract.guidance[code];
+    if (words && !guidance.includes(words)) guidance.push(words);
+  }
+  return {decision: contract.outputs.decision[outputs.decision[0]], reasons, guidance};
 }

@@ -47,21 +47,24 @@ export async function fetchBytes(url, onProgress) {
   return bytes;
 }
 
+/** The .tflite at `url`, compiled for the CPU (Wasm). */
+export async function compileTflite(url, onProgress) {
+  const bytes = await fetchBytes(url, onProgress);
+  if (bytes.length < 8 || String.fromCharCode(...bytes.subarray(4, 8)) !== TFLITE_IDENTIFIER) {
+    throw new AppError(`${url} is not a TFLite model (the file is damaged or something else).`);
+  }
+  try {
+    return await loadAndCompile(bytes, {accelerator: 'wasm'});
+  } catch (error) {
+    throw new AppError(`${url} could not be loaded by LiteRT.js (${error.message}).`);
+  }
+}
+
 /** One compiled .tflite. `tensors` (from the site's app_config.json) names the input and
  * the outputs wanted, with their types. */
 export class Model {
   static async load(url, tensors, onProgress) {
-    const bytes = await fetchBytes(url, onProgress);
-    if (bytes.length < 8 || String.fromCharCode(...bytes.subarray(4, 8)) !== TFLITE_IDENTIFIER) {
-      throw new AppError(`${url} is not a TFLite model (the file is damaged or something else).`);
-    }
-    let compiled;
-    try {
-      compiled = await loadAndCompile(bytes, {accelerator: 'wasm'});
-    } catch (error) {
-      throw new AppError(`${url} could not be loaded by LiteRT.js (${error.message}).`);
-    }
-    return new Model(url, compiled, tensors);
+    return new Model(url, await compileTflite(url, onProgress), tensors);
   }
 
   constructor(url, compiled, tensors) {
