@@ -219,14 +219,14 @@ def write_benchmark(document: dict, info: ModelInfo, probs: dict[str, np.ndarray
     (``document``'s header fields plus ``n_test`` and ``variants``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    agree_with = probs[reference].argmax(axis=1) if reference is not None else None
+    agree_with = info.decide(probs[reference]) if reference is not None else None
     results: dict[str, dict] = {}
     for name, p in probs.items():
         report = evaluate_probs(p, y_test, info)
         row = {k: report[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
         row["n_test"] = int(len(y_test))
         if agree_with is not None:
-            row["agreement_with_float"] = float(np.mean(p.argmax(axis=1) == agree_with))
+            row["agreement_with_float"] = float(np.mean(info.decide(p) == agree_with))
         if name in models:
             row["size_bytes"] = Path(models[name]).stat().st_size
         results[name] = row

@@ -76,7 +76,7 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
     quantization = subgroups = None
     if card is not None:
         quantization, test_probs = measure_variants(converted, info, card.test_pixels, card.y_test)
-        subgroups = model_card.subgroup_table(card.dataset, card.split.test, test_probs, card.y_test, card.test_groups())
+        subgroups = model_card.subgroup_table(card.dataset, card.split.test, test_probs, card.y_test, card.test_groups(), info)
     text = model_card.render(info, card, quantization, subgroups)
     atomic_write_text(out_dir / MODEL_CARD_FILENAME, text)
     return {variant: write_model_file(out_dir / f"{variant}.tflite", data, info, text)
@@ -111,10 +111,10 @@ def measure_variants(converted: dict[str, bytes], info: ModelInfo, test_pixels: 
     rows = {}
     for variant, by_set in outputs.items():
         probs = by_set["test"][0]
-        pred = probs.argmax(axis=1)
+        pred = info.decide(probs)
         rows[variant] = {"size_bytes": len(converted[variant]), "top1": float(np.mean(pred == y_test)),
                          "balanced_accuracy": metrics.balanced_accuracy(y_test, pred, probs.shape[1]),
-                         "agreement_with_float": float(np.mean(pred == reference_probs.argmax(axis=1))),
+                         "agreement_with_float": float(np.mean(pred == info.decide(reference_probs))),
                          **abstention.get(FLOAT_VARIANT if variant == reference else variant, {})}
         rows[variant].pop("abstention_by_set", None)
     return rows, reference_probs

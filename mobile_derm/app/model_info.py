@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from mobile_derm.errors import ConfigError
 from mobile_derm.io_utils import atomic_write_text, parse_json_object, read_json_object
 
-SCHEMA_VERSION = 1
+# 2: probabilities calibrated (``calibration``), the class-balanced decision an explicit
+# step (``decision``); 1 folded a prior correction into the probabilities.
+SCHEMA_VERSION = 2
+
+# The class-balanced decision step (mobile_derm.training.logit_adjustment), as the
+# metadata states it for an app: the label is the class of highest log(p) + offset.
+DECISION_RULE = "argmax(log(probability) + offsets)"
 
 if TYPE_CHECKING:  # annotations only; numpy is imported where a mask is made
     import numpy as np
@@ -35,11 +41,17 @@ class ModelInfo:
     # operating points on the malignancy score, chosen on the validation split:
     # {"sensitive": t, "specific": t} (score >= t means "refer")
     malignancy_thresholds: dict[str, float] = field(default_factory=dict)
+    # what each point was chosen for on validation: {"sensitive": {"sensitivity": 0.9}, ...}
+    malignancy_targets: dict[str, dict[str, float]] = field(default_factory=dict)
     # abstain ("unknown") when the top probability is below this; chosen on validation
     ood_threshold: float | None = None
-    # post-hoc prior correction already folded into the head's bias (so nothing to
-    # apply at prediction time): {"tau": t, "train_prior": [...], "shift": [...]}
-    logit_adjustment: dict | None = None
+    # temperature scaling (mobile_derm.training.calibration), already folded into the
+    # head, so the probabilities every copy outputs are calibrated (nothing to apply):
+    # {"method": "temperature", "temperature": T, "shift": [...], "validation": {...}}
+    calibration: dict | None = None
+    # the class-balanced decision step that predict applies (DECISION_RULE):
+    # {"rule": ..., "tau": t, "train_prior": [...], "offsets": [...]}; None: the most probable class
+    decision: dict | None = None
     # feature-space abstention (mobile_derm.model.familiarity), the exported models' second
     # output: {"output": "unfamiliarity", "abstain_above": 0.5, "threshold": distance,
     # "keep_fraction": f, "n_components": k, "slope": s}; None: one output only
@@ -65,6 +77,15 @@ class ModelInfo:
 
         names = sorted({t for l in self.labels for t in self.taxonomy.get(l, {}).get("treatments", [])})
         return {t: np.array([t in self.taxonomy.get(l, {}).get("treatments", []) for l in self.labels]) for t in names}
+
+    def decision_scores(self, probs: "np.ndarray") -> "np.ndarray":
+        """What the decision ranks classes by (classes on the last axis): log(p) plus
+        the decision step's offsets, or log(p) alone when the model has none."""
+        return decision_scores(probs, None if not self.decision else self.decision["offsets"])
+
+    def decide(self, probs: "np.ndarray") -> "np.ndarray":
+        """The decided class index of each row of ``probs``."""
+        return self.decision_scores(probs).argmax(axis=-1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,3 +114,11 @@ class ModelInfo:
     @classmethod
     def load(cls, path: str | Path) -> "ModelInfo":
         return cls.from_dict(read_json_object(path, ConfigError, "model info"), path)
+
+
+def decision_scores(probs: "np.ndarray", offsets=None) -> "np.ndarray":
+    """log(probs) + ``offsets`` (classes on the last axis): DECISION_RULE's ranking."""
+    import numpy as np
+
+    scores = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-30, 1.0))
+    return scores if offsets is None else scores + np.asarray(offsets, dtype=np.float64)

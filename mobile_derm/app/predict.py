@@ -83,7 +83,7 @@ class Prediction:
 
     ``classified`` is False when the quality gate rejected the photo: then only
     ``quality`` is filled. Otherwise ``top_k`` holds {"label", "display_name",
-    "probability"} dicts, best first, and ``abstained`` says the classifier declines
+    "probability"} dicts, best first by the model's decision rule, and ``abstained`` says the classifier declines
     to name a class (``prediction`` is then "unknown"; ``abstain_reasons`` says why).
     """
 
@@ -146,7 +146,9 @@ class Predictor:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(None, f"top_k must be a whole number >= 1, not {top_k!r}")
         info = self.info
-        order = np.argsort(-probs)[:top_k]  # all labels when top_k is larger
+        # best first by the model's decision rule (its class-balanced step, if it has one:
+        # ModelInfo.decision), so top_k[0] is the decision; the probabilities are calibrated
+        order = np.argsort(-info.decision_scores(probs), kind="stable")[:top_k]  # all labels when top_k is larger
         top = [
             {
                 "label": info.labels[i],

@@ -91,7 +91,8 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
 
 
 def bootstrap_intervals(probs: np.ndarray, y: np.ndarray, malignant: np.ndarray, n_boot: int = 1000,
-                        level: float = 0.95, seed: int = 0, groups: np.ndarray | None = None) -> dict[str, list[float]]:
+                        level: float = 0.95, seed: int = 0, groups: np.ndarray | None = None,
+                        pred: np.ndarray | None = None, thresholds: dict[str, float] | None = None) -> dict:
     """Percentile bootstrap intervals of balanced accuracy and malignancy AUC.
 
     What is resampled is the data set's grouping unit (``groups``: one id per image, the
@@ -105,11 +106,14 @@ def bootstrap_intervals(probs: np.ndarray, y: np.ndarray, malignant: np.ndarray,
     the interval shows how much the rare classes' few lesions move the figure: in
     HAM10000's test split dermatofibroma has 18 images, and one of them is worth 0.8
     points of balanced accuracy.
+
+    ``thresholds`` (operating points on the malignancy score, name -> threshold) add
+    ``malignancy_<name>``: {"sensitivity": [lo, hi], "specificity": [lo, hi]}.
     """
     y = np.asarray(y)
     n_classes = probs.shape[1]
     rng = np.random.default_rng(seed)
-    correct = probs.argmax(axis=1) == y
+    correct = (probs.argmax(axis=1) if pred is None else np.asarray(pred)) == y  # pred: a decision rule's classes
     mal_scores = probs @ np.asarray(malignant, np.float64)
     y_mal = np.asarray(malignant, bool)[y]
     members = _group_members(np.arange(len(y)) if groups is None else np.asarray(groups))
@@ -118,15 +122,22 @@ def bootstrap_intervals(probs: np.ndarray, y: np.ndarray, malignant: np.ndarray,
     present = [c for c in range(n_classes) if np.any(y == c)]
     recalls = np.empty((n_boot, len(present)))
     aucs = np.empty(n_boot)
+    points = {name: np.full((n_boot, 2), np.nan) for name in (thresholds or {})}
     for b in range(n_boot):
         picked = np.concatenate([rng.choice(stratum, size=len(stratum)) for stratum in strata])
         sample = np.concatenate([members[g] for g in picked])
         recalls[b] = [correct[sample][y[sample] == c].mean() if np.any(y[sample] == c) else np.nan for c in present]
         aucs[b] = roc_auc(y_mal[sample], mal_scores[sample])
+        for name, t in (thresholds or {}).items():
+            points[name][b] = sensitivity_specificity(y_mal[sample], mal_scores[sample], t)
     lo, hi = (1.0 - level) / 2 * 100, (1.0 + level) / 2 * 100
     out = {"balanced_accuracy": [float(v) for v in np.percentile(np.nanmean(recalls, axis=1), [lo, hi])]}
     if np.all(np.isfinite(aucs)):
         out["malignancy_auc"] = [float(v) for v in np.percentile(aucs, [lo, hi])]
+    for name, values in points.items():
+        if np.all(np.isfinite(values)):
+            out[f"malignancy_{name}"] = {measure: [float(v) for v in np.percentile(values[:, k], [lo, hi])]
+                                         for k, measure in enumerate(("sensitivity", "specificity"))}
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.evaluation import metrics
 
 KNOWN_LIMITS_FILE = Path(__file__).resolve().parent.parent / "data" / "known_limits.json"
@@ -72,8 +73,25 @@ def data_licence(dataset_root: Path) -> str:
     return "see your data's licence (no SOURCE.md with a licence paragraph beside the data)"
 
 
-def subgroup_table(dataset, test_indices, probs: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, list[dict]]:
-    """Per subgroup of each SUBGROUP_COLUMNS column found in the data set's labels.csv:
+def _calibration_note(info: ModelInfo, report: dict) -> str:
+    """How the probabilities were calibrated, and the test ECE before it (when recorded)."""
+    if not info.calibration:
+        return " (not calibrated)"
+    before = report.get("uncalibrated", {}).get("ece")
+    return (f", after temperature scaling chosen on validation (T = {_f(info.calibration['temperature'])}, prior restored "
+            f"x{info.calibration.get('prior_restored', 0):g}){'' if before is None else f'; {_f(before)} as trained'}")
+
+
+def _decision_note(info: ModelInfo) -> str:
+    if not info.decision:
+        return "the most probable class"
+    return (f"class-balanced, {info.decision['rule']} with offsets -{info.decision['tau']:g} * log(training prior) "
+            f"(tau chosen on {info.decision['chosen_on']}); the probabilities shown are not changed by it")
+
+
+def subgroup_table(dataset, test_indices, probs: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                   info: ModelInfo | None = None) -> dict[str, list[dict]]:
+    """Classes named by ``info``'s decision rule (else the most probable class), per subgroup of each SUBGROUP_COLUMNS column found in the data set's labels.csv:
     {column: [{"subgroup", "n", "top1", "balanced_accuracy", "ci95"} ...]}; subgroups
     under MIN_SUBGROUP_N photos carry only n. Empty when labels.csv records none."""
     csv_path = Path(dataset.root) / "labels.csv"
@@ -95,11 +113,11 @@ def subgroup_table(dataset, test_indices, probs: np.ndarray, y: np.ndarray, grou
             mask = np.array([v == value for v in values])
             entry = {"subgroup": value or "not recorded", "n": int(mask.sum())}
             if entry["n"] >= MIN_SUBGROUP_N:
-                pred = probs[mask].argmax(axis=1)
+                pred = probs[mask].argmax(axis=1) if info is None else info.decide(probs[mask])
                 entry["top1"] = float(np.mean(pred == y[mask]))
                 entry["balanced_accuracy"] = metrics.balanced_accuracy(y[mask], pred, n_classes)
                 entry["ci95"] = metrics.bootstrap_intervals(probs[mask], y[mask], np.zeros(n_classes, bool),
-                                                            n_boot=500, groups=groups[mask])["balanced_accuracy"]
+                                                            n_boot=500, groups=groups[mask], pred=pred)["balanced_accuracy"]
             table.append(entry)
         tables[title] = table
     return tables
@@ -165,14 +183,22 @@ def render(info, context: ModelCardContext | None, quantization: dict[str, dict]
                   f"{report.get('ci95_resamples', 'images')}",
                   f"- malignancy AUC {_f(report.get('malignancy_auc'))}"
                   f"{_interval(report.get('ci95', {}).get('malignancy_auc'))}",
-                  f"- calibration: expected calibration error (ECE, 15 bins) {_f(report['ece'])}", "",
+                  f"- calibration: expected calibration error (ECE, 15 bins) {_f(report['ece'])}"
+                  f"{_calibration_note(info, report)}",
+                  f"- decision: {_decision_note(info)}", "",
                   "| class | recall |", "|---|---|"]
         lines += [f"| {label} | {_f(r)} |" for label, r in report["per_class_recall"].items()]
         lines += ["", "### Operating points (malignancy score, thresholds chosen on validation)", ""]
         points = [(name, report.get(f"malignancy_{name}")) for name in ("sensitive", "specific")]
         if any(p for _, p in points):
-            lines += ["| point | threshold | sensitivity | specificity |", "|---|---|---|---|"]
-            lines += [f"| {name} | {_f(p['threshold'])} | {_f(p['sensitivity'])} | {_f(p['specificity'])} |"
+            intervals = report.get("ci95", {})
+            lines += ["| point | threshold | sensitivity | specificity | chosen on validation for | met on test |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {name} | {_f(p['threshold'])} "
+                      f"| {_f(p['sensitivity'])}{_interval(intervals.get(f'malignancy_{name}', {}).get('sensitivity'))} "
+                      f"| {_f(p['specificity'])}{_interval(intervals.get(f'malignancy_{name}', {}).get('specificity'))} "
+                      f"| {', '.join(f'{m} >= {_f(v)}' for m, v in p.get('target', {}).items()) or NOT_MEASURED} "
+                      f"| {'-' if p.get('met_target') is None else ('yes' if p['met_target'] else 'no')} |"
                       for name, p in points if p]
         else:
             lines += [f"{NOT_MEASURED} (no malignant class in the validation split)"]

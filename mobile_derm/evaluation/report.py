@@ -27,7 +27,9 @@ def operating_points(val_probs: np.ndarray, y_val: np.ndarray, malignant: np.nda
         thresholds = choose_thresholds(y_mal, scores, config.min_sensitivity, config.min_specificity)
     top = val_probs.max(axis=1)
     ood = float(np.quantile(top, 1.0 - config.ood_keep_fraction)) if len(top) else None
-    return {"malignancy_thresholds": thresholds, "ood_threshold": ood}
+    targets = {"sensitive": {"sensitivity": config.min_sensitivity},
+               "specific": {"specificity": config.min_specificity}} if thresholds else {}
+    return {"malignancy_thresholds": thresholds, "malignancy_targets": targets, "ood_threshold": ood}
 
 
 def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: str | Path | None = None, title: str = "",
@@ -37,7 +39,10 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
     ``groups`` (one id per image: the lesion or patient, as the splits use) makes the
     intervals resample those units instead of single images (``ci95_resamples`` says which)."""
     n = len(info.labels)
-    pred = probs.argmax(axis=1)
+    # classes are named by the model's decision rule (the class-balanced step, when it has
+    # one: ModelInfo.decision); calibration (ECE) is a property of the probabilities themselves
+    ranking = info.decision_scores(probs)
+    pred = ranking.argmax(axis=1)
     cm = metrics.confusion_matrix(y, pred, n)
     recall = metrics.per_class_recall(cm)
     malignant = info.malignant_mask()
@@ -45,8 +50,8 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
     mal_scores = probs @ malignant.astype(np.float64)
     report: dict = {
         "n": int(len(y)),
-        "top1": metrics.topk_accuracy(probs, y, 1),
-        "top3": metrics.topk_accuracy(probs, y, 3),
+        "top1": metrics.topk_accuracy(ranking, y, 1),
+        "top3": metrics.topk_accuracy(ranking, y, 3),
         "balanced_accuracy": metrics.balanced_accuracy(y, pred, n),
         "per_class_recall": {l: (None if np.isnan(r) else float(r)) for l, r in zip(info.labels, recall)},
         "confusion_matrix": cm.tolist(),
@@ -57,12 +62,18 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
     for name, t in info.malignancy_thresholds.items():
         sens, spec = metrics.sensitivity_specificity(y_mal, mal_scores, t)
         report[f"malignancy_{name}"] = {"threshold": t, "sensitivity": sens, "specificity": spec}
+        # did the point keep, on these photos, what it was chosen for on validation?
+        for measure, target in info.malignancy_targets.get(name, {}).items():
+            achieved = report[f"malignancy_{name}"][measure]
+            report[f"malignancy_{name}"].update(target={measure: target},
+                                                met_target=None if np.isnan(achieved) else bool(achieved >= target))
     treatments = {}
     for name, mask in info.treatment_masks().items():
         treatments[name] = metrics.roc_auc(mask[y], probs @ mask.astype(np.float64))
     report["treatment_auc"] = treatments
     if len(y):
-        report["ci95"] = metrics.bootstrap_intervals(probs, y, malignant, groups=groups)
+        report["ci95"] = metrics.bootstrap_intervals(probs, y, malignant, groups=groups, pred=pred,
+                                                     thresholds=info.malignancy_thresholds)
         report["ci95_resamples"] = "images" if groups is None else f"groups ({len(set(np.asarray(groups).tolist()))})"
     if info.ood_threshold is not None:
         report["abstain_rate"] = float(np.mean(probs.max(axis=1) < info.ood_threshold))
@@ -74,6 +85,27 @@ def evaluate_probs(probs: np.ndarray, y: np.ndarray, info: ModelInfo, out_dir: s
         atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
         plot_report(probs, y, info, report, out_dir, title)
     return report
+
+
+def plot_calibration(probs_by_name: dict[str, np.ndarray], y: np.ndarray, out_dir: str | Path, title: str = "") -> None:
+    """Reliability diagrams side by side (e.g. before and after calibration) into
+    ``out_dir/calibration.png``: accuracy against confidence per bin, with each ECE."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(probs_by_name), figsize=(5.2 * len(probs_by_name), 5), squeeze=False)
+    for ax, (name, probs) in zip(axes[0], probs_by_name.items()):
+        bins = metrics.reliability_bins(probs, y)
+        centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
+        ax.bar(centres, np.nan_to_num(bins["accuracy"]), width=1 / len(centres), edgecolor="k", alpha=0.7, label="accuracy")
+        ax.plot(centres, np.nan_to_num(bins["confidence"]), "k.", label="mean confidence")
+        ax.plot([0, 1], [0, 1], "r--", lw=1)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{name}: ECE {metrics.expected_calibration_error(probs, y):.3f}")
+        ax.legend(loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    save_figure(fig, Path(out_dir) / "calibration.png")
 
 
 def _jsonable(value):

@@ -73,16 +73,17 @@ def ensemble_classifier(members: list):
     return keras.Model(first.input, mean, name=f"{first.name}_x{len(members)}")
 
 
-def shift_heads(model, shift: np.ndarray) -> None:
-    """Fold a logit shift into the softmax layer of the model, or of every ensemble
-    member ("head", "member1_head", ...): the members' outputs are averaged after it,
-    as the test-time views are."""
-    from mobile_derm.training.logit_adjustment import apply_to_model
-
+def fold_into_heads(model, shift: np.ndarray, temperature: float = 1.0) -> None:
+    """Make the softmax layer of the model, or of every ensemble member ("head",
+    "member1_head", ...), output softmax((W x + b) / T + shift), in place: kernel / T and
+    bias / T + shift, one Dense layer as before. The members' outputs and the test-time
+    views are averaged after it (mobile_derm.training.calibration)."""
     head = re.compile(f"({MEMBER_PREFIX.format(r'[0-9]+')})?head")
     for layer in model.layers:
         if head.fullmatch(layer.name):
-            apply_to_model(model, shift, layer.name)
+            kernel, bias = layer.get_weights()
+            layer.set_weights([(kernel / temperature).astype(kernel.dtype),
+                               (bias / temperature + np.asarray(shift, dtype=bias.dtype)).astype(bias.dtype)])
 
 
 def feature_extractor(model):

@@ -90,9 +90,10 @@ class TrainConfig:
     loss_logit_adjustment: float = 0.0
 
     # ---- prediction and decision
-    # Post-hoc logit adjustment towards rare classes (mobile_derm.training.logit_adjustment):
-    # "validation" picks tau for balanced accuracy on the validation split, a number
-    # fixes tau, 0 leaves the trained model as it is.
+    # The class-balanced decision step (mobile_derm.training.logit_adjustment): the label is
+    # argmax(log p - tau * log prior) over the calibrated probabilities, recorded in the
+    # metadata and applied by predict. "validation" picks tau for balanced accuracy on the
+    # validation split, a number fixes tau, 0 names the most probable class.
     logit_adjustment: float | str = 0.0
     # Average the prediction over flipped/turned copies of the photo (mobile_derm.model.views):
     # "none", "hflip" (2 views), "flips" (4), "dihedral" (8). Evaluation, the choices made

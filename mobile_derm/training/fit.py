@@ -16,7 +16,7 @@ import numpy as np
 from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.io_utils import atomic_path, atomic_write_text
 from mobile_derm.model.classifier import (build_classifier, ensemble_classifier, feature_extractor, features_and_probs,
-                                          freeze_batchnorm, predict_probs, shift_heads, view_stack)
+                                          freeze_batchnorm, fold_into_heads, predict_probs, view_stack)
 from mobile_derm.training.config import TrainConfig
 from mobile_derm_quality.quiet import verbose
 from mobile_derm.training.runs import save_final_weights, start_run, training_images
@@ -121,33 +121,21 @@ def _fit_head(model, features_train, y_train, features_val, y_val, config, n_cla
     return record
 
 
-def _adjust_logits(model, val_probs, y_val, y_train, n_classes: int, setting, trained_tau: float = 0.0):
-    """Fold a prior correction into ``model``'s head bias (in place); returns the
-    record for ModelInfo and the validation probabilities of the adjusted model.
-    ``val_probs`` is the (views, N, classes) stack of ``view_stack``; ``setting`` a
-    tau or "validation" (tau chosen there); ``trained_tau`` (the loss's own adjustment) lets validation choose a negative tau."""
-    from mobile_derm.training import logit_adjustment as la
+def _calibrate(model, val_view_probs, y_val, y_train, n_classes: int, config: TrainConfig):
+    """Temperature scaling on validation, folded into ``model``'s heads (in place), then
+    the class-balanced decision step (``config.logit_adjustment``) on the calibrated
+    probabilities. Returns the two records for ModelInfo (the decision's is None without
+    a step) and the calibrated validation probabilities (views averaged)."""
+    from mobile_derm.training.calibration import calibrate
+    from mobile_derm.training.logit_adjustment import decision_step
 
     prior = training_prior(y_train, n_classes)
-    chosen: dict = {}
-    if setting == "validation":
-        tau, curve = la.choose_tau(val_probs, y_val, prior, la.tau_grid(trained_tau))
-        shift, chosen = la.prior_shift(prior, tau), {"validation_curve": curve}
-    else:
-        tau = float(setting)
-        shift = la.prior_shift(prior, tau)
-    shift_heads(model, shift)
-    adjusted = la.adjusted_mean(val_probs, shift)
-    if chosen:
-        before = next(point for point in chosen["validation_curve"] if point["tau"] == 0)
-        after = adjusted.argmax(axis=1)
-        from mobile_derm.evaluation.metrics import balanced_accuracy
-
-        print(f"logit adjustment: tau {tau:.2f}, chosen on validation (balanced accuracy {before['balanced_accuracy']:.3f} -> "
-              f"{balanced_accuracy(y_val, after, n_classes):.3f}, top-1 {before['top1']:.3f} -> {np.mean(after == y_val):.3f})")
-    record = {"tau": tau, "chosen_on": "validation" if chosen else "config",
-              "train_prior": [round(float(p), 6) for p in prior], "shift": [float(x) for x in shift], **chosen}
-    return record, adjusted
+    calibration, val_probs = calibrate(val_view_probs, y_val, prior)
+    fold_into_heads(model, np.asarray(calibration["shift"]), calibration["temperature"])
+    decision = None
+    if config.logit_adjustment != 0:  # a tau or "validation"
+        decision = decision_step(val_probs, y_val, prior, config.logit_adjustment)
+    return calibration, decision, val_probs
 
 
 def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_val, y_val, n_classes: int, progress: bool,
@@ -302,7 +290,7 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     On a worker that is not the chief the result has no info and an empty report."""
     strategy = distribute.strategy_for(distribution.strategy)  # first: multi_worker must precede any TensorFlow work
     from mobile_derm.datasets import splits as splits_mod
-    from mobile_derm.evaluation.report import evaluate_probs, operating_points
+    from mobile_derm.evaluation.report import evaluate_probs, operating_points, plot_calibration
     from mobile_derm.taxonomy import Taxonomy
 
     run_dir = Path(run_dir)
@@ -346,15 +334,10 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         familiarity_val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
         val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
 
-    # ---- prior correction, then operating points, on validation; report on test
+    # ---- calibration and the decision step, then operating points, on validation; report on test
     # With test-time views the probabilities are averaged over views (mobile_derm.model.views),
     # as the exported model does; the familiarity model keeps the photo as given.
-    adjustment = None
-    if config.logit_adjustment != 0:  # a tau or "validation"
-        adjustment, val_probs = _adjust_logits(model, val_view_probs, y_val, y_train, n_classes, config.logit_adjustment,
-                                              config.loss_logit_adjustment)
-    else:
-        val_probs = val_view_probs.mean(axis=0)
+    calibration, decision, val_probs = _calibrate(model, val_view_probs, y_val, y_train, n_classes, config)
     points = operating_points(val_probs, y_val, taxonomy.malignant_mask(labels), config)
 
     # ---- feature-space abstention (mobile_derm.model.familiarity), same keep fraction as the softmax one
@@ -376,8 +359,10 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         labels=labels,
         taxonomy=taxonomy_entries,
         malignancy_thresholds=points["malignancy_thresholds"],
+        malignancy_targets=points["malignancy_targets"],
         ood_threshold=points["ood_threshold"],
-        logit_adjustment=adjustment,
+        calibration=calibration,
+        decision=decision,
         test_time_views=config.test_time_views,
         familiarity=familiar.summary(),
         gate_config=GateConfig.default().to_dict(),
@@ -395,13 +380,19 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
         # the photo as given, for the record: what the views added
         single = evaluate_probs(test_view_probs[0], y_all[idx_test], info)
         extra["single_view"] = {k: single[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
-    if adjustment and config.ensemble_members == 1:
-        # what the same model scored on test before the correction, for the record (an
-        # ensemble's average cannot be un-shifted exactly, so it has no such record)
-        from mobile_derm.training.logit_adjustment import adjusted_mean
+    if config.ensemble_members == 1:
+        # the same model before calibration, for the record and the reliability diagram
+        # (an ensemble's average cannot be un-tempered exactly, so it has no such record)
+        from mobile_derm.training.calibration import untemper
 
-        before = evaluate_probs(adjusted_mean(test_view_probs, -np.asarray(adjustment["shift"])), y_all[idx_test], info)
-        extra["without_logit_adjustment"] = {k: before[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
+        raw = untemper(test_view_probs, calibration["temperature"], np.asarray(calibration["shift"]))
+        before = evaluate_probs(raw, y_all[idx_test], dataclasses.replace(info, decision=None))
+        extra["uncalibrated"] = {k: before[k] for k in ("top1", "balanced_accuracy", "malignancy_auc", "ece")}
+        plot_calibration({"as trained": raw, "calibrated": test_probs}, y_all[idx_test], run_dir / "eval",
+                         f"{info.name}: test split")
+    if decision:
+        plain = evaluate_probs(test_probs, y_all[idx_test], dataclasses.replace(info, decision=None))
+        extra["without_decision_step"] = {k: plain[k] for k in ("top1", "top3", "balanced_accuracy")}
     # intervals resample the split's own unit (lesion, patient), not single photos
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
                             title=f"{info.name} (Keras float, test split)", extra=extra,

@@ -18,8 +18,8 @@ import numpy as np
 from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.app.preprocess import RESIZE_VERSION, load_rgb, resize_square
 from mobile_derm.errors import DataError
-from mobile_derm.io_utils import atomic_path, user_cache_dir
-from mobile_derm.model.classifier import build_classifier, shift_heads
+from mobile_derm.io_utils import atomic_path, read_json_object, user_cache_dir
+from mobile_derm.model.classifier import build_classifier, fold_into_heads
 from mobile_derm.training.config import TrainConfig
 
 # SD-198 photos carry a grey "DermQuest" banner along the bottom edge; cropping
@@ -123,13 +123,16 @@ def load_run(run_dir: str | Path):
         if not (run_dir / name).is_file():
             raise DataError(run_dir, f"not a finished training run (no {name})")
     config = TrainConfig.load(run_dir / "train_config.json")
+    if read_json_object(run_dir / "model_info.json", DataError, "model info").get("logit_adjustment"):
+        # schema 1 kept its prior correction only in model_info.json; this code would drop it
+        raise DataError(run_dir, "trained by mobile_derm before calibration (model info schema 1); train it again")
     info = ModelInfo.load(run_dir / "model_info.json")
     model = build_classifier(config, len(info.labels), weights=None)
     model.load_weights(run_dir / "weights.h5")
-    if info.logit_adjustment:
-        # weights.h5 holds the trained model; the chosen prior correction lives in
-        # model_info.json and is folded into the head bias here, as in train().
-        shift_heads(model, np.asarray(info.logit_adjustment["shift"]))
+    if info.calibration:
+        # weights.h5 holds the trained model; the calibration chosen on validation lives
+        # in model_info.json and is folded into the head here, as in train().
+        fold_into_heads(model, np.asarray(info.calibration["shift"]), info.calibration["temperature"])
     return model, config, info
 
 

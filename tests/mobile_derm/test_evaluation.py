@@ -51,6 +51,25 @@ def test_evaluate_probs_reports_malignancy_and_treatments(tmp_path):
     assert report["ci95"]["balanced_accuracy"] == [2 / 3, 1.0]
     assert report["ci95"]["malignancy_auc"] == [1.0, 1.0]
     assert (tmp_path / "report.json").is_file() and (tmp_path / "evaluation.png").stat().st_size > 0
+    # without targets nothing is judged; with them, each point says whether it kept its target, with intervals
+    assert "met_target" not in report["malignancy_specific"]
+    info.malignancy_targets = {"sensitive": {"sensitivity": 0.9}, "specific": {"specificity": 0.9}}
+    judged = evaluate_probs(probs, y, info)
+    assert judged["malignancy_sensitive"]["met_target"] is True and judged["malignancy_sensitive"]["target"] == {"sensitivity": 0.9}
+    assert judged["malignancy_specific"]["met_target"] is True  # specificity 1.0 (its sensitivity 0 is not its target)
+    assert judged["ci95"]["malignancy_sensitive"]["sensitivity"] == [1.0, 1.0]
+    assert judged["ci95"]["malignancy_specific"]["sensitivity"] == [0.0, 0.0]
+    info.malignancy_targets["sensitive"]["sensitivity"] = 1.01
+    assert evaluate_probs(probs, y, info)["malignancy_sensitive"]["met_target"] is False
+
+
+def test_operating_points_record_what_they_were_chosen_for():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 200)
+    probs = np.eye(3)[y] * 0.5 + 0.5 / 3
+    config = TrainConfig(min_sensitivity=0.85, min_specificity=0.95)
+    targets = operating_points(probs, y, np.array([False, False, True]), config)["malignancy_targets"]
+    assert targets == {"sensitive": {"sensitivity": 0.85}, "specific": {"specificity": 0.95}}
 
 
 def test_model_info_round_trips_and_masks():

@@ -1,21 +1,15 @@
-"""Post-hoc logit adjustment: the arithmetic, the choice of tau, and the model edit."""
+"""The class-balanced decision step: the arithmetic, the choice of tau, and the record predict applies."""
 import numpy as np
 import pytest
 
-from mobile_derm.training.logit_adjustment import TAU_GRID, adjust_probs, apply_to_model, choose_tau, prior_shift, tau_grid
+from mobile_derm.app.model_info import decision_scores
+from mobile_derm.training.logit_adjustment import TAU_GRID, choose_tau, decision_step, prior_shift
 from mobile_derm.evaluation.metrics import balanced_accuracy
 
 
 def _softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def test_adjusting_probabilities_equals_shifting_the_logits():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(20, 5)) * 3
-    shift = rng.normal(size=5)
-    np.testing.assert_allclose(adjust_probs(_softmax(logits), shift), _softmax(logits + shift), atol=1e-6)
 
 
 def test_prior_shift_pushes_frequent_classes_down_and_vanishes_for_a_uniform_prior():
@@ -43,7 +37,7 @@ def test_choose_tau_undoes_a_learned_prior_and_improves_balanced_accuracy():
     probs, y, prior = _prior_biased_validation()
     tau, curve = choose_tau(probs, y, prior)
     before = balanced_accuracy(y, probs.argmax(axis=1), 2)
-    after = balanced_accuracy(y, adjust_probs(probs, prior_shift(prior, tau)).argmax(axis=1), 2)
+    after = balanced_accuracy(y, decision_scores(probs, prior_shift(prior, tau)).argmax(axis=1), 2)
     assert 0.7 <= tau <= 1.3  # the true correction is tau = 1
     assert after > before + 0.1
     assert curve[0]["tau"] == 0.0 and curve[0]["balanced_accuracy"] == pytest.approx(before)
@@ -58,55 +52,26 @@ def test_choose_tau_keeps_a_model_that_needs_no_correction():
     assert tau == 0.0
 
 
-def test_tau_grid_reaches_below_zero_by_the_trained_correction():
-    grid = tau_grid(1.0)
-    assert grid[0] == -1.0 and grid[-1] == TAU_GRID[-1] and 0.0 in grid
-    assert len(set(grid)) == len(grid) == 20 + len(TAU_GRID)
-    assert tau_grid(0.0) == TAU_GRID and tau_grid(0.25)[0] == -0.25
+def test_decision_step_records_the_rule_that_predict_applies():
+    from mobile_derm.app.model_info import DECISION_RULE, decision_scores
 
-
-def test_choose_tau_can_go_below_zero_when_the_grid_allows():
-    # a model that over-corrects: logits carry log(prior) with the wrong sign (tau = 1 applied twice)
     probs, y, prior = _prior_biased_validation()
-    over = adjust_probs(probs, prior_shift(prior, 2.0))  # net correction +1 past balanced
-    tau, curve = choose_tau(over, y, prior, tau_grid(1.0))
-    assert -1.3 <= tau <= -0.7
-    plain_tau, _ = choose_tau(over, y, prior)
-    assert plain_tau == 0.0
-    before = balanced_accuracy(y, over.argmax(axis=1), 2)
-    after = balanced_accuracy(y, adjust_probs(over, prior_shift(prior, tau)).argmax(axis=1), 2)
-    assert after > before + 0.05
+    record = decision_step(probs, y, prior, "validation")
+    assert record["rule"] == DECISION_RULE and record["chosen_on"] == "validation"
+    np.testing.assert_allclose(record["offsets"], prior_shift(prior, record["tau"]))
+    best = max(point["balanced_accuracy"] for point in record["validation_curve"])
+    pred = decision_scores(probs, record["offsets"]).argmax(axis=1)
+    assert balanced_accuracy(y, pred, 2) == pytest.approx(best)
+    fixed = decision_step(probs, y, prior, 0.5)
+    assert fixed["tau"] == 0.5 and fixed["chosen_on"] == "config" and "validation_curve" not in fixed
 
 
-def test_apply_to_model_shifts_the_softmax_input():
-    from mobile_derm.tf_setup import keras
+def test_the_decision_leaves_the_probabilities_alone_and_only_reorders_classes():
+    from mobile_derm.app.model_info import decision_scores
 
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(inputs))
-    x = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
-    before = model.predict(x, verbose=0)
-    shift = np.array([-1.0, 0.5, 0.5])
-    apply_to_model(model, shift)
-    np.testing.assert_allclose(model.predict(x, verbose=0), adjust_probs(before, shift), atol=1e-5)
-
-
-def test_views_are_adjusted_one_by_one_before_averaging():
-    """With test-time views the shift sits in the head, before the model averages its
-    views: the mean of adjusted views, which is not the adjusted mean."""
-    from mobile_derm.training.logit_adjustment import adjusted_mean
-
-    rng = np.random.default_rng(3)
-    view_logits = rng.normal(size=(4, 30, 3)) * 3
-    shift = np.array([-1.5, 0.5, 1.0])
-    stacked = np.stack([_softmax(z) for z in view_logits])
-    expected = np.mean([_softmax(z + shift) for z in view_logits], axis=0)
-    np.testing.assert_allclose(adjusted_mean(stacked, shift), expected, atol=1e-6)
-    assert np.abs(adjust_probs(stacked.mean(axis=0), shift) - expected).max() > 1e-3
-    np.testing.assert_allclose(adjusted_mean(stacked[0], shift), _softmax(view_logits[0] + shift), atol=1e-6)
-    # choose_tau scores a stack the same way
-    y = rng.integers(0, 3, 30)
-    prior = np.array([0.6, 0.3, 0.1])
-    _, curve = choose_tau(stacked, y, prior, grid=(0.0, 1.0))
-    pred = adjusted_mean(stacked, prior_shift(prior, 1.0)).argmax(axis=1)
-    assert curve[1]["balanced_accuracy"] == pytest.approx(balanced_accuracy(y, pred, 3))
-
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    offsets = prior_shift(np.array([0.8, 0.15, 0.05]), 1.0)
+    scores = decision_scores(probs, offsets)
+    np.testing.assert_allclose(scores, np.log(probs) + offsets)
+    assert list(scores.argmax(axis=1)) == [2, 2]  # the rare class wins both, though never the most probable
+    assert list(decision_scores(probs).argmax(axis=1)) == [0, 1]

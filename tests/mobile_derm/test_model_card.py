@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mobile_derm.app.model_info import ModelInfo
 from mobile_derm.evaluation import model_card
 
 SECTIONS = ("## Intended use", "## Data and licences", "## Split protocol", "## Results on the test split",
@@ -33,7 +34,8 @@ def test_subgroups_report_n_interval_and_leave_small_ones_unscored(tmp_path):
     y = np.array([i % 2 for i in range(40)])
     right = np.arange(40) < 30
     probs = np.eye(2)[np.where(right, y, 1 - y)]
-    tables = model_card.subgroup_table(_Listing(tmp_path, images), np.arange(40), probs, y, np.arange(40))
+    info = ModelInfo(name="m", version="1", backbone="b", input_size=8, mean=(0, 0, 0), std=(1, 1, 1), labels=["a", "b"])
+    tables = model_card.subgroup_table(_Listing(tmp_path, images), np.arange(40), probs, y, np.arange(40), info)
     assert set(tables) == {"sex", "age band"}
     women, men = tables["sex"]
     assert women["subgroup"] == "female" and women["n"] == 30 and women["top1"] == 1.0
@@ -41,6 +43,10 @@ def test_subgroups_report_n_interval_and_leave_small_ones_unscored(tmp_path):
     assert men == {"subgroup": "male", "n": 10}  # under MIN_SUBGROUP_N: n only
     assert [e["subgroup"] for e in tables["age band"]] == ["under 40", "40-59", "60-79", "not recorded"]
     assert tables["age band"][-1]["n"] == 20
+    # classes are named by the model's decision rule: a step that always names class 1
+    info.decision = {"offsets": [0.0, 100.0]}
+    women = model_card.subgroup_table(_Listing(tmp_path, images), np.arange(40), probs, y, np.arange(40), info)["sex"][0]
+    assert women["top1"] == pytest.approx(np.mean(y[:30] == 1))
 
 
 def test_licence_comes_from_the_data_sets_source_file(tmp_path):

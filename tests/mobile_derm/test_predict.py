@@ -112,3 +112,16 @@ def test_exported_unfamiliarity_matches_the_run_and_drives_abstention(tiny_demo,
     assert odd["abstained"] and "unfamiliar" in odd["abstain_reasons"] and odd["prediction"] == "unknown"
     usual = predictor.explain(probs, unfamiliarity=0.1)
     assert "unfamiliar" not in usual["abstain_reasons"]
+
+
+def test_the_decision_step_in_the_metadata_names_the_class_and_leaves_probabilities_alone():
+    from mobile_derm.app.model_info import ModelInfo
+
+    predictor = Predictor.__new__(Predictor)  # explain() reads only the metadata
+    predictor.info = ModelInfo(name="m", version="1", backbone="b", input_size=8, mean=(0, 0, 0), std=(1, 1, 1),
+                               labels=["nevus", "melanoma"], decision={"offsets": [-1.0, 1.0]})
+    result = predictor.explain(np.array([0.7, 0.3], np.float32), top_k=2)
+    assert result["prediction"] == "melanoma"  # log 0.3 + 1 > log 0.7 - 1
+    assert [(e["label"], e["probability"]) for e in result["top_k"]] == [("melanoma", 0.3), ("nevus", 0.7)]
+    predictor.info.decision = None  # no step: the most probable class
+    assert predictor.explain(np.array([0.7, 0.3], np.float32), top_k=2)["prediction"] == "nevus"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mobile_derm.errors import DataError
 from mobile_derm.training.config import TrainConfig
 from mobile_derm.training.runs import load_run
 from mobile_derm.model.classifier import predict_probs
@@ -112,47 +113,61 @@ def _imbalanced_demo(tmp_path):
     return data.subset(keep, name=data.name)
 
 
-def test_logit_adjustment_is_folded_into_the_head_and_travels_with_the_run(tmp_path):
-    from mobile_derm.training.logit_adjustment import TAU_GRID, adjust_probs, prior_shift
+def test_calibration_is_folded_into_the_head_and_the_decision_step_travels_with_the_run(tmp_path):
+    from mobile_derm.training.calibration import temper
+    from mobile_derm.training.logit_adjustment import TAU_GRID, prior_shift
     from mobile_derm.datasets.splits import Split
 
     data = _imbalanced_demo(tmp_path)
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
 
-    # a fixed tau: the saved record, the run's model and load_run all agree
+    # a fixed tau: the saved decision record, the run's model and load_run all agree
     config = TrainConfig(input_size=32, head_epochs=3, finetune_epochs=0, batch_size=8, allow_random_weights=True,
                          logit_adjustment=1.0)
     result = train(data, config, tmp_path / "fixed", cache_dir=tmp_path / "cache", progress=False)
-    record = result.info.logit_adjustment
+    decision, calibration = result.info.decision, result.info.calibration
     split = Split.load(tmp_path / "fixed" / "split.json", data)
     y = np.array([data.classes.index(data.samples[i].label) for i in split.train])
     prior = np.bincount(y, minlength=3) / len(y)
     frequent, rare = data.classes.index("demo_nevus_like"), data.classes.index("demo_bcc_like")
     assert prior[frequent] > prior[rare]  # the data really is imbalanced
-    np.testing.assert_allclose(record["shift"], prior_shift(prior, 1.0), atol=1e-6)
-    assert record["shift"][frequent] < 0 < record["shift"][rare]  # the frequent class is pushed down
+    np.testing.assert_allclose(decision["offsets"], prior_shift(prior, 1.0), atol=1e-6)
+    assert decision["offsets"][frequent] < 0 < decision["offsets"][rare]  # the frequent class is pushed down
+    assert calibration["chosen_on"] == "validation" and calibration["temperature"] > 0
     loaded, _, info = load_run(tmp_path / "fixed")
-    adjusted = predict_probs(loaded, x, info.mean, info.std)
-    np.testing.assert_allclose(adjusted, predict_probs(result.model, x, info.mean, info.std), atol=1e-5)
-    # weights.h5 holds the unadjusted model; the shift turns its output into the adjusted one
+    calibrated = predict_probs(loaded, x, info.mean, info.std)
+    np.testing.assert_allclose(calibrated, predict_probs(result.model, x, info.mean, info.std), atol=1e-5)
+    # weights.h5 holds the trained model; the calibration turns its output into the calibrated one
     raw, _, _ = load_run(tmp_path / "fixed")
     raw.load_weights(tmp_path / "fixed" / "weights.h5")
     raw_probs = predict_probs(raw, x, info.mean, info.std)
-    assert np.abs(raw_probs - adjusted).max() > 1e-3
-    np.testing.assert_allclose(adjust_probs(raw_probs, np.array(record["shift"])), adjusted, atol=1e-5)
+    np.testing.assert_allclose(temper(raw_probs, calibration["temperature"], np.array(calibration["shift"])), calibrated,
+                               atol=1e-5)
     report = json.loads((tmp_path / "fixed" / "eval" / "report.json").read_text())
-    assert "balanced_accuracy" in report["without_logit_adjustment"]
+    assert "balanced_accuracy" in report["without_decision_step"] and "ece" in report["uncalibrated"]
+    assert (tmp_path / "fixed" / "eval" / "calibration.png").is_file()
 
     # tau chosen on validation: the best point of the saved validation curve
     config = TrainConfig(input_size=32, head_epochs=3, finetune_epochs=0, batch_size=8, allow_random_weights=True,
                          logit_adjustment="validation")
-    record = train(data, config, tmp_path / "chosen", cache_dir=tmp_path / "cache", progress=False).info.logit_adjustment
+    record = train(data, config, tmp_path / "chosen", cache_dir=tmp_path / "cache", progress=False).info.decision
     curve = record["validation_curve"]
     assert record["chosen_on"] == "validation" and record["tau"] in TAU_GRID
     assert [p["tau"] for p in curve] == list(TAU_GRID)
     best = max(p["balanced_accuracy"] for p in curve)
     assert next(p for p in curve if p["tau"] == record["tau"])["balanced_accuracy"] == best
     assert all(p["balanced_accuracy"] < best for p in curve if p["tau"] < record["tau"])
+
+
+def test_a_run_made_before_calibration_is_refused_by_load_run(tmp_path):
+    data = _imbalanced_demo(tmp_path)
+    config = TrainConfig(input_size=32, head_epochs=1, finetune_epochs=0, batch_size=8, allow_random_weights=True)
+    train(data, config, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False)
+    info = json.loads((tmp_path / "run" / "model_info.json").read_text())
+    info.update(logit_adjustment={"tau": 1.0, "shift": [0.1, 0.0, -0.1]}, calibration=None)
+    (tmp_path / "run" / "model_info.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match="before calibration"):
+        load_run(tmp_path / "run")
 
 
 def test_logit_adjusted_loss_learns_balanced_scores_where_plain_loss_learns_the_prior():
@@ -192,7 +207,7 @@ def test_logit_adjusted_loss_in_a_training_run(tmp_path):
 
 def test_an_ensemble_averages_its_members_and_chooses_on_photos_each_member_never_saw(tmp_path):
     from mobile_derm.evaluation.report import operating_points
-    from mobile_derm.training.logit_adjustment import adjust_probs, adjusted_mean
+    from mobile_derm.training.calibration import temper
     from mobile_derm.datasets.splits import Split, member_splits
     from mobile_derm.datasets.synthetic import generate_demo_dataset
     from mobile_derm.taxonomy import Taxonomy
@@ -213,14 +228,15 @@ def test_an_ensemble_averages_its_members_and_chooses_on_photos_each_member_neve
     members = [load_run(tmp_path / "run" / f"member{k}") for k in range(2)]
     member_parts = [Split.load(tmp_path / "run" / f"member{k}" / "split.json", data) for k in range(2)]
     assert [p.to_dict()["parts"] for p in member_parts] == [p.to_dict()["parts"] for p in member_splits(data, split, 2)]
-    assert all(info.logit_adjustment is None for _, _, info in members)  # members stay plain models
+    assert all(info.decision is None and info.calibration for _, _, info in members)  # members: calibrated, plain decision
 
-    # the ensemble's output is the mean of its members' outputs, each shifted by the chosen correction
-    shift = np.asarray(result.info.logit_adjustment["shift"])
-    assert np.abs(shift).max() > 0.01
+    # the ensemble's output is the mean of its members' outputs, each tempered by the ensemble's calibration
+    calibration = result.info.calibration
+    temperature, shift = calibration["temperature"], np.asarray(calibration["shift"])
+    assert result.info.decision["tau"] == 1.0
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     mean, std = result.info.mean, result.info.std
-    expected = np.mean([adjust_probs(predict_probs(model, x, mean, std), shift) for model, _, _ in members], axis=0)
+    expected = np.mean([temper(predict_probs(model, x, mean, std), temperature, shift) for model, _, _ in members], axis=0)
     np.testing.assert_allclose(predict_probs(result.model, x, mean, std), expected, atol=1e-5)
     loaded, loaded_config, _ = load_run(tmp_path / "run")
     assert loaded_config.ensemble_members == 2
@@ -233,6 +249,6 @@ def test_an_ensemble_averages_its_members_and_chooses_on_photos_each_member_neve
     for (model, _, _), part in zip(members, member_parts):
         held_out[:, [row[i] for i in part.val]] = view_stack(model, pixels[part.val], mean, std, "hflip")
     y_val = np.array([data.classes.index(data.samples[i].label) for i in split.val])
-    points = operating_points(adjusted_mean(held_out, shift), y_val, Taxonomy.load().malignant_mask(data.classes), config)
+    points = operating_points(temper(held_out, temperature, shift), y_val, Taxonomy.load().malignant_mask(data.classes), config)
     assert result.info.ood_threshold == pytest.approx(points["ood_threshold"], abs=1e-5)
     assert result.info.malignancy_thresholds == pytest.approx(points["malignancy_thresholds"], abs=1e-5)

@@ -96,7 +96,7 @@ def test_turning_views_need_a_square_input():
 
 
 def test_views_travel_from_training_to_the_exported_model(tmp_path):
-    """The run evaluates with the views (after the logit adjustment), records them,
+    """The run evaluates with the views (after calibration), records them,
     and the .tflite returns the same view-averaged probabilities for one image."""
     from ai_edge_litert.interpreter import Interpreter
 
