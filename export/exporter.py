@@ -59,6 +59,7 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = _ship_skin_check(info, out_dir)
+    info = _ship_gate_model(info, out_dir)
     representative = normalize(calibration_pixels, info.mean, info.std)
     converted = {}
     ptq = [v for v in variants if v != "qat_int8"]
@@ -140,4 +141,26 @@ def _ship_skin_check(info: ModelInfo, out_dir: Path) -> ModelInfo:
     atomic_write_bytes(out_dir / MODEL_FILENAME, source.read_bytes())
     gate = copy.deepcopy(gate)
     gate["skin_check_model"] = MODEL_FILENAME
+    return dataclasses.replace(info, gate_config=gate)
+
+
+def _ship_gate_model(info: ModelInfo, out_dir: Path) -> ModelInfo:
+    """Write the gate's TFLite twin (mobile_derm_export.gate_model) beside the models and name
+    it in the packed gate config, so an app gates with the same numbers on its TFLite runtime.
+    A config the twin cannot express (the learned not-skin check) gets none, with a warning."""
+    import dataclasses
+    import warnings
+
+    from mobile_derm_export.gate_model import write_gate_model
+    from mobile_derm_quality import GateConfig
+    from mobile_derm_quality.gate_twin import CONFIG_POINTER_KEY, MODEL_FILENAME, GateTwinError
+
+    config = GateConfig.from_dict(info.gate_config) if info.gate_config else GateConfig.default()
+    try:
+        write_gate_model(config, out_dir / MODEL_FILENAME)
+    except GateTwinError as exc:
+        warnings.warn(f"{MODEL_FILENAME} not written: {exc.problem}", stacklevel=2)
+        return info
+    gate = dict(info.gate_config or config.to_dict())
+    gate[CONFIG_POINTER_KEY] = MODEL_FILENAME
     return dataclasses.replace(info, gate_config=gate)

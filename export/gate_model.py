@@ -35,7 +35,7 @@ import numpy as np
 from mobile_derm_quality import gate_twin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.features import MAX_BLUR, REFERENCE_SIZE, SKIN_MIN_PIXELS
-from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE
+from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, ramp
 from mobile_derm_quality.gate_twin import (CROP_SIZE, DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES,
                                            REASON_CODES, SIZE_FIELDS, THUMBNAIL_SIZE, TINY_SIZE, GateTwinError)
 from mobile_derm_quality.not_skin import CHROMA_BINS, GRID, HUE_BINS, ORIENTATION_BINS
@@ -103,19 +103,19 @@ def _padded(tf, img, h, w, pad: int, mode: str):
 def _correlate(tf, img, kernel: np.ndarray, h, w, mode: str):
     """OpenCV's filter2D (a correlation) of a 2-D float image with a small kernel."""
     p = kernel.shape[0] // 2
-    x = _padded(tf, img, h, w, p, mode)[None, :, :, None]
+    x = _image(tf, _padded(tf, img, h, w, p, mode))
     y = tf.nn.conv2d(x, tf.constant(kernel.astype(np.float32)[:, :, None, None]), 1, "VALID")
-    return y[0, :, :, 0]
+    return tf.reshape(y, img.shape)
 
 
 def _separable(tf, img, k1d: np.ndarray, h, w, mode: str):
     """OpenCV's sepFilter2D with the same 1-D kernel along rows, then columns."""
     p = len(k1d) // 2
-    x = _padded(tf, img, h, w, p, mode)[None, :, :, None]
+    x = _image(tf, _padded(tf, img, h, w, p, mode))
     k = k1d.astype(np.float32)
     x = tf.nn.conv2d(x, tf.constant(k[None, :, None, None]), 1, "VALID")
     x = tf.nn.conv2d(x, tf.constant(k[:, None, None, None]), 1, "VALID")
-    return x[0, :, :, 0]
+    return tf.reshape(x, img.shape)
 
 
 _SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)
@@ -141,11 +141,25 @@ def _f(tf, x):
     return tf.cast(x, tf.float32)
 
 
+# LiteRT's strided slices that drop an axis or pick a channel are slow (a 320x320x3 image's
+# channel: about 1 ms); reshapes and a transpose to channels-first are not. Hence these.
+def _image(tf, x):
+    """[H, W] -> [1, H, W, 1] for a convolution."""
+    return tf.reshape(x, [1, x.shape[0], x.shape[1], 1])
+
+
+def _planes(tf, y):
+    """[1, H, W, C] or [H, W, C] -> C planes [H, W]."""
+    h, w, c = y.shape[-3:]
+    return tf.unstack(tf.transpose(tf.reshape(y, [h, w, c]), [2, 0, 1]), axis=0)
+
+
 def _grey(tf, rgb):
-    """cv2.COLOR_RGB2GRAY on uint8 values: (9798 R + 19235 G + 3735 B + 2**14) >> 15 (OpenCV 5's
-    fixed point; checked against cv2 by the tests), exact in float32."""
-    y = rgb[..., 0] * 9798.0 + rgb[..., 1] * 19235.0 + rgb[..., 2] * 3735.0 + 16384.0
-    return tf.floor(y / 32768.0)
+    """cv2.COLOR_RGB2GRAY of uint8 values (planes r, g, b): (9798 R + 19235 G + 3735 B + 2**14) >> 15
+    (OpenCV 5's fixed point; the tests check it against cv2). The sums are whole numbers below
+    2**24, so float32 holds them exactly."""
+    r, g, b = rgb
+    return tf.floor((r * 9798.0 + g * 19235.0 + b * 3735.0 + 16384.0) * (1.0 / 32768.0))
 
 
 def _hsv_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -158,9 +172,9 @@ def _hsv_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _hsv(tf, rgb):
-    """cv2.COLOR_RGB2HSV of uint8 values (float32 holding integers): (hue 0..179, sat, val)."""
+    """cv2.COLOR_RGB2HSV of uint8 values (planes r, g, b of float32 integers): (hue 0..179, sat, val)."""
     sdiv, hdiv = _hsv_tables()
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    r, g, b = rgb
     v = tf.maximum(tf.maximum(b, g), r)
     vmin = tf.minimum(tf.minimum(b, g), r)
     diff = v - vmin
@@ -283,13 +297,14 @@ def _nearest_index(tf, src, dst, size: int, table):
 # ------------------------------------------------------------------ measurements
 
 def _skin(tf, tiny, tiny_valid):
-    """features.skin_mask on the tiny copy (float32 holding uint8 values) -> 0/1."""
-    s = tiny[..., 0] + tiny[..., 1] + tiny[..., 2] + 1e-3
-    r = tiny[..., 0] / s
-    g = tiny[..., 1] / s
+    """features.skin_mask on the tiny copy (planes of float32 uint8 values) -> 0/1."""
+    red, green, blue = tiny
+    s = red + green + blue + 1e-3
+    r = red / s
+    g = green / s
     b = 1.0 - r - g
     bright = tf.reduce_max(tf.where(tiny_valid, s, 0.0))
-    darkest = tf.minimum(tf.minimum(tiny[..., 0], tiny[..., 1]), tiny[..., 2])
+    darkest = tf.minimum(tf.minimum(red, green), blue)
     ok = tf.logical_and(s > tf.maximum(45.0, 0.08 * bright), darkest < 248.0)
     for cond in (r > 0.345, r < 0.66, g > 0.22, g < 0.38, r >= g - 0.005, b <= g + 0.012, r - b > 0.025, tiny_valid):
         ok = tf.logical_and(ok, cond)
@@ -302,7 +317,7 @@ def _close(tf, mask, valid, k):
     valid_f = _f(tf, valid)
 
     def grow(x):
-        return tf.nn.max_pool2d(x[None, :, :, None], 3, 1, "SAME")[0, :, :, 0]
+        return tf.reshape(tf.nn.max_pool2d(_image(tf, x), 3, 1, "SAME"), x.shape)
 
     x = mask * valid_f
     dilated = x
@@ -317,33 +332,64 @@ def _close(tf, mask, valid, k):
     return (1.0 - eroded) * valid_f
 
 
-def _upscale(tf, mask_tiny, th, tw, h, w, size: int, table):
-    """cv2.resize(INTER_NEAREST) of a tiny-copy mask to the analysis copy's (h, w), padded to size."""
-    iy = _nearest_index(tf, th, h, size, table)
-    ix = _nearest_index(tf, tw, w, size, table)
-    return tf.gather(tf.gather(mask_tiny, iy, axis=0), ix, axis=1)
+def _grid_counts(a: int) -> tuple[int, int]:
+    """Points of grid A ([2:-2:2, 2:-2:2]: the blur's) and grid B ([1:-1:2, 1:-1:2]: the noise's) per axis."""
+    return len(range(2, a - 2, 2)), len(range(1, a - 1, 2))
 
 
-def _edge_blur(tf, g, ax, ay, roi, valid, h, w, mean_grey):
-    """features._edge_blur: blur radius of the strongest edges along x and y (px at this scale)."""
-    gr = _separable(tf, g, _gaussian_kernel(1.0), h, w, "reflect")
-    floor = tf.maximum(6.0, 0.12 * mean_grey)
-    size = g.shape[0]
+def _gradients(tf, gray):
+    """|Sobel x| and |Sobel y| on grid A; on grid B their sum, |Immerkaer's Laplacian| and the grey
+    value itself. Each 3x3
+    window around a point of either grid that lies in the photo stays inside it, so no border
+    rule is needed, and a stride-2 convolution gives the grid points alone."""
+    a = gray.shape[0]
+    na, nb = _grid_counts(a)
+    x = _image(tf, gray)
+    centre = np.zeros((3, 3), np.float32)
+    centre[1, 1] = 1.0  # the grey value itself
+    kb = np.stack([_SOBEL_X, _SOBEL_Y, _IMMERKAER, centre], axis=-1)[:, :, None, :]
+    b = tf.nn.conv2d(x, tf.constant(kb), 2, "VALID")
+    bx, by, laplacian, inner = _planes(tf, tf.reshape(b, b.shape[1:])[:nb, :nb])
+    ka = np.stack([_SOBEL_X, _SOBEL_Y], axis=-1)[:, :, None, :]
+    ga = tf.nn.conv2d(x[:, 1:, 1:], tf.constant(ka), 2, "VALID")
+    ax, ay = _planes(tf, tf.abs(tf.reshape(ga, ga.shape[1:])[:na, :na]))
+    return ax, ay, tf.abs(bx) + tf.abs(by), tf.abs(laplacian), inner
 
-    def grid(x):  # [2:-2:2, 2:-2:2] of the valid image
-        return x[2 : size - 2 : 2, 2 : size - 2 : 2]
 
-    rows = tf.range(2, size - 2, 2)
-    grid_valid = _f(tf, tf.logical_and(rows[:, None] < h - 2, rows[None, :] < w - 2))
-    m = grid(roi) * grid_valid
+def _reblurred_gradients(tf, gray, h, w):
+    """|Sobel x|, |Sobel y| of the grey image Gaussian-blurred (sigma 1, BORDER_REFLECT) at grid A.
+    Sobel after the Gaussian is one separable 11-tap filter per direction, applied at the grid
+    points only (two strided passes) instead of blurring the whole image."""
+    a = gray.shape[0]
+    na, _ = _grid_counts(a)
+    g = _gaussian_kernel(1.0).astype(np.float64)
+    pad = len(g) // 2 + 1
+    x = _image(tf, _padded(tf, gray, h, w, pad, "reflect"))[:, 2:, 2:]
+    smooth, slope = np.array([1.0, 2.0, 1.0]), np.array([-1.0, 0.0, 1.0])
+    vertical = np.stack([np.convolve(smooth, g), np.convolve(slope, g)], axis=-1)[:, None, None, :]
+    y = tf.nn.conv2d(x, tf.constant(vertical.astype(np.float32)), [1, 2, 1, 1], "VALID")
+    horizontal = np.zeros((1, 2 * pad + 1, 2, 2), np.float32)
+    horizontal[0, :, 0, 0] = np.convolve(slope, g)  # x: smooth down, slope across
+    horizontal[0, :, 1, 1] = np.convolve(smooth, g)  # y: slope down, smooth across
+    y = tf.nn.conv2d(y, tf.constant(horizontal), [1, 1, 2, 1], "VALID")
+    return _planes(tf, tf.abs(tf.reshape(y, y.shape[1:])[:na, :na]))
+
+
+def _grid_valid(tf, start: int, n: int, h, w):
+    rows = tf.range(start, start + 2 * n, 2)
+    return _f(tf, tf.logical_and(rows[:, None] < h - start, rows[None, :] < w - start))
+
+
+def _edge_blur(tf, d1s, d2s, roi, grid_valid, floor):
+    """features._edge_blur: blur radius of the strongest edges along x and y (px at this scale),
+    from grid A's gradients before (d1s) and after (d2s) the re-blur."""
+    m = roi * grid_valid
     use_mask = tf.reduce_sum(m) >= SKIN_MIN_PIXELS // 4
     base = tf.where(use_mask, m, grid_valid)
     out = []
-    for d1_full, kernel in ((ax, _SOBEL_X), (ay, _SOBEL_Y)):
-        d1 = grid(d1_full)
+    for d1, d2 in zip(d1s, d2s):
         thr = tf.maximum(_quantile_int(tf, d1, base, 90, 1024), floor)
         sel = _f(tf, d1 >= thr) * base
-        d2 = grid(tf.abs(_correlate(tf, gr, kernel, h, w, "reflect101")))
         rho = d1 / tf.maximum(d2, 1e-3)
         sigma = 1.0 / tf.sqrt(tf.maximum(rho * rho - 1.0, 1e-4))
         blur = tf.minimum(float(MAX_BLUR), _quantile_float(tf, sigma, sel, 20))
@@ -351,50 +397,47 @@ def _edge_blur(tf, g, ax, ay, roi, valid, h, w, mean_grey):
     return out
 
 
-def _noise_sigma(tf, g, grad, roi, h, w):
-    """features._noise_sigma: Immerkaer's estimate on the flattest half of the ROI."""
-    size = g.shape[0]
-    r = tf.abs(_correlate(tf, g, _IMMERKAER, h, w, "reflect"))
-
-    def grid(x):  # [1:-1:2, 1:-1:2]
-        return x[1 : size - 1 : 2, 1 : size - 1 : 2]
-
-    rows = tf.range(1, size - 1, 2)
-    grid_valid = _f(tf, tf.logical_and(rows[:, None] < h - 1, rows[None, :] < w - 1))
-    sel = grid(roi) * grid_valid
+def _noise_sigma(tf, inner, grad, r, roi, grid_valid):
+    """features._noise_sigma: Immerkaer's estimate on the flattest half of the ROI (grid B)."""
+    sel = roi * grid_valid
     sel = tf.where(tf.reduce_sum(sel) < SKIN_MIN_PIXELS, grid_valid, sel)
-    inner = grid(g)
     sel = sel * _f(tf, tf.logical_and(inner > 6.0, inner < 249.0))
-    gsel = grid(grad)
-    median = _quantile_int(tf, gsel, sel, 50, 2048)
-    flat = sel * _f(tf, gsel <= median)
-    mean = tf.reduce_sum(grid(r) * flat) / tf.maximum(tf.reduce_sum(flat), 1.0)
+    median = _quantile_int(tf, grad, sel, 50, 2048)
+    flat = sel * _f(tf, grad <= median)
+    mean = tf.reduce_sum(r * flat) / tf.maximum(tf.reduce_sum(flat), 1.0)
     sigma = mean * float(np.sqrt(np.pi / 2.0) / 6.0)
     return tf.where(tf.logical_or(tf.reduce_sum(sel) < 16.0, tf.reduce_sum(flat) < 1.0), 0.0, sigma)
 
 
-def _blockiness(tf, crop_grey, ch, cw):
-    """features._blockiness on the native crop's grey values (valid ch x cw)."""
-    dx = tf.abs(crop_grey[:, 1:] - crop_grey[:, :-1])
-    dy = tf.abs(crop_grey[1:, :] - crop_grey[:-1, :])
+def _blockiness(tf, crop_rgb, ch, cw):
+    """features._blockiness on the native crop (valid ch x cw): steps across 8x8 block borders
+    against all steps; the masked means as matrix products."""
+    g = _image(tf, _grey(tf, crop_rgb))
     c = CROP_SIZE
-    rx, cx = tf.range(c)[:, None], tf.range(c - 1)[None, :]
-    valid_x = _f(tf, tf.logical_and(rx < ch, cx < cw - 1))
-    ry, cy = tf.range(c - 1)[:, None], tf.range(c)[None, :]
-    valid_y = _f(tf, tf.logical_and(ry < ch - 1, cy < cw))
-    on_x = valid_x * _f(tf, tf.equal(tf.math.floormod(cx, 8), 7))
-    on_y = valid_y * _f(tf, tf.equal(tf.math.floormod(ry, 8), 7))
-    all_x, all_y = _masked_mean(tf, dx, valid_x), _masked_mean(tf, dy, valid_y)
-    step = (_masked_mean(tf, dx, on_x) - all_x) + (_masked_mean(tf, dy, on_y) - all_y)
-    value = tf.maximum(0.0, step) / (all_x + all_y + 1.0)
+    step = np.array([-1.0, 1.0], np.float32)
+    dx = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(1, 2, 1, 1)), 1, "VALID"), [c, c - 1]))
+    dy = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(2, 1, 1, 1)), 1, "VALID"), [c - 1, c]))
+    rows, cols = tf.range(c), tf.range(c - 1)
+    border = _f(tf, tf.equal(tf.math.floormod(cols, 8), 7))
+    x_rows, x_cols = _f(tf, rows < ch), _f(tf, cols < cw - 1)  # dx is ch x (cw - 1)
+    y_rows, y_cols = _f(tf, cols < ch - 1), _f(tf, rows < cw)  # dy is (ch - 1) x cw
+    col_sums = tf.linalg.matvec(tf.transpose(dx), x_rows)  # per column of dx, over the valid rows
+    row_sums = tf.linalg.matvec(dy, y_cols)  # per row of dy, over the valid columns
+    n_x, n_y = tf.reduce_sum(x_rows), tf.reduce_sum(y_cols)
+    all_x = tf.reduce_sum(col_sums * x_cols) / tf.maximum(n_x * tf.reduce_sum(x_cols), 1.0)
+    on_x = tf.reduce_sum(col_sums * x_cols * border) / tf.maximum(n_x * tf.reduce_sum(x_cols * border), 1.0)
+    all_y = tf.reduce_sum(row_sums * y_rows) / tf.maximum(n_y * tf.reduce_sum(y_rows), 1.0)
+    on_y = tf.reduce_sum(row_sums * y_rows * border) / tf.maximum(n_y * tf.reduce_sum(y_rows * border), 1.0)
+    value = tf.maximum(0.0, (on_x - all_x) + (on_y - all_y)) / (all_x + all_y + 1.0)
     return tf.where(tf.logical_or(ch < 32, cw < 32), 0.0, value)
 
 
 def _describe(tf, t):
-    """not_skin.describe of the 64x64 thumbnail (float32 holding uint8 values): 123 numbers."""
-    s = t[..., 0] + t[..., 1] + t[..., 2] + 1.0
-    r, g = t[..., 0] / s, t[..., 1] / s
-    lum = (t[..., 0] + t[..., 1] + t[..., 2]) / 3.0 / 255.0
+    """not_skin.describe of the 64x64 thumbnail (planes of float32 uint8 values): 123 numbers."""
+    red, green, blue = t
+    s = red + green + blue + 1.0
+    r, g = red / s, green / s
+    lum = (red + green + blue) / 3.0 / 255.0
     n = THUMBNAIL_SIZE
     box5, box3 = np.full(5, 0.2, np.float32), np.full(3, 1.0 / 3.0, np.float32)
     full = tf.constant(n)
@@ -403,7 +446,7 @@ def _describe(tf, t):
     cell = n // GRID
 
     def layout(a):
-        return tf.reshape(tf.nn.avg_pool2d(a[None, :, :, None], cell, cell, "VALID"), [-1])
+        return tf.reshape(tf.nn.avg_pool2d(_image(tf, a), cell, cell, "VALID"), [-1])
 
     parts = [layout(a) for a in (r, g, lum, local_contrast)]
     ri = tf.floor((tf.reshape(r, [-1]) - 0.2) / 0.5 * CHROMA_BINS)
@@ -449,24 +492,28 @@ def _typicality(tf, descriptor, config: GateConfig):
 def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateConfig) -> dict:
     """features.measure on the contract's inputs: every measurement, as float32 scalars."""
     h0, w0, h, w, th, tw, ch, cw = (sizes[i] for i in range(8))
-    small = _f(tf, analysis_u8)
-    tiny = _f(tf, tiny_u8)
-    a = small.shape[0]
-    valid = _valid(tf, a, a, h, w)
-    valid_f = _f(tf, valid)
+    small = _planes(tf, _f(tf, analysis_u8))
+    tiny = _planes(tf, _f(tf, tiny_u8))
+    a = analysis_u8.shape[1]
+    valid_f = _f(tf, _valid(tf, a, a, h, w))
     tiny_valid = _valid(tf, TINY_SIZE, TINY_SIZE, th, tw)
     tiny_valid_f = _f(tf, tiny_valid)
-    gray = _grey(tf, small) * valid_f
+    gray = _grey(tf, small)  # 0 outside the photo: the padding is zero
+    na, nb = _grid_counts(a)
     hf, wf, thf, twf = _f(tf, h), _f(tf, w), _f(tf, th), _f(tf, tw)
     n_tiny = thf * twf
 
     grey_photo = tf.logical_and(
-        tf.reduce_max(tf.abs(tiny[..., 0] - tiny[..., 1]) * tiny_valid_f) <= 3.0,
-        tf.reduce_max(tf.abs(tiny[..., 2] - tiny[..., 1]) * tiny_valid_f) <= 3.0)
+        tf.reduce_max(tf.abs(tiny[0] - tiny[1]) * tiny_valid_f) <= 3.0,
+        tf.reduce_max(tf.abs(tiny[2] - tiny[1]) * tiny_valid_f) <= 3.0)
     skin_t = _skin(tf, tiny, tiny_valid)
     table = nearest_rounding_table(TINY_SIZE, a)
-    skin = _upscale(tf, skin_t, th, tw, h, w, a, table) * valid_f
-    n_skin = tf.reduce_sum(skin)
+    iy, ix = _nearest_index(tf, th, h, a, table), _nearest_index(tf, tw, w, a, table)
+    # the skin mask grown to (h, w) by nearest neighbour, counted without growing it: each tiny
+    # pixel counts as often as rows and columns of the analysis copy map to it
+    row_repeats = tf.math.unsorted_segment_sum(_f(tf, tf.range(a) < h), iy, TINY_SIZE)
+    col_repeats = tf.math.unsorted_segment_sum(_f(tf, tf.range(a) < w), ix, TINY_SIZE)
+    n_skin = tf.reduce_sum(skin_t * row_repeats[:, None] * col_repeats[None, :])
     skin_fraction = n_skin / (hf * wf)
     has_skin = n_skin >= SKIN_MIN_PIXELS
     n_skin_t = tf.maximum(tf.reduce_sum(skin_t), 1.0)
@@ -479,10 +526,18 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     short = tf.minimum(th, tw) // 8
     k = tf.maximum(3, short + 1 - tf.math.floormod(short, 2))
     roi_t = _close(tf, skin_t, tiny_valid, k)
-    rows, cols = tf.range(a)[:, None], tf.range(a)[None, :]
-    centre = tf.logical_and(tf.logical_and(rows >= h // 4, rows < h - h // 4), tf.logical_and(cols >= w // 4, cols < w - w // 4))
-    centre_f = _f(tf, centre)
-    roi = tf.where(has_skin, _upscale(tf, roi_t, th, tw, h, w, a, table) * valid_f, centre_f)
+    rows = tf.range(a)
+    centre_rows = _f(tf, tf.logical_and(rows >= h // 4, rows < h - h // 4))
+    centre_cols = _f(tf, tf.logical_and(rows >= w // 4, rows < w - w // 4))
+
+    def roi_at(start: int, n: int):  # the ROI at grid points start, start + 2, ... (n per axis)
+        ry, rx = iy[start : start + 2 * n : 2], ix[start : start + 2 * n : 2]
+        grown = tf.gather(tf.gather(roi_t, ry, axis=0), rx, axis=1)
+        window = centre_rows[start : start + 2 * n : 2][:, None] * centre_cols[start : start + 2 * n : 2][None, :]
+        return tf.where(has_skin, grown, window)
+
+    centre_f = centre_rows[:, None] * centre_cols[None, :]
+    roi = tf.where(has_skin, tf.gather(tf.gather(roi_t, iy, axis=0), ix, axis=1), centre_f)
 
     hue, sat, val = _hsv(tf, tiny)
     far_hue = tf.logical_and(hue > 30.0, hue < 160.0)
@@ -495,29 +550,33 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     entropy = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-30)), 0.0)) / float(np.log(2.0))
     hue_entropy = tf.where(tf.reduce_sum(coloured) >= 16.0, entropy, 0.0)
 
-    ax = tf.abs(_correlate(tf, gray, _SOBEL_X, h, w, "reflect101"))
-    ay = tf.abs(_correlate(tf, gray, _SOBEL_Y, h, w, "reflect101"))
-    mean_grey = tf.reduce_sum(gray) / (hf * wf)
-    blur_h, blur_v = _edge_blur(tf, gray, ax, ay, roi, valid, h, w, mean_grey)
+    ax, ay, grad, laplacian, inner = _gradients(tf, gray)
+    grid_a, grid_b = _grid_valid(tf, 2, na, h, w), _grid_valid(tf, 1, nb, h, w)
+    floor = tf.maximum(6.0, 0.12 * tf.reduce_sum(gray) / (hf * wf))
+    blur_h, blur_v = _edge_blur(tf, (ax, ay), _reblurred_gradients(tf, gray, h, w), roi_at(2, na), grid_a, floor)
     to_ref = REFERENCE_SIZE / tf.maximum(hf, wf)
 
+    # exposure and glare over the ROI and the central window: one histogram of grey level
+    # (0..255) plus 256 where every channel is >= 245 (white: glare)
     judge = tf.maximum(roi, centre_f) * valid_f
-    n_judge = tf.reduce_sum(judge)
-    hist = tf.math.unsorted_segment_sum(tf.reshape(judge, [-1]), tf.reshape(tf.cast(gray, tf.int32), [-1]), 256)
+    white = _f(tf, tf.minimum(tf.minimum(small[0], small[1]), small[2]) >= 245.0)
+    levels = tf.cast(gray + 256.0 * white, tf.int32)
+    joint = tf.math.unsorted_segment_sum(tf.reshape(judge, [-1]), tf.reshape(levels, [-1]), 512)
+    hist = joint[:256] + joint[256:]
+    n_judge = tf.reduce_sum(hist)
     targets = tf.stack([tf.maximum(1.0, tf.math.ceil(q * n_judge / 100.0)) for q in (50.0, 95.0)])
     luma_median, luma_p95 = tf.unstack(_order_statistics(tf, tf.cumsum(hist), targets - 1.0))
-    bright_clip = tf.reduce_sum(judge * _f(tf, gray >= 250.0)) / n_judge
-    white = _f(tf, tf.reduce_min(small, axis=-1) >= 245.0)
-    glare_fraction = tf.reduce_sum(judge * white) / n_judge
+    bright_clip = tf.reduce_sum(hist[250:]) / n_judge
+    glare_fraction = tf.reduce_sum(joint[256:]) / n_judge
 
-    means = tf.reduce_sum(tiny * tiny_valid_f[:, :, None], axis=[0, 1]) / n_tiny
-    tot = tf.reduce_sum(means) + 1e-6
+    means = [tf.reduce_sum(c * tiny_valid_f) / n_tiny for c in tiny]
+    tot = means[0] + means[1] + means[2] + 1e-6
     cast_r, cast_g, cast_b = means[0] / tot, means[1] / tot, means[2] / tot
 
-    noise = _noise_sigma(tf, gray, ax + ay, roi, h, w)
-    blockiness = _blockiness(tf, _grey(tf, _f(tf, crop_u8)), ch, cw)
+    noise = _noise_sigma(tf, inner, grad, laplacian, roi_at(1, nb), grid_b)
+    blockiness = _blockiness(tf, _planes(tf, _f(tf, crop_u8)), ch, cw)
     if "typicality" in config.ramps.get("not_skin", {}):
-        typicality = _typicality(tf, _describe(tf, _f(tf, thumb_u8)), config)
+        typicality = _typicality(tf, _describe(tf, _planes(tf, _f(tf, thumb_u8))), config)
     else:
         typicality = tf.constant(0.0)
     box = config.cast_box
@@ -536,15 +595,40 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
 
 # ------------------------------------------------------------------ the verdict
 
+def _term_at_least(tf, value, good: float, bad: float, level: float):
+    """Whether ramp(value, good, bad) >= level, decided on the measurement against the boundary
+    worked out here in double precision, as gate.ramp decides it: a score computed in float32
+    (where a division may become a multiplication by a reciprocal) can land a hair below a
+    threshold that the reference meets exactly, e.g. a median luma of exactly 240 on the
+    too-bright ramp 200..250 scores exactly 0.2, the default threshold."""
+    if level <= 0.0:
+        return tf.constant(True)
+    if level > 1.0:
+        return tf.constant(False)
+    boundary = bad + level * (good - bad)
+    inclusive = ramp(boundary, good, bad) >= level
+    b = tf.constant(np.float32(boundary))
+    if good > bad:
+        return value >= b if inclusive else value > b
+    return value <= b if inclusive else value < b
+
+
 def _verdict(tf, m: dict, min_model_input, config: GateConfig) -> dict:
     """gate.verdict_from_measurements in graph ops: scores, pass/warn/applicable, reasons, decision."""
     reason_index = {code: i for i, code in enumerate(REASON_CODES)}
-    scores, reasons = [], []
+    scores, reasons, passes, clears = [], [], [], []
     for name in CHECK_NAMES:
+        thr = float(config.thresholds.get(name, 0.5))
+        levels = (thr, thr + float(config.warn_margin.get(name, 0.0)))  # pass, and pass without a warning
         if name == "resolution":
             min_side = tf.minimum(m["width"], m["height"])
             scores.append(tf.minimum(1.0, min_side / (2.0 * min_model_input)))
             reasons.append(tf.constant(reason_index["too_small"]))
+            # min(1, side / (2 mmi)) >= level, as side >= 2 level mmi (exact for level 0.5 at side == mmi)
+            ok = [tf.constant(level <= 0.0) if level <= 0.0 or level > 1.0 else
+                  min_side >= np.float32(2.0 * level) * min_model_input for level in levels]
+            passes.append(ok[0])
+            clears.append(ok[1])
             continue
         terms = list(config.ramps[name].items())
         ramps = tf.stack([tf.clip_by_value((m[key] - gb["bad"]) / (gb["good"] - gb["bad"]), 0.0, 1.0) for key, gb in terms])
@@ -558,6 +642,14 @@ def _verdict(tf, m: dict, min_model_input, config: GateConfig) -> dict:
             ratio = tf.maximum(bh, bv) / tf.maximum(tf.minimum(bh, bv), 1e-12)
             motion = tf.logical_and(tf.logical_and(bh > 0, bv > 0), ratio > MOTION_BLUR_RATIO)
             reason = tf.where(motion, reason_index["motion_blur"], reason)
+        ok = []
+        for level in levels:
+            all_terms = tf.reduce_all(tf.stack([_term_at_least(tf, m[key], gb["good"], gb["bad"], level) for key, gb in terms]))
+            if name == "colour_cast":  # grey: score 0, which passes only a level of 0
+                all_terms = tf.logical_and(all_terms, tf.logical_or(m["grey"] <= 0, level <= 0.0))
+            ok.append(all_terms)
+        passes.append(ok[0])
+        clears.append(ok[1])
         if name == "colour_cast":  # a black-and-white photo has no usable colour
             lowest = tf.where(m["grey"] > 0, 0.0, lowest)
             reason = tf.where(m["grey"] > 0, reason_index["colour_cast"], reason)
@@ -565,10 +657,8 @@ def _verdict(tf, m: dict, min_model_input, config: GateConfig) -> dict:
         reasons.append(reason)
     score = tf.stack(scores)
     reason = tf.stack(reasons)
-    thr = tf.constant([float(config.thresholds.get(n, 0.5)) for n in CHECK_NAMES])
-    margin = tf.constant([float(config.warn_margin.get(n, 0.0)) for n in CHECK_NAMES])
-    passed = score >= thr
-    warn = tf.logical_and(passed, score < thr + margin)
+    passed = tf.stack(passes)
+    warn = tf.logical_and(passed, tf.logical_not(tf.stack(clears)))
     exposure_failed = tf.logical_not(passed[CHECK_NAMES.index("exposure")])
     dependent = tf.constant([n in _DEPENDENT for n in CHECK_NAMES])
     applicable = tf.logical_not(tf.logical_and(tf.logical_and(dependent, exposure_failed), tf.logical_not(passed)))
@@ -595,8 +685,8 @@ def gate_function(config: GateConfig):
 
     @tf.function(input_signature=signature)
     def gate(analysis, tiny, thumbnail, native_crop, sizes):
-        s = sizes[0]
-        m = _measure(tf, analysis[0], tiny[0], thumbnail[0], native_crop[0], s, config)
+        s = tf.reshape(sizes, [len(SIZE_FIELDS)])
+        m = _measure(tf, analysis, tiny, thumbnail, native_crop, s, config)
         out = _verdict(tf, m, _f(tf, s[SIZE_FIELDS.index("min_model_input")]), config)
         out["measurements"] = tf.stack([m[k] for k in MEASUREMENT_NAMES])
         return {k: out[k][None] for k in OUTPUT_NAMES}

@@ -238,6 +238,47 @@ def cmd_fit_skin_check(args) -> int:
     return 0
 
 
+def _gate_twin_for(args, out_dir: Path):
+    """--gate-model FILE, or gate.tflite built into ``out_dir`` from --gate-config (default: the built-in config)."""
+    from mobile_derm_quality.gate_twin import MODEL_FILENAME, GateTwin
+
+    if args.gate_model:
+        if args.gate_config:
+            raise MobileDermError(args.gate_config, "give --gate-model or --gate-config, not both")
+        return GateTwin(args.gate_model)
+    from mobile_derm_export.gate_model import write_gate_model
+    from mobile_derm_quality import GateConfig
+
+    config = GateConfig.load(args.gate_config) if args.gate_config else GateConfig.default()
+    return GateTwin(write_gate_model(config, out_dir / MODEL_FILENAME, source=args.gate_config))
+
+
+def cmd_export_gate(args) -> int:
+    twin = _gate_twin_for(argparse.Namespace(gate_model=None, gate_config=args.gate_config), Path(args.out))
+    print(f"wrote {twin.path} ({twin.path.stat().st_size / 1e3:.0f} kB; gate config {twin.config.version})")
+    return EXIT_OK
+
+
+def cmd_gate_parity(args) -> int:
+    from mobile_derm_export.gate_parity import PARITY_MD, gate_parity
+
+    twin = _gate_twin_for(args, Path(args.out))
+    rep = gate_parity(twin, args.out, data_root=args.data_root, per_set=args.per_set, per_photo=args.variants,
+                      synthetic=args.synthetic, seed=args.seed, progress=not args.quiet)
+    print(f"{rep['n']} photos: verdict agreement {rep['verdict_agreement']}, per-reason agreement (lowest) "
+          f"{rep['reason_agreement_min']}, {len(rep['disagreements'])} disagreements: {Path(args.out) / PARITY_MD}")
+    return EXIT_OK
+
+
+def cmd_gate_vectors(args) -> int:
+    from mobile_derm_export.gate_vectors import write_reference_vectors
+
+    twin = _gate_twin_for(args, Path(args.out))
+    for case in write_reference_vectors(twin, args.out):
+        print(case)
+    return EXIT_OK
+
+
 def cmd_predict(args) -> int:
     from mobile_derm.app.predict import Predictor
 
@@ -245,7 +286,8 @@ def cmd_predict(args) -> int:
     results, any_error, any_rejected = [], False, False
     for image in args.images:
         try:
-            prediction = predictor.predict(image, top_k=args.top_k, gate=not args.no_gate, force=args.force)
+            prediction = predictor.predict(image, top_k=args.top_k, gate=not args.no_gate, force=args.force,
+                                           gate_engine=args.gate_engine)
         except MobileDermError as exc:
             any_error = True
             print(f"error: {exc}", file=sys.stderr)
@@ -476,6 +518,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the backbone in float32 (default: int8 convolutions, float head; about 1 ms faster)")
     p.set_defaults(func=cmd_fit_skin_check)
 
+    from mobile_derm_quality.cli import GATE_ENGINES
+
+    def gate_model_args(p):
+        p.add_argument("--gate-model", metavar="gate.tflite", help="an existing gate.tflite (default: build one)")
+        p.add_argument("--gate-config", metavar="CONFIG.json", help="build gate.tflite from this gate config "
+                                                                    "(default: the built-in one)")
+
+    p = sub.add_parser("export-gate", parents=common, epilog=EXIT_CODES,
+                       help="build gate.tflite, the quality gate as a TFLite model (builtin ops; docs/gate.md)")
+    p.add_argument("--gate-config", metavar="CONFIG.json", help="gate config (default: the built-in one)")
+    p.add_argument("--out", required=True, help="folder for gate.tflite")
+    p.set_defaults(func=cmd_export_gate)
+
+    p = sub.add_parser("gate-parity", parents=common, epilog=EXIT_CODES,
+                       help="the OpenCV gate vs gate.tflite on clean and degraded photos (gate_parity.json/.md)")
+    gate_model_args(p)
+    p.add_argument("--data-root", help="folder holding the photo sets (default $MOBILE_DERM_DATA or ../shared/data)")
+    p.add_argument("--per-set", type=positive_int, default=60, help="photos per set (default %(default)s)")
+    p.add_argument("--variants", type=whole_number, default=8,
+                   help="degraded copies per photo, taken in turn from every degradation and severity (default %(default)s)")
+    p.add_argument("--synthetic", type=whole_number, default=0, metavar="N",
+                   help="N generated photos instead of the data sets (no data needed)")
+    p.add_argument("--seed", type=whole_number, default=0)
+    p.add_argument("--out", default="runs/gate_parity", help="report folder (default %(default)s)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_gate_parity)
+
+    p = sub.add_parser("gate-vectors", parents=common, epilog=EXIT_CODES,
+                       help="reference inputs and outputs of gate.tflite on generated photos, for app ports")
+    gate_model_args(p)
+    p.add_argument("--out", required=True, help="folder for the vectors")
+    p.set_defaults(func=cmd_gate_vectors)
+
     p = sub.add_parser("predict", parents=common, epilog=EXIT_CODES, help="classify photos with a .tflite (LiteRT only), JSON out")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", required=True)
@@ -483,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=1, help="LiteRT threads (default %(default)s)")
     p.add_argument("--force", action="store_true", help="classify even when the quality gate rejects")
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
+    p.add_argument("--gate-engine", choices=GATE_ENGINES, default="opencv",
+                   help="opencv (default, the reference) or tflite: gate.tflite beside the model, on LiteRT")
     p.set_defaults(func=cmd_predict)
 
     from mobile_derm.web_app import DEFAULT_VARIANT

@@ -17,6 +17,7 @@ from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.decode import DecodedPhoto, decode_image_bytes, decode_photo, read_image, read_photo
 from mobile_derm_quality.errors import GateConfigError, ImageReadError, MobileDermError, QualityCheckError
 from mobile_derm_quality.gate import GUIDANCE, CheckResult, Verdict, assess, assess_photo, check_photo
+from mobile_derm_quality.gate_twin import GateTwin, GateTwinError
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,8 @@ __all__ = [
     "CheckResult",
     "GateConfig",
     "GateConfigError",
+    "GateTwin",
+    "GateTwinError",
     "ImageReadError",
     "MobileDermError",
     "QualityCheckError",

@@ -25,6 +25,7 @@ from mobile_derm_quality.quiet import set_verbose
 EXIT_OK = 0
 EXIT_ERROR = 2
 EXIT_REJECTED = 3
+GATE_ENGINES = ("opencv", "tflite")  # the reference gate, and its TFLite twin gate.tflite on LiteRT (gate_twin)
 EXIT_CODES = ("exit status: 0 done; 2 an input or option could not be used (one 'error: <file>: <problem>' line "
               "each on stderr); 3 (check-photo, predict) a photo was rejected by the quality gate")
 
@@ -92,14 +93,29 @@ def _err(exc: MobileDermError) -> int:
     return EXIT_ERROR
 
 
-def cmd_check_photo(args) -> int:
+def _photo_checker(args):
+    """check_photo of the engine ``args`` chose: the OpenCV gate, or gate.tflite (whose config is inside it)."""
+    if args.engine == "tflite":
+        from mobile_derm_quality.gate_twin import GateTwin
+
+        if not args.gate_model:
+            raise MobileDermError(None, "--engine tflite needs --gate-model gate.tflite (make one with mobile-derm export-gate)")
+        if args.config:
+            raise MobileDermError(args.config, "--config is for --engine opencv; gate.tflite carries its own config")
+        twin = GateTwin(args.gate_model)
+        return lambda image: twin.check_photo(image, min_model_input=args.min_model_input)
     from mobile_derm_quality.gate import check_photo
 
     config = _load_config(args.config)
+    return lambda image: check_photo(image, config, min_model_input=args.min_model_input)
+
+
+def cmd_check_photo(args) -> int:
+    check_photo = _photo_checker(args)
     results, any_rejected, any_error = [], False, False
     for image in args.images:
         try:
-            v = check_photo(image, config, min_model_input=args.min_model_input)
+            v = check_photo(image)
         except MobileDermError as exc:
             any_error = True
             if args.json:
@@ -186,6 +202,9 @@ def register(subparsers, parents=()) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--json", action="store_true", help="print JSON: a list with one entry per photo")
     p.add_argument("--min-model-input", type=positive_int, default=None,
                    help="model input size in pixels (default: from config)")
+    p.add_argument("--engine", choices=GATE_ENGINES, default="opencv",
+                   help="opencv (default, the reference) or tflite: the gate's TFLite twin on LiteRT (--gate-model)")
+    p.add_argument("--gate-model", metavar="gate.tflite", help="the twin for --engine tflite (mobile-derm export-gate)")
     p.set_defaults(func=cmd_check_photo)
 
     parsers["calibrate-gate"] = p = subparsers.add_parser(

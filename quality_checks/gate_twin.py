@@ -46,6 +46,8 @@ CONTRACT_VERSION = 1
 METADATA_FILENAME = "gate.json"  # packed in gate.tflite: contract, config, reason codes, guidance
 MODEL_FILENAME = "gate.tflite"
 SIGNATURE = "gate"  # the file's one signature
+# the key in a classifier's packed gate config (ModelInfo.gate_config) naming the twin beside it
+CONFIG_POINTER_KEY = "tflite_model"
 TINY_SIZE = 96  # features.measure: shrink(small, 96) for the colour decisions
 CROP_SIZE = 256  # features.measure / _blockiness: the native-resolution centre crop
 MIN_ANALYSIS_SIDE = 16  # features.measure grows a thumbnail's analysis copy to this

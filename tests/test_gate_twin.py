@@ -146,9 +146,10 @@ def test_grey_and_hsv_as_opencv():
     from mobile_derm.tf_setup import tf
 
     rgb = np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8)
-    grey = _grey(tf, tf.constant(rgb.astype(np.float32))).numpy()
+    planes = [tf.constant(rgb[..., c].astype(np.float32)) for c in range(3)]
+    grey = _grey(tf, planes).numpy()
     assert np.array_equal(grey, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
-    h, s, v = (x.numpy() for x in _hsv(tf, tf.constant(rgb.astype(np.float32))))
+    h, s, v = (x.numpy() for x in _hsv(tf, planes))
     assert np.array_equal(np.stack([h, s, v], axis=-1), cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32))
 
 
@@ -168,3 +169,58 @@ def test_nearest_rounding_table_as_opencv():
             assert np.array_equal(np.minimum(k - drop, src - 1), expected), (src, dst)
             drops += int(drop.sum())
     assert drops > 0  # the correction is needed: exact integer division alone would be wrong
+
+
+def test_reference_vectors_round_trip(twin, tmp_path):
+    """gate-vectors' files check against this code, and a changed input pixel or verdict is caught."""
+    from mobile_derm_export.gate_vectors import check_reference_vectors, write_reference_vectors
+
+    cases = write_reference_vectors(twin, tmp_path)
+    assert len(cases) >= 5 and check_reference_vectors(twin, tmp_path) == []
+    analysis = cases[0] / "analysis.bin"
+    data = bytearray(analysis.read_bytes())
+    data[0] ^= 0xFF
+    analysis.write_bytes(bytes(data))
+    expected = cases[1] / "expected.json"
+    doc = json.loads(expected.read_text())
+    doc["decision"] = "reject" if doc["decision"] != "reject" else "accept"
+    expected.write_text(json.dumps(doc))
+    problems = check_reference_vectors(twin, tmp_path)
+    assert any(cases[0].name in p and "input analysis" in p for p in problems)
+    assert any(cases[1].name in p and "verdict" in p for p in problems)
+
+
+def test_check_photo_with_either_engine(gate_file, tmp_path, capsys):
+    from mobile_derm.cli import main
+    from mobile_derm.datasets.synthetic import render_lesion_views
+
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), cv2.resize(render_lesion_views("demo_nevus_like", 0, 1, 400)[0], (800, 600)))
+    verdicts = {}
+    for engine in ("opencv", "tflite"):
+        extra = ["--gate-model", str(gate_file)] if engine == "tflite" else []
+        main(["check-photo", "--json", "--engine", engine, *extra, str(photo)])
+        verdicts[engine] = json.loads(capsys.readouterr().out)[0]
+    assert verdicts["tflite"]["decision"] == verdicts["opencv"]["decision"]
+    assert verdicts["tflite"]["reasons"] == verdicts["opencv"]["reasons"]
+    assert main(["check-photo", "--engine", "tflite", str(photo)]) == 2
+    assert "--gate-model" in capsys.readouterr().err
+
+
+def test_export_writes_the_twin_and_predict_gates_with_it(tiny_demo, tmp_path):
+    """export writes gate.tflite beside the models, the classifier's packed gate config names it,
+    and predict gates with either engine to the same verdict."""
+    from mobile_derm.app.model_file import read_model_info
+    from mobile_derm.app.predict import Predictor
+    from mobile_derm.datasets.synthetic import render_lesion_views
+    from mobile_derm_quality.gate_twin import CONFIG_POINTER_KEY, MODEL_FILENAME
+
+    assert (tiny_demo / MODEL_FILENAME).is_file()
+    info = read_model_info(tiny_demo / "int8.tflite")
+    assert info.gate_config[CONFIG_POINTER_KEY] == MODEL_FILENAME
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), render_lesion_views("demo_bcc_like", 2, 1, 500)[0])
+    predictor = Predictor(tiny_demo / "int8.tflite")
+    by_engine = {e: predictor.predict(str(photo), gate_engine=e).quality for e in ("opencv", "tflite")}
+    assert by_engine["tflite"]["decision"] == by_engine["opencv"]["decision"]
+    assert by_engine["tflite"]["reasons"] == by_engine["opencv"]["reasons"]

@@ -131,6 +131,24 @@ class Predictor:
         # the unfamiliarity score (mobile_derm.model.familiarity), when the model carries one
         self._has_unfamiliarity = len(self.model.output_details) > 1 and bool(self.info.familiarity)
 
+    def gate_twin(self):
+        """The gate's TFLite twin the model's metadata points to (export writes it beside the
+        model), loaded once; refused if missing or built from another gate config."""
+        if getattr(self, "_gate_twin", None) is None:
+            from mobile_derm_quality import GateConfig
+            from mobile_derm_quality.gate_twin import CONFIG_POINTER_KEY, GateTwin
+
+            gate = dict(self.info.gate_config or {})
+            name = gate.pop(CONFIG_POINTER_KEY, None)
+            if not name:
+                raise ModelFileError(self.model_path, "its metadata names no gate.tflite (export it again, or gate "
+                                                      "with the opencv engine)")
+            twin = GateTwin(self.model_path.parent / name)
+            if twin.config.to_dict() != GateConfig.from_dict(gate).to_dict():
+                raise ModelFileError(twin.path, "built from another gate config than the one packed in the model")
+            self._gate_twin = twin
+        return self._gate_twin
+
     def scores(self, rgb: np.ndarray) -> tuple[np.ndarray, float | None]:
         """Label probabilities and the unfamiliarity score (None if the model has none)."""
         outputs = self.model.run(rgb)
@@ -180,9 +198,11 @@ class Predictor:
             result["unfamiliarity"] = round(unfamiliarity, 4)
         return result
 
-    def predict(self, photo: str | Path | np.ndarray, top_k: int = 3, gate: bool = True, force: bool = False) -> Prediction:
+    def predict(self, photo: str | Path | np.ndarray, top_k: int = 3, gate: bool = True, force: bool = False,
+                gate_engine: str = "opencv") -> Prediction:
         """Classify one photo (a file, or an RGB uint8 array): run the quality gate from
-        the model's metadata, and classify unless the gate rejects it (``force`` overrides)."""
+        the model's metadata, and classify unless the gate rejects it (``force`` overrides).
+        ``gate_engine``: "opencv" (the reference) or "tflite" (gate.tflite beside the model, on LiteRT)."""
         image = None if isinstance(photo, np.ndarray) else str(photo)
         decoded = None if image is None else load_photo(photo)
         rgb = photo if decoded is None else decoded.rgb
@@ -193,8 +213,13 @@ class Predictor:
             # a skin-check model named in the packed config lies beside the model file (export copies it)
             config = (GateConfig.from_dict(self.info.gate_config).resolve_paths(self.model_path.parent)
                       if self.info.gate_config else None)
-            verdict = (assess(rgb, config, min_model_input=self.info.input_size) if decoded is None else
-                       assess_photo(decoded, config, min_model_input=self.info.input_size, path=image))
+            if gate_engine == "tflite":
+                twin = self.gate_twin()
+                verdict = (twin.assess(rgb, min_model_input=self.info.input_size) if decoded is None else
+                           twin.assess_photo(decoded, min_model_input=self.info.input_size, path=image))
+            else:
+                verdict = (assess(rgb, config, min_model_input=self.info.input_size) if decoded is None else
+                           assess_photo(decoded, config, min_model_input=self.info.input_size, path=image))
             quality = verdict.to_dict()
             if verdict.decision == "reject" and not force:
                 return Prediction(image, classified=False, quality=quality)
