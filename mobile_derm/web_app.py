@@ -57,11 +57,11 @@ def _notice() -> str:
     return NOT_A_MEDICAL_DEVICE.replace("**", "")
 
 
-def _tensor(detail: dict) -> dict:
+def _tensor(detail: dict, name: str) -> dict:
     import numpy as np
 
     scale, zero_point = detail["quantization"]
-    return {"name": None, "dtype": np.dtype(detail["dtype"]).name, "shape": [int(n) for n in detail["shape"]],
+    return {"name": name, "dtype": np.dtype(detail["dtype"]).name, "shape": [int(n) for n in detail["shape"]],
             "scale": float(scale), "zero_point": int(zero_point)}
 
 
@@ -87,14 +87,14 @@ def classifier_tensors(path: Path, info) -> dict:
         runner = interpreter.get_signature_runner()
         for group in (runner.get_input_details(), runner.get_output_details()):
             names.update({d["index"]: name for name, d in group.items()})
-    tensors = {"input": {**_tensor(input_detail), "name": names[input_detail["index"]]}, "outputs": {}}
+    tensors = {"input": _tensor(input_detail, names[input_detail["index"]]), "outputs": {}}
     if tensors["input"]["dtype"] not in WEB_INPUT_TYPES:
         raise ModelFileError(path, f"its input is {tensors['input']['dtype']}; LiteRT.js takes "
                                    f"{' or '.join(WEB_INPUT_TYPES)} inputs (export with --io-type uint8, or use "
                                    "the float32 file)")
     roles = ["probabilities"] + (["unfamiliarity"] if len(outputs) > 1 and info.familiarity else [])
     for role, detail in zip(roles, outputs):
-        tensors["outputs"][role] = {**_tensor(detail), "name": names[detail["index"]]}
+        tensors["outputs"][role] = _tensor(detail, names[detail["index"]])
     tensors["outputs"].setdefault("unfamiliarity", None)
     return tensors
 
@@ -109,7 +109,8 @@ def _decode_limits() -> dict:
 
 
 def app_config(model_path: Path) -> dict:
-    """What the page needs about the model in ``model_path``, from its metadata only."""
+    """What the page needs about the model in ``model_path`` and the gate twin beside it,
+    from their metadata only."""
     from mobile_derm.app.model_file import read_model_info
 
     info = read_model_info(model_path)
@@ -120,7 +121,7 @@ def app_config(model_path: Path) -> dict:
         "runtime": {"wasm_dir": WASM_DIR},
         "classifier": {"file": model_path.name, "info": info.to_dict(), "tensors": classifier_tensors(model_path, info),
                        "model_card": None},
-        "gate": None,
+        "gate": gate_description(model_path.parent, info),
     }
 
 
@@ -187,9 +188,6 @@ def write_site(models: str | Path, out: str | Path, variant: str = DEFAULT_VARIA
     model_path = choose_model(models, variant)
     runtime = _runtime_sources()
     config = app_config(model_path)
-    from mobile_derm.app.model_file import read_model_info
-
-    config["gate"] = gate_description(models, read_model_info(model_path))
     if out.exists() and not (out / CONFIG_FILENAME).is_file():
         if not out.is_dir() or any(out.iterdir()):
             raise ConfigError(out, "exists and is not an earlier web-app site; give a new or empty folder")

@@ -231,6 +231,31 @@ def test_web_app_refuses_a_model_folder_without_the_variant(models, tmp_path, ca
     assert not (tmp_path / "site").exists()
 
 
+@pytest.mark.parametrize("gate_json, words", [
+    ({"analysis_size": 480}, "was built from another gate config than the one packed in the classifier"),
+    (None, "not a gate model"),
+])
+def test_browser_site_refuses_a_gate_twin_that_does_not_fit(models, tmp_path, capsys, gate_json, words):
+    """gate.tflite's packed gate.json is read before anything is written: a twin of another
+    gate config, or a file that is no twin, stops web-app with one line."""
+    import zipfile
+
+    from mobile_derm.cli import main
+    from mobile_derm_quality import GateConfig
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copyfile(models / "int8.tflite", folder / "int8.tflite")
+    with zipfile.ZipFile(folder / "gate.tflite", "w") as packed:  # only the metadata is read before refusing
+        if gate_json is not None:
+            config = {**GateConfig.default().to_dict(), **gate_json}
+            packed.writestr("gate.json", json.dumps({"contract_version": 1, "config": config}))
+    assert main(["web-app", "--models", str(folder), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder / 'gate.tflite'}: ") and words in err
+    assert not (tmp_path / "site").exists()
+
+
 def test_web_app_config_comes_from_the_metadata(models, tmp_path):
     site = write_site(models, tmp_path / "site")
     config = json.loads((site / CONFIG_FILENAME).read_text())

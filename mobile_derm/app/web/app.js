@@ -129,12 +129,11 @@ async function decodePhoto(file) {
   const context = canvas.getContext('2d', {willReadFrequently: true});
   context.imageSmoothingQuality = 'high';
   context.drawImage(bitmap, 0, 0, width, height);
-  const photo = {width: bitmap.width, height: bitmap.height};
   bitmap.close();
   const rgba = context.getImageData(0, 0, width, height).data;
   let transparent = false;
   for (let i = 3; i < rgba.length && !transparent; i += 4) transparent = rgba[i] < 255;
-  return {rgb: rgbaToRgb(rgba, limits.transparency_background), width, height, photo, canvas, transparent};
+  return {rgb: rgbaToRgb(rgba, limits.transparency_background), width, height, canvas, transparent};
 }
 
 async function classify(rgb, width, height) {
