@@ -45,7 +45,7 @@ def load_dataset(data, data_root: str | Path | None = None):
     if isinstance(data, Dataset):
         return data
     if str(data) not in PRESETS and is_shard_location(data):
-        return read_shards(data)
+        return read_shards(data, progress=True)
     if str(data) not in PRESETS and (Path(data) / "labels.csv").is_file():
         data = Path(data) / "labels.csv"
     return load(data, data_root)

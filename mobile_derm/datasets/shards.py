@@ -167,7 +167,7 @@ def write_shards(dataset: Dataset, out, images_per_shard: int = DEFAULT_IMAGES_P
     n_shards = math.ceil(len(dataset) / images_per_shard)
     shards, written = [], []
     try:
-        with tqdm(total=len(dataset), desc="write shards", disable=not progress) as bar:
+        with tqdm(total=len(dataset), desc="write shards", disable=None if progress else True) as bar:  # terminal only
             for k in range(n_shards):
                 chunk = order[k * images_per_shard:(k + 1) * images_per_shard]
                 final = _join(out, shard_name(k, n_shards))
@@ -273,14 +273,15 @@ def _read_shard(location: str, file: str, first: int, count: int, classes: set[s
 def read_shards(location, progress: bool = False) -> ShardedDataset:
     """The shard folder at ``location`` (a local path or a URL) as a ShardedDataset, after
     checking every record against the manifest (one pass over the files: TFRecord reads
-    whole records, so this costs reading the data once; the images are not decoded)."""
+    whole records, so this costs reading the data once; the images are not decoded).
+    ``progress``: a bar per shard on a terminal (tqdm's own check)."""
     from tqdm import tqdm
 
     location = str(location).rstrip("/")
     manifest = _manifest(location)
     classes = set(manifest["classes"])
     samples: list[Sample] = []
-    for file, first, count in tqdm(manifest["shards"], desc="read shards", disable=not progress):
+    for file, first, count in tqdm(manifest["shards"], desc="check shards", disable=None if progress else True):
         if first != len(samples):
             raise ShardError(manifest["path"], f"shard {file} starts at index {first}, expected {len(samples)}")
         samples += _read_shard(location, file, first, count, classes)
