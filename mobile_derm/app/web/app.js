@@ -72,15 +72,15 @@ async function load() {
   await loadRuntime(config.runtime.wasm_dir);
   const {classifier} = config;
   const progress = $('progress');
-  progress.hidden = false;
-  state.classifier = await Model.load(classifier.file, classifier.tensors, (loaded, total) => {
+  const showProgress = (what) => (loaded, total) => {
+    progress.hidden = false;
     progress.max = total || loaded;
     progress.value = loaded;
-    setStatus(`Loading the classifier: ${megabytes(loaded)}${total ? ` of ${megabytes(total)}` : ''} MB`);
-  });
+    setStatus(`Loading ${what}: ${megabytes(loaded)}${total ? ` of ${megabytes(total)}` : ''} MB`);
+  };
+  state.classifier = await Model.load(classifier.file, classifier.tensors, showProgress('the classifier'));
+  state.gate = await createGate(config.gate, classifier.info.input_size, showProgress('the photo check'));
   progress.hidden = true;
-  setStatus('Loading the photo check…');
-  state.gate = await createGate(config.gate, classifier.info.input_size);
   const card = $('model-card');
   card.href = classifier.model_card || '#';
   card.hidden = !classifier.model_card;
