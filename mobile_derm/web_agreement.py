@@ -58,11 +58,14 @@ def _browser():
             playwright.stop()
             raise
         _BROWSER.update(playwright=playwright, browser=browser)
-        atexit.register(_stop_browser)
+        atexit.register(stop_browser)
     return _BROWSER["browser"]
 
 
-def _stop_browser() -> None:
+def stop_browser() -> None:
+    """Close the shared Chromium (the next AppPage starts another)."""
+    if not _BROWSER:
+        return
     for step in (lambda: _BROWSER["browser"].close(), lambda: _BROWSER["playwright"].stop()):
         try:
             step()

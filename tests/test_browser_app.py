@@ -27,6 +27,16 @@ SIZE = 32
 LABELS = ["melanoma", "nevus", "seborrheic_keratosis"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def browser_closed_afterwards():
+    """The pages share one Chromium; it is closed when this module is done, not left to the
+    rest of the test session."""
+    yield
+    from mobile_derm.web_agreement import stop_browser
+
+    stop_browser()
+
+
 def _info() -> ModelInfo:
     return ModelInfo(
         name="tiny_web_test", version="0.0.1", backbone="tiny_cnn", input_size=SIZE,
