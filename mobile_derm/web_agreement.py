@@ -54,9 +54,9 @@ def _browser():
         try:
             browser = playwright.chromium.launch(executable_path=str(executable), args=list(CHROMIUM_FLAGS),
                                                  headless=True)
-        except Exception:
+        except Exception as exc:  # Playwright's errors carry a page of logs: keep the first line
             playwright.stop()
-            raise
+            raise ConfigError(executable, f"Chromium would not start ({str(exc).strip().splitlines()[0]})") from None
         _BROWSER.update(playwright=playwright, browser=browser)
         atexit.register(stop_browser)
     return _BROWSER["browser"]
