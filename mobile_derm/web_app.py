@@ -126,23 +126,27 @@ def app_config(model_path: Path) -> dict:
 
 
 def gate_description(models: Path, info) -> dict | None:
-    """The page's gate: the gate's TFLite twin (``gate.tflite`` beside the classifier files,
-    ``mobile_derm_quality.gate_twin``) with its packed contract, or None when the folder has
-    none. Refused when it was built from another gate config than the classifier's own
-    (the one ``predict`` gates with): the page would judge photos differently."""
+    """The page's gate: the gate's TFLite twin beside the classifier (``mobile_derm_quality.gate_twin``;
+    the file the classifier's packed gate config names, else ``gate.tflite`` if there) with its
+    packed contract, or None when there is none. Refused when the config names a file that is
+    missing, or the twin was built from another gate config than the classifier's own (the
+    one ``predict`` gates with): the page would judge photos differently."""
     from mobile_derm_quality import GateConfig
-    from mobile_derm_quality.gate_twin import MIN_ANALYSIS_SIDE, MODEL_FILENAME, SIGNATURE, read_twin_metadata
+    from mobile_derm_quality.gate_twin import (CONFIG_POINTER_KEY, MIN_ANALYSIS_SIDE, MODEL_FILENAME, SIGNATURE,
+                                               read_twin_metadata)
 
-    path = models / MODEL_FILENAME
+    own = dict(info.gate_config or GateConfig.default().to_dict())
+    named = own.pop(CONFIG_POINTER_KEY, None)  # the classifier's config, less the pointer to the twin
+    path = models / (named or MODEL_FILENAME)
     if not path.is_file():
+        if named:
+            raise DataError(path, "the classifier's metadata names this gate model, but it is not in the folder")
         return None
     contract = read_twin_metadata(path)
-    # the classifier's packed config, less the keys that point at files beside it
-    own = {k: v for k, v in (info.gate_config or GateConfig.default().to_dict()).items() if k != "tflite_model"}
     if GateConfig.from_dict(own).to_dict() != GateConfig.from_dict(contract["config"]).to_dict():
         raise ConfigError(path, f"was built from another gate config than the one packed in the classifier; rebuild "
                                 f"it with: mobile-derm export-gate --out {models} --gate-config <the classifier's>")
-    return {"file": MODEL_FILENAME, "signature": SIGNATURE, "contract": {**contract, "min_analysis_side": MIN_ANALYSIS_SIDE}}
+    return {"file": path.name, "signature": SIGNATURE, "contract": {**contract, "min_analysis_side": MIN_ANALYSIS_SIDE}}
 
 
 def _runtime_sources() -> dict[str, Path]:
