@@ -63,7 +63,6 @@ async function fetchConfig() {
 }
 
 async function load() {
-  const started = performance.now();
   setStatus('Loading the app…');
   const config = await fetchConfig();
   state.config = config;
@@ -88,7 +87,6 @@ async function load() {
   for (const input of document.querySelectorAll('input[type=file]')) input.disabled = false;
   setStatus(state.gate.available ? 'Ready.' : 'Ready. (The photo-quality check is not available in this build.)');
   document.body.dataset.state = 'ready';
-  return {loadMs: performance.now() - started};
 }
 
 // ------------------------------------------------------------------ one photo
@@ -158,7 +156,7 @@ async function analyse(file) {
     const decoded = await decodePhoto(file);
     const gateStarted = performance.now();
     const quality = await state.gate.assess(decoded);
-    const result = {image: file.name, gate: state.gate.available ? 'gate.tflite' : GATE_NOT_AVAILABLE,
+    const result = {image: file.name, gate: state.gate.available ? state.config.gate.file : GATE_NOT_AVAILABLE,
                     analysed_size: [decoded.width, decoded.height]};
     if (state.gate.available) Object.assign(result, {quality, gate_ms: performance.now() - gateStarted});
     result.classified = quality.decision !== 'reject';
