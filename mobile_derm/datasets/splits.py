@@ -281,20 +281,3 @@ def grouped_kfold(dataset: Dataset, k: int = 5, seed: int = 0, with_val: bool = 
         folds.append(Split(train, val, list(parts[i]), seed=seed, fractions=tuple([1.0 / k] * k),
                            dataset_name=dataset.name, listing_hash=h, fold=i, k=k).attach(dataset))
     return folds
-
-
-def member_splits(dataset: Dataset, split: Split, n_members: int, seed: int = 0) -> list[Split]:
-    """The splits of an ensemble's members (``TrainConfig.ensemble_members``): ``split``'s
-    validation part cut into ``n_members`` group-disjoint, class-stratified shares; member m
-    trains on the training part plus every share but m, validates on share m, and keeps
-    ``split``'s test part. Every validation photo is thus held out from exactly one member."""
-    val = dataset.subset(split.val)
-    _, counts, sample_group = _group_matrix(val)
-    _check_enough_groups(val, counts, n_members,
-                         f"{n_members} ensemble members (each validates on its own share of the validation part)")
-    part_of = _assign(counts, np.full(n_members, 1.0 / n_members), seed)
-    shares = [[split.val[j] for j in share] for share in _indices_by_part(part_of, sample_group, n_members)]
-    return [Split(sorted(split.train + [i for k, share in enumerate(shares) if k != m for i in share]), sorted(shares[m]),
-                  list(split.test), seed=seed, fractions=split.fractions, dataset_name=dataset.name,
-                  fold=split.fold, k=split.k).attach(dataset)
-            for m in range(n_members)]

@@ -59,11 +59,11 @@ class TrainConfig:
     input_size: int | None = 160
     weights: str | None = "imagenet"  # "imagenet" or None (random initialisation)
     allow_random_weights: bool = False  # fall back to random init if the weights extra is missing
-    # Several models averaged, each trained on the training part plus all but one share of
-    # the validation part and validated on that share (cross-fitted: every validation photo
-    # is scored by the member that never trained on it, so tau and the thresholds are still
-    # chosen on unseen photos). More training photos and an ensemble, for small data sets;
-    # the app pays one forward pass per member (and view). 1: a single model.
+    # Several models averaged, each trained on the same split with its own seed (member k:
+    # seed + k); none sees the validation part, so calibration, tau and the thresholds are
+    # chosen on the shipped average itself. For small data sets, where two fine-tunings place
+    # the rare classes' boundaries differently; the app pays one forward pass per member
+    # (and view). 1: a single model.
     ensemble_members: int = 1
 
     # ---- head stage: a softmax head on cached backbone features (seconds, even on 2 cores)

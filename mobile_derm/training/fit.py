@@ -246,41 +246,31 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
     return model
 
 
-def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, cache_dir, progress: bool, pixels,
+def _fit_members(dataset, config: TrainConfig, run_dir: Path, split, taxonomy, cache_dir, progress: bool,
                  distribution: Distribution = Distribution()):
-    """An ensemble (``config.ensemble_members``): each member is a run of its own in
-    ``run_dir/member<k>`` (resumable like any run) on its split from
-    ``splits.member_splits``. Returns the averaging model; the validation views'
-    probabilities, each photo scored by the member that never trained on it; and the
-    validation photos member 0 never saw (for the familiarity threshold); on a worker
-    that is not the chief, only the members' fine-tuning (None for the rest)."""
-    from mobile_derm.datasets.splits import member_splits
-
-    spec = config.spec
-    splits = member_splits(dataset, split, config.ensemble_members, seed=config.seed)
+    """An ensemble (``config.ensemble_members``): members trained on the same split, member k
+    with seed ``config.seed + k`` (its own head initialisation, augmentation, order and
+    dropout), each a run of its own in ``run_dir/member<k>`` (resumable like any run).
+    No member sees the validation part, so everything chosen after training (calibration,
+    the decision step, operating points, abstention) is chosen on the shipped average itself,
+    on photos it never trained on. Returns the averaging model (None on a worker that is
+    not the chief, which only takes part in the members' fine-tuning), and the members."""
     chief = distribute.is_chief(distribute.strategy_for(distribution.strategy))
     if chief:
         start_run(run_dir, split, config)
-    # members are plain models: the prior correction is chosen for the ensemble
-    member_config = dataclasses.replace(config, ensemble_members=1, logit_adjustment=0.0)
-    members, val_view_probs = [], None
-    row_of = {index: row for row, index in enumerate(split.val)}
-    for k, member_split in enumerate(splits):
-        print(f"== ensemble member {k + 1}/{len(splits)}: {len(member_split.train)} train / {len(member_split.val)} val")
-        member = train(dataset, member_config, run_dir / f"member{k}", taxonomy=taxonomy, split=member_split,
+    members = []
+    for k in range(config.ensemble_members):
+        print(f"== ensemble member {k + 1}/{config.ensemble_members} (seed {config.seed + k})")
+        # members are plain models: the decision step is chosen for the ensemble
+        member_config = dataclasses.replace(config, ensemble_members=1, logit_adjustment=0.0, seed=config.seed + k)
+        member = train(dataset, member_config, run_dir / f"member{k}", taxonomy=taxonomy, split=split,
                        cache_dir=cache_dir, progress=progress, distribution=distribution)
         members.append(member.model)
-        if not chief:
-            continue
-        held_out = view_stack(member.model, pixels[member_split.val], spec.mean, spec.std, config.test_time_views)
-        if val_view_probs is None:
-            val_view_probs = np.empty((held_out.shape[0], len(split.val), held_out.shape[2]), np.float32)
-        val_view_probs[:, [row_of[i] for i in member_split.val]] = held_out
     if not chief:
-        return None, None, None
+        return None, members
     model = ensemble_classifier(members)
     save_final_weights(model, run_dir / "weights.h5")
-    return model, val_view_probs, np.asarray(splits[0].val, dtype=np.int64)
+    return model, members
 
 
 def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, split=None, cache_dir=None, progress=True,
@@ -318,21 +308,20 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     x_train, y_train = pixels[idx_train], y_all[idx_train]
     x_val, y_val = pixels[idx_val], y_all[idx_val]
 
-    # Validation features for the familiarity threshold: an ensemble's are member 0's
-    # (the unfamiliarity score reads them), on the validation photos member 0 never saw.
-    # (The logit shift below changes only the heads, so these are the trained features.)
+    # An ensemble's features are member 0's (the unfamiliarity score reads them). (Calibration
+    # below changes only the heads, so these are the trained features.)
     if config.ensemble_members > 1:
-        model, val_view_probs, member0_held_out = _fit_members(dataset, config, run_dir, split, taxonomy, cache_dir,
-                                                               progress, pixels, distribution)
-        if not distribute.is_chief(strategy):
-            return TrainResult(run_dir, None, None, {})
-        familiarity_val_features = predict_probs(feature_extractor(model), pixels[member0_held_out], spec.mean, spec.std)
+        model, members = _fit_members(dataset, config, run_dir, split, taxonomy, cache_dir, progress, distribution)
     else:
         model = _fit_single(config, run_dir, split, x_train, y_train, x_val, y_val, n_classes, progress, distribution)
-        if not distribute.is_chief(strategy):
-            return TrainResult(run_dir, model, None, {})
-        familiarity_val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
-        val_view_probs = view_stack(model, x_val, spec.mean, spec.std, config.test_time_views, as_given=val_probs)
+        members = [model]
+    if not distribute.is_chief(strategy):
+        return TrainResult(run_dir, model if config.ensemble_members == 1 else None, None, {})
+    familiarity_val_features, val_probs = features_and_probs(model, x_val, spec.mean, spec.std)
+    # each member's views, stacked: calibration tempers each member and view before the
+    # average, as the folded heads of the shipped model do
+    val_view_probs = np.concatenate([view_stack(m, x_val, spec.mean, spec.std, config.test_time_views,
+                                                as_given=val_probs if m is model else None) for m in members])
 
     # ---- calibration and the decision step, then operating points, on validation; report on test
     # With test-time views the probabilities are averaged over views (mobile_derm.model.views),

@@ -10,7 +10,7 @@ import pytest
 
 from mobile_derm.datasets import sources as D
 from mobile_derm.errors import DataError
-from mobile_derm.datasets.splits import Split, grouped_kfold, member_splits, split_grouped
+from mobile_derm.datasets.splits import Split, grouped_kfold, split_grouped
 
 
 def make_dataset(spec: dict[str, tuple[int, int]], seed: int = 0, root: str = "/data") -> D.Dataset:
@@ -114,28 +114,6 @@ def test_kfold_covers_every_sample_once(toy):
     withval = grouped_kfold(toy, k=5, seed=0, with_val=True)
     assert withval[0].val == folds[1].test and withval[0].test == folds[0].test
     assert not set(withval[0].val) & set(withval[0].train)
-
-
-def test_member_splits_share_out_the_validation_part(toy):
-    toy = toy.drop_labels(["df", "vasc"])  # one validation group each: nothing to share out
-    split = split_grouped(toy, seed=0)
-    members = member_splits(toy, split, 2, seed=0)
-    shares = [m.val for m in members]
-    assert sorted(shares[0] + shares[1]) == sorted(split.val)
-    assert not _groups(toy, shares[0]) & _groups(toy, shares[1])
-    for k, member in enumerate(members):
-        member.check(toy)
-        assert member.test == split.test
-        assert member.train == sorted(split.train + shares[1 - k])  # the training part plus the other share
-        for c in ("nv", "mel", "bcc"):  # each share holds about half of each class's validation photos
-            share = member.class_counts(toy)["val"][c] / split.class_counts(toy)["val"][c]
-            assert abs(share - 0.5) < 0.1, (k, c, share)
-    assert member_splits(toy, split, 2, seed=0)[0].val == shares[0]  # deterministic
-    # one validation group of a class cannot be shared out
-    one_each = make_dataset({"nv": (40, 2), "df": (3, 1)})
-    split = split_grouped(one_each, seed=0)
-    with pytest.raises(DataError, match="class 'df' has 1 group.*2 ensemble members|2 ensemble members.*class 'df' has 1 group"):
-        member_splits(one_each, split, 2)
 
 
 def test_save_load_roundtrip_and_mismatch(tmp_path, toy):
