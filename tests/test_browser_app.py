@@ -183,10 +183,15 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bad_inputs")
     text = folder / "notes.jpg"
     text.write_text("not a photo, only text")
-    huge = _write(folder / "huge.jpg", np.full((10_000, 10_001, 3), 128, np.uint8), jpeg_quality=50)
+    # a real JPEG whose frame header says 10,001 x 10,000: the page refuses it from the header,
+    # as the Python decoder does, before decoding a pixel (and the test writes no 300 MB array)
+    small = _write(folder / "small.jpg", _scene(16, 16, 2)).read_bytes()
+    sof = small.index(b"\xff\xc0")
+    huge = folder / "huge.jpg"
+    huge.write_bytes(small[: sof + 5] + (10_000).to_bytes(2, "big") + (10_001).to_bytes(2, "big") + small[sof + 9:])
     heif = pillow_heif.from_bytes(mode="RGB", size=(64, 48), data=_scene(48, 64, 3).tobytes())
     heif.save(str(folder / "phone.heic"), quality=80)
-    large = _write(folder / "large.jpg", _scene(3000, 4000, 4), jpeg_quality=90)
+    large = _write(folder / "large.jpg", cv2.resize(_scene(300, 400, 4), (4000, 3000)), jpeg_quality=90)
     return {"text": text, "huge": huge, "heic": folder / "phone.heic", "large": large}
 
 
@@ -321,7 +326,7 @@ def gate_photos(tmp_path_factory) -> list[Path]:
     for i, kind in enumerate([None, "gaussian_blur", "underexpose", "overexpose", "noise", "jpeg", "downscale",
                               "motion_blur", "glare", None]):
         # the demo's generated lesions: skin the gate accepts when undamaged (BGR -> RGB)
-        image = np.ascontiguousarray(render_lesion_views(DEMO_CLASSES[i % 4], i, 1, 720, seed=i)[0][..., ::-1])
+        image = np.ascontiguousarray(render_lesion_views(DEMO_CLASSES[i % 4], i, 1, 480, seed=i)[0][..., ::-1])
         if kind:
             levels = degrade.DEGRADATIONS[kind]["levels"]
             image = degrade.apply(image, kind, levels[-1], seed=i)
