@@ -39,11 +39,13 @@ from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, ramp
 from mobile_derm_quality.gate_twin import (CROP_SIZE, DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES,
                                            REASON_CODES, SIZE_FIELDS, THUMBNAIL_SIZE, TINY_SIZE, GateTwinError)
 from mobile_derm_quality.not_skin import CHROMA_BINS, GRID, HUE_BINS, ORIENTATION_BINS
+from mobile_derm_quality.quiet import native_output_silenced
 
 SIGNATURE = gate_twin.SIGNATURE
 QUANTILE_MAX_N = 8192  # features._quantile's subsample size
 MOTION_BLUR_RATIO = 1.6  # gate._score_check: blur_h / blur_v beyond this is motion blur
-MAX_CLOSE_RADIUS = 6  # the ROI closing's kernel: max(3, (min side // 8) | 1) on a <= 96 px copy
+MAX_CLOSE_RADIUS = 6
+SIGMA_BOUND = 101.0  # above every blur estimate: 1 / sqrt(max(rho**2 - 1, 1e-4)) <= 100  # the ROI closing's kernel: max(3, (min side // 8) | 1) on a <= 96 px copy
 
 # raw values each check's ramps may name (gate.raw_values)
 _RAW_KEYS = {
@@ -94,10 +96,17 @@ def _reflect_index(tf, n, size: int, pad: int, mode: str):
     return tf.clip_by_value(j, 0, size - 1)
 
 
+def _gather_2d(tf, img, rows, cols):
+    """img[rows][:, cols]. Columns are gathered as the rows of the transpose: LiteRT gathers
+    whole rows several times faster than single columns."""
+    x = tf.gather(img, rows, axis=0)
+    return tf.transpose(tf.gather(tf.transpose(x), cols, axis=0))
+
+
 def _padded(tf, img, h, w, pad: int, mode: str):
     """[H, W] -> [H + 2 pad, W + 2 pad], borders reflected at the valid size (h, w)."""
-    x = tf.gather(img, _reflect_index(tf, h, img.shape[0], pad, mode), axis=0)
-    return tf.gather(x, _reflect_index(tf, w, img.shape[1], pad, mode), axis=1)
+    return _gather_2d(tf, img, _reflect_index(tf, h, img.shape[0], pad, mode),
+                      _reflect_index(tf, w, img.shape[1], pad, mode))
 
 
 def _correlate(tf, img, kernel: np.ndarray, h, w, mode: str):
@@ -319,16 +328,18 @@ def _close(tf, mask, valid, k):
     def grow(x):
         return tf.reshape(tf.nn.max_pool2d(_image(tf, x), 3, 1, "SAME"), x.shape)
 
+    # Growing past the photo's edge and back never reaches further than growing inside it (the
+    # photo is a rectangle), so only the complement needs the mask: outside stays no hole.
     x = mask * valid_f
-    dilated = x
+    dilated = 0.0
     for r in range(1, MAX_CLOSE_RADIUS + 1):
-        x = grow(x) * valid_f
-        dilated = tf.where(tf.equal(radius, r), x, dilated)
+        x = grow(x)
+        dilated = dilated + _f(tf, tf.equal(radius, r)) * x
     holes = (1.0 - dilated) * valid_f  # erosion = 1 - dilation of the complement (outside ignored)
-    eroded = holes
+    eroded = 0.0
     for r in range(1, MAX_CLOSE_RADIUS + 1):
-        holes = grow(holes) * valid_f
-        eroded = tf.where(tf.equal(radius, r), holes, eroded)
+        holes = grow(holes)
+        eroded = eroded + _f(tf, tf.equal(radius, r)) * holes
     return (1.0 - eroded) * valid_f
 
 
@@ -532,12 +543,12 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
 
     def roi_at(start: int, n: int):  # the ROI at grid points start, start + 2, ... (n per axis)
         ry, rx = iy[start : start + 2 * n : 2], ix[start : start + 2 * n : 2]
-        grown = tf.gather(tf.gather(roi_t, ry, axis=0), rx, axis=1)
+        grown = _gather_2d(tf, roi_t, ry, rx)
         window = centre_rows[start : start + 2 * n : 2][:, None] * centre_cols[start : start + 2 * n : 2][None, :]
         return tf.where(has_skin, grown, window)
 
     centre_f = centre_rows[:, None] * centre_cols[None, :]
-    roi = tf.where(has_skin, tf.gather(tf.gather(roi_t, iy, axis=0), ix, axis=1), centre_f)
+    roi = tf.where(has_skin, _gather_2d(tf, roi_t, iy, ix), centre_f)
 
     hue, sat, val = _hsv(tf, tiny)
     far_hue = tf.logical_and(hue > 30.0, hue < 160.0)
@@ -701,7 +712,8 @@ def build_gate_model(config: GateConfig, source=None) -> bytes:
     module = tf.Module()
     module.gate = gate_function(config)
     # through a SavedModel: the converter keeps its signature (named inputs and outputs) only then
-    with tempfile.TemporaryDirectory(prefix="mobile_derm_gate_") as tmp:
+    # the SavedModel loader and the MLIR converter log each step from C++
+    with tempfile.TemporaryDirectory(prefix="mobile_derm_gate_") as tmp, native_output_silenced():
         tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.gate.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=[SIGNATURE])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -743,12 +755,12 @@ def metadata(config: GateConfig) -> dict:
 def write_gate_model(config: GateConfig, path: str | Path, source=None) -> Path:
     """Build gate.tflite with its metadata and write it atomically; the file is read back
     (metadata and input contract) before it appears."""
+    data = build_gate_model(config, source)  # first: TensorFlow is imported quietly there (tflite-support imports it too)
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as _metadata_fb
     from tensorflow_lite_support.metadata.python import metadata as _metadata
 
     from mobile_derm.io_utils import atomic_path
 
-    data = build_gate_model(config, source)
     meta = metadata(config)
     model_md = _metadata_fb.ModelMetadataT()
     model_md.name = "mobile_derm photo-quality gate"
@@ -797,7 +809,8 @@ def _io_names(data: bytes) -> tuple[list[str], list[str]]:
     """Signature names of the subgraph's inputs and outputs, in the subgraph's tensor order."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=data)
+    with native_output_silenced():  # LiteRT announces its XNNPACK delegate
+        interpreter = Interpreter(model_content=data)
     runner = interpreter.get_signature_runner(SIGNATURE)
     by_index_in = {v["index"]: k for k, v in runner.get_input_details().items()}
     by_index_out = {v["index"]: k for k, v in runner.get_output_details().items()}

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -92,8 +93,6 @@ def synthetic_photos(n: int, seed: int = 0) -> Iterator[tuple[str, np.ndarray]]:
     """``n`` generated lesion photos (mobile_derm.datasets.synthetic) at sizes from a thumbnail
     to a large photo, square and not, plus the odd cases (a grey photo, a plain wall, a
     near-black frame, a tiny thumbnail)."""
-    import cv2
-
     from mobile_derm.datasets.synthetic import DEMO_CLASSES, render_lesion_views
 
     rng = np.random.default_rng(seed)
@@ -204,7 +203,8 @@ def render_markdown(rep: dict) -> str:
     lines = [f"# Gate parity: OpenCV gate vs gate.tflite ({rep['n']} photos)", "",
              f"- verdict agreement: **{rep['verdict_agreement']}**",
              f"- per-reason agreement, lowest: **{rep['reason_agreement_min']}**; every reason the same: {rep['all_reasons_agree']}",
-             f"- source: {rep.get('source', '')}", f"- gate model: {rep.get('gate_model', '')}", "",
+             f"- source: {rep.get('source', '')}", f"- gate model: {rep.get('gate_model', '')}",
+             f"- timing (ms, medians): {rep.get('timing', {})}", "",
              "| reason | agreement |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rep["reason_agreement"].items()]
     lines += ["", "| measurement | max abs error | p99 | mean |", "|---|---|---|---|"]
@@ -223,6 +223,32 @@ def render_markdown(rep: dict) -> str:
                          f"{','.join(d['opencv']['reasons'])} | {d['tflite']['decision']} {','.join(d['tflite']['reasons'])} "
                          f"| {checks} | {'yes' if d['borderline'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def timing(twin: GateTwin, size: tuple[int, int] = (3000, 4000), repeats: int = 200) -> dict:
+    """Medians (ms, this process's LiteRT threads) of the twin on its inputs, of making the inputs
+    from a decoded ``size`` photo (OpenCV: what an app does before it runs the twin), and of
+    the OpenCV gate on the same photo; the file's size."""
+    from mobile_derm_quality.gate import assess
+
+    rgb = cv2.resize(next(iter(synthetic_photos(1)))[1], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    config = twin.config
+
+    def median_ms(fn, n):
+        fn()
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return round(float(np.median(times)) * 1e3, 2)
+
+    inputs = twin_inputs(rgb, config.analysis_size, config.min_model_input)
+    return {"photo": f"{size[1]}x{size[0]}", "repeats": repeats,
+            "twin_ms": median_ms(lambda: twin.run(inputs), repeats),
+            "inputs_ms": median_ms(lambda: twin_inputs(rgb, config.analysis_size, config.min_model_input), max(20, repeats // 5)),
+            "opencv_gate_ms": median_ms(lambda: assess(rgb, config), max(20, repeats // 5)),
+            "file_bytes": twin.path.stat().st_size}
 
 
 def gate_parity(twin: GateTwin, out_dir: str | Path, data_root: str | Path | None = None, per_set: int = 60,
@@ -247,7 +273,8 @@ def gate_parity(twin: GateTwin, out_dir: str | Path, data_root: str | Path | Non
     start = time.perf_counter()
     rep = compare(twin, photo_variants(photos, per_photo, seed), progress, total=len(photos) * (1 + per_photo))
     rep.update({"source": source, "per_photo_variants": per_photo, "seed": seed, "gate_model": str(twin.path),
-                "unreadable": unreadable, "seconds": round(time.perf_counter() - start, 1)})
+                "unreadable": unreadable, "seconds": round(time.perf_counter() - start, 1),
+                "timing": timing(twin, repeats=100)})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / PARITY_JSON, json.dumps(rep, indent=2) + "\n")
