@@ -705,8 +705,16 @@ def gate_function(config: GateConfig):
     return gate
 
 
+def as_loaded(config: GateConfig, source=None) -> GateConfig:
+    """``config`` as every reader of the file gets it back: GateConfig.from_dict(to_dict()),
+    which fills in the default ramp terms a config leaves out. The graph is built from this,
+    so it computes what the packed config says (and what the OpenCV gate does with it)."""
+    return GateConfig.from_dict(config.to_dict(), source)
+
+
 def build_gate_model(config: GateConfig, source=None) -> bytes:
     """The gate's .tflite bytes (builtin ops only), without metadata."""
+    config = as_loaded(config, source)
     check_expressible(config, source)
     tf = _ops()
     module = tf.Module()
@@ -755,6 +763,7 @@ def metadata(config: GateConfig) -> dict:
 def write_gate_model(config: GateConfig, path: str | Path, source=None) -> Path:
     """Build gate.tflite with its metadata and write it atomically; the file is read back
     (metadata and input contract) before it appears."""
+    config = as_loaded(config, source)
     data = build_gate_model(config, source)  # first: TensorFlow is imported quietly there (tflite-support imports it too)
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as _metadata_fb
     from tensorflow_lite_support.metadata.python import metadata as _metadata

@@ -224,3 +224,26 @@ def test_export_writes_the_twin_and_predict_gates_with_it(tiny_demo, tmp_path):
     by_engine = {e: predictor.predict(str(photo), gate_engine=e).quality for e in ("opencv", "tflite")}
     assert by_engine["tflite"]["decision"] == by_engine["opencv"]["decision"]
     assert by_engine["tflite"]["reasons"] == by_engine["opencv"]["reasons"]
+
+
+def test_parity_with_another_config(tmp_path):
+    """The twin follows its config: another analysis size, warn-only checks, another threshold
+    and warning margin, and the colour rules instead of the skin-photo model."""
+    from mobile_derm_export.gate_model import write_gate_model
+    from mobile_derm_export.gate_parity import gate_parity
+
+    config = GateConfig.default()
+    config.analysis_size = 256
+    config.warn_only = ["noise", "framing"]
+    config.thresholds["sharpness"] = 0.45
+    config.warn_margin["exposure"] = 0.0
+    config.skin_model = None
+    config.ramps["not_skin"] = {"skin_fraction": {"good": 0.2, "bad": 0.0}, "hue_entropy": {"good": 2.0, "bad": 3.2},
+                                "colourful_fraction": {"good": 0.08, "bad": 0.3}}
+    twin = GateTwin(write_gate_model(config, tmp_path / "gate.tflite"))
+    # the config as any reader loads it (from_dict fills in left-out ramp terms), and the graph computes that
+    assert twin.config.to_dict() == GateConfig.from_dict(config.to_dict()).to_dict()
+    assert twin.config.analysis_size == 256 and twin.config.warn_only == ["noise", "framing"]
+    rep = gate_parity(twin, tmp_path, synthetic=8, per_photo=5, progress=False)
+    assert rep["verdict_agreement"] >= 0.99 and rep["reason_agreement_min"] >= 0.98, rep["disagreements"][:5]
+    assert len(rep["decisions"]) >= 2  # the set is not all one verdict
