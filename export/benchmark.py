@@ -149,8 +149,9 @@ def abstentions(info: ModelInfo, probs: np.ndarray, unfamiliarity: np.ndarray | 
     return rules
 
 
-def abstention_columns(info: ModelInfo, outputs: dict[str, dict[str, tuple]]) -> dict[str, dict]:
-    """Each variant's abstention against ``FLOAT_VARIANT``'s, photo by photo, on every set
+def abstention_columns(infos: dict[str, ModelInfo], outputs: dict[str, dict[str, tuple]]) -> dict[str, dict]:
+    """Each variant's abstention (by the rules of its own ModelInfo, ``infos[variant]``:
+    each file carries thresholds chosen on its own outputs) against ``FLOAT_VARIANT``'s, photo by photo, on every set
     together: ``abstention_agreement_with_float`` (the decision by either rule),
     ``unfamiliar_agreement_with_float`` (the unfamiliarity rule alone: the softmax rule
     abstains on most non-skin photos too and would hide a broken score),
@@ -164,7 +165,8 @@ def abstention_columns(info: ModelInfo, outputs: dict[str, dict[str, tuple]]) ->
         same: dict[str, list] = {}
         errors, per_set = [], {}
         for set_name, (probs, unfamiliarity) in by_set.items():
-            ours, theirs = abstentions(info, probs, unfamiliarity), abstentions(info, *reference[set_name])
+            ours = abstentions(infos[variant], probs, unfamiliarity)
+            theirs = abstentions(infos[FLOAT_VARIANT], *reference[set_name])
             row = {"n": int(len(probs)), "abstain_rate": float(np.mean(ours["either"]))}
             for rule in [r for r in ours if r in theirs]:
                 agree = ours[rule] == theirs[rule]
@@ -203,18 +205,23 @@ def run_benchmark(info: ModelInfo, test_pixels: np.ndarray, y_test: np.ndarray, 
     probs.update({variant: by_set["test"][0] for variant, by_set in outputs.items()})
     document = {"model": info.name, "backbone": info.backbone, "input_size": info.input_size,
                 "abstention_sets": {name: int(len(pixels)) for name, pixels in sets.items()}}
+    # each file is judged by its own metadata's thresholds (export chooses them on its outputs)
+    from mobile_derm.app.model_file import read_model_info
+
+    infos = {variant: read_model_info(path) for variant, path in models.items()}
     return write_benchmark(document, info, probs, y_test, models, out_dir,
                            reference=KERAS_FLOAT if keras_probs is not None else None,
                            latency_reference="float32", latency_runs=latency_runs,
-                           extra_columns=abstention_columns(info, outputs))
+                           extra_columns=abstention_columns(infos, outputs), infos=infos)
 
 
 def write_benchmark(document: dict, info: ModelInfo, probs: dict[str, np.ndarray], y_test: np.ndarray,
                     models: dict[str, Path], out_dir: str | Path, reference: str | None, latency_reference: str | None,
-                    latency_runs: int = LATENCY_RUNS, extra_columns: dict[str, dict] | None = None) -> dict:
-    """One row per entry of ``probs`` (accuracy columns against ``y_test``; agreement
-    with ``reference``'s top-1), file size and latency for those in ``models``, and the
-    ``extra_columns`` given per row; writes
+                    latency_runs: int = LATENCY_RUNS, extra_columns: dict[str, dict] | None = None,
+                    infos: dict[str, ModelInfo] | None = None) -> dict:
+    """One row per entry of ``probs`` (accuracy columns against ``y_test``, by the row's own
+    ModelInfo in ``infos`` where given, else ``info``; agreement with ``reference``'s
+    top-1), file size and latency for those in ``models``, and the ``extra_columns`` given per row; writes
     benchmark.json, .md and .png into ``out_dir`` and returns the document
     (``document``'s header fields plus ``n_test`` and ``variants``)."""
     out_dir = Path(out_dir)
@@ -222,7 +229,7 @@ def write_benchmark(document: dict, info: ModelInfo, probs: dict[str, np.ndarray
     agree_with = info.decide(probs[reference]) if reference is not None else None
     results: dict[str, dict] = {}
     for name, p in probs.items():
-        report = evaluate_probs(p, y_test, info)
+        report = evaluate_probs(p, y_test, (infos or {}).get(name, info))
         row = {k: report[k] for k in ("top1", "top3", "balanced_accuracy", "malignancy_auc", "ece")}
         row["n_test"] = int(len(y_test))
         if agree_with is not None:

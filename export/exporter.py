@@ -74,31 +74,26 @@ def export_variants(model, info: ModelInfo, out_dir: str | Path, variants, calib
             bar.set_postfix_str("qat_int8")
             converted["qat_int8"] = convert(qat_model, "qat_int8", representative, io_type)
             bar.update()
+    infos = {variant: info for variant in converted}
+    if card is not None and card.val_pixels is not None and len(card.val_pixels):
+        infos = thresholds_per_variant(converted, info, card)
     quantization = subgroups = None
     if card is not None:
-        quantization, test_probs = measure_variants(converted, info, card.test_pixels, card.y_test)
+        quantization, test_probs = measure_variants(converted, infos, card.test_pixels, card.y_test)
         subgroups = model_card.subgroup_table(card.dataset, card.split.test, test_probs, card.y_test, card.test_groups(), info)
     text = model_card.render(info, card, quantization, subgroups)
     atomic_write_text(out_dir / MODEL_CARD_FILENAME, text)
-    return {variant: write_model_file(out_dir / f"{variant}.tflite", data, info, text)
+    return {variant: write_model_file(out_dir / f"{variant}.tflite", data, infos[variant], text)
             for variant, data in converted.items()}
 
 
-def measure_variants(converted: dict[str, bytes], info: ModelInfo, test_pixels: np.ndarray,
-                     y_test: np.ndarray) -> tuple[dict[str, dict], np.ndarray]:
-    """Each converted variant on the test split and on generated non-skin images, against
-    float32 (the first variant if float32 was not exported): size, top-1, balanced accuracy,
-    top-1 agreement and the benchmark's abstention columns. Returns the rows and the
-    reference variant's test probabilities (for the card's subgroups)."""
+def _variant_outputs(converted: dict[str, bytes], info: ModelInfo, sets: dict[str, np.ndarray]) -> dict[str, dict]:
+    """variant -> set name -> (probs, unfamiliarity) of each converted file on LiteRT."""
     import tempfile
 
     from mobile_derm.app.predict import LiteRTModel
-    from mobile_derm.evaluation import metrics
-    from mobile_derm.model.familiarity import non_skin_images
-    from mobile_derm_export.benchmark import FLOAT_VARIANT, NON_SKIN_SET, abstention_columns, tflite_outputs
+    from mobile_derm_export.benchmark import tflite_outputs
 
-    sets = {"test": test_pixels, NON_SKIN_SET: non_skin_images(info.input_size)}
-    reference = FLOAT_VARIANT if FLOAT_VARIANT in converted else next(iter(converted))
     outputs = {}
     with tempfile.TemporaryDirectory(prefix="mobile_derm_measure_") as tmp:
         for variant, data in converted.items():
@@ -106,8 +101,49 @@ def measure_variants(converted: dict[str, bytes], info: ModelInfo, test_pixels: 
             path.write_bytes(data)
             runner = LiteRTModel(path, info.mean, info.std, num_threads=2)
             outputs[variant] = {name: tflite_outputs(runner, pixels, progress=False) for name, pixels in sets.items()}
+    return outputs
+
+
+def thresholds_per_variant(converted: dict[str, bytes], info: ModelInfo, card) -> dict[str, ModelInfo]:
+    """Each variant's ModelInfo with its operating points and abstention threshold chosen
+    again on its own validation outputs, with the run's targets: the thresholds an app
+    applies are chosen on the scores of the file it runs (an integer model's probabilities
+    sit on a grid of 1/256 and cannot reach a float threshold such as 0.9999). Only the
+    thresholds differ; the decision step and calibration are the run's."""
+    import dataclasses
+
+    from mobile_derm.evaluation.report import operating_points
+    from mobile_derm.training.config import TrainConfig
+
+    config = TrainConfig.load(Path(card.run_dir) / "train_config.json")
+    outputs = _variant_outputs(converted, info, {"val": card.val_pixels})
+    infos = {}
+    for variant, by_set in outputs.items():
+        points = operating_points(by_set["val"][0], card.y_val, info.malignant_mask(), config)
+        infos[variant] = dataclasses.replace(info, malignancy_thresholds=points["malignancy_thresholds"],
+                                             malignancy_targets=points["malignancy_targets"],
+                                             ood_threshold=points["ood_threshold"])
+    return infos
+
+
+def measure_variants(converted: dict[str, bytes], infos: dict[str, ModelInfo], test_pixels: np.ndarray,
+                     y_test: np.ndarray) -> tuple[dict[str, dict], np.ndarray]:
+    """Each converted variant (with its ModelInfo, ``infos``) on the test split and on
+    generated non-skin images, against float32 (the first variant if float32 was not
+    exported): size, top-1, balanced accuracy, top-1 agreement and the benchmark's
+    abstention columns. Returns the rows and the reference variant's test probabilities
+    (for the card's subgroups)."""
+    from mobile_derm.evaluation import metrics
+    from mobile_derm.model.familiarity import non_skin_images
+    from mobile_derm_export.benchmark import FLOAT_VARIANT, NON_SKIN_SET, abstention_columns
+
+    reference = FLOAT_VARIANT if FLOAT_VARIANT in converted else next(iter(converted))
+    info = infos[reference]
+    outputs = _variant_outputs(converted, info, {"test": test_pixels, NON_SKIN_SET: non_skin_images(info.input_size)})
     # abstention_columns compares with float32; rename the reference if float32 was not exported
-    abstention = abstention_columns(info, {(FLOAT_VARIANT if v == reference else v): o for v, o in outputs.items()})
+    renamed = {(FLOAT_VARIANT if v == reference else v): v for v in outputs}
+    abstention = abstention_columns({name: infos[v] for name, v in renamed.items()},
+                                    {name: outputs[v] for name, v in renamed.items()})
     reference_probs = outputs[reference]["test"][0]
     rows = {}
     for variant, by_set in outputs.items():
@@ -116,6 +152,7 @@ def measure_variants(converted: dict[str, bytes], info: ModelInfo, test_pixels: 
         rows[variant] = {"size_bytes": len(converted[variant]), "top1": float(np.mean(pred == y_test)),
                          "balanced_accuracy": metrics.balanced_accuracy(y_test, pred, probs.shape[1]),
                          "agreement_with_float": float(np.mean(pred == info.decide(reference_probs))),
+                         "ood_threshold": infos[variant].ood_threshold,
                          **abstention.get(FLOAT_VARIANT if variant == reference else variant, {})}
         rows[variant].pop("abstention_by_set", None)
     return rows, reference_probs

@@ -36,20 +36,23 @@ NOT_A_MEDICAL_DEVICE = ("**Not a medical device.** Decision support for research
 
 @dataclass
 class ModelCardContext:
-    """What the exporter needs to write a card: the run folder (its eval/report.json),
-    the data set it was trained on, its saved split, and the test split's pixels and labels."""
+    """What the exporter needs from the run: the run folder (its eval/report.json and
+    train_config.json), the data set it was trained on, its saved split, and the validation
+    (each variant's thresholds are chosen there) and test split's pixels and labels."""
 
     run_dir: Path
     dataset: object  # mobile_derm.datasets.sources.Dataset
     split: object  # mobile_derm.datasets.splits.Split
     test_pixels: np.ndarray
     y_test: np.ndarray
+    val_pixels: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @classmethod
     def for_run(cls, run_dir, dataset, split, pixels: np.ndarray, y: np.ndarray) -> "ModelCardContext":
         """From the whole data set's pixels and label indices, as ``run_arrays`` gives them."""
-        test = np.asarray(split.test, dtype=np.int64)
-        return cls(Path(run_dir), dataset, split, pixels[test], np.asarray(y)[test])
+        test, val = (np.asarray(part, dtype=np.int64) for part in (split.test, split.val))
+        return cls(Path(run_dir), dataset, split, pixels[test], np.asarray(y)[test], pixels[val], np.asarray(y)[val])
 
     def test_report(self) -> dict | None:
         path = Path(self.run_dir) / "eval" / "report.json"

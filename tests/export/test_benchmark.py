@@ -180,7 +180,7 @@ def test_abstention_columns_compare_each_rule_with_float_photo_by_photo():
                  "not_skin": (np.array([sure, sure]), np.array([0.9, 0.8]))}
     # a variant whose score is stuck low: it misses both unfamiliar photos of not_skin and one of test
     stuck = {"test": (reference["test"][0], np.full(4, 0.02)), "not_skin": (reference["not_skin"][0], np.full(2, 0.02))}
-    columns = abstention_columns(info, {"float32": reference, "int8": stuck})
+    columns = abstention_columns({"float32": info, "int8": info}, {"float32": reference, "int8": stuck})
     assert columns["float32"]["abstention_agreement_with_float"] == 1.0
     assert columns["float32"]["unfamiliarity_mae_vs_float"] == 0.0
     int8 = columns["int8"]
@@ -190,6 +190,25 @@ def test_abstention_columns_compare_each_rule_with_float_photo_by_photo():
     assert by_set["not_skin"]["abstention_agreement_with_float"] == 0.0 and by_set["not_skin"]["abstain_rate"] == 0.0
     assert by_set["test"]["low_confidence_agreement_with_float"] == 1.0
     assert by_set["not_skin"]["unfamiliarity_mae_vs_float"] == pytest.approx((0.88 + 0.78) / 2)
+    # each variant is judged by its own file's thresholds: int8's own lower threshold keeps photo 3
+    lower = ModelInfo(**{**info.to_dict(), "ood_threshold": 0.5})
+    columns = abstention_columns({"float32": info, "int8": lower}, {"float32": reference, "int8": reference})
+    assert columns["int8"]["abstention_by_set"]["test"]["low_confidence_agreement_with_float"] == pytest.approx(3 / 4)
+
+
+def test_each_exported_file_carries_thresholds_chosen_on_its_own_outputs(tiny_demo):
+    """The demo's int8 file once abstained on every photo: its float32 twin's abstention
+    threshold (0.99986) was above the largest probability a uint8 output can hold (255/256).
+    Export now chooses each file's thresholds on that file's validation outputs."""
+    import json
+
+    from mobile_derm.app.model_file import read_model_info
+
+    int8 = read_model_info(tiny_demo / "int8.tflite")
+    assert int8.ood_threshold <= 255 / 256
+    assert int8.malignancy_targets == read_model_info(tiny_demo / "float32.tflite").malignancy_targets
+    rows = json.loads((tiny_demo / "benchmark.json").read_text())["variants"]
+    assert rows["int8"]["abstention_by_set"]["test"]["abstain_rate"] < 0.5
 
 
 def test_the_demo_int8_model_keeps_its_unfamiliarity_score(tiny_demo):
