@@ -144,15 +144,15 @@ def input_throughput(out: Path, size: int, batch_size: int, epochs: int = 3) -> 
     and streamed from TFRecord shards, on 600 generated 200 px JPEGs (written under ``out``)."""
     import numpy as np
 
-    from mobile_derm.api import load_dataset
     from mobile_derm.datasets.shards import read_shards, write_shards
+    from mobile_derm.datasets.sources import load
     from mobile_derm.datasets.synthetic import generate_demo_dataset
     from mobile_derm.training.pipeline import training_dataset
     from mobile_derm.training.runs import training_images
 
     if not (out / "data" / "labels.csv").is_file():
         generate_demo_dataset(out / "data", lesions_per_class=20, views_per_lesion=5, size=200)
-    source = load_dataset(out / "data")
+    source = load(out / "data" / "labels.csv")
     if not (out / "shards" / "manifest.json").is_file():
         write_shards(source, out / "shards", images_per_shard=100, progress=False)
     rows = []
