@@ -34,18 +34,17 @@ import numpy as np
 
 from mobile_derm_quality import gate_twin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.features import MAX_BLUR, REFERENCE_SIZE, SKIN_MIN_PIXELS
-from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, ramp
-from mobile_derm_quality.gate_twin import (CROP_SIZE, DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES,
-                                           REASON_CODES, SIZE_FIELDS, THUMBNAIL_SIZE, TINY_SIZE, GateTwinError)
+from mobile_derm_quality.features import (MAX_BLUR, MIN_ANALYSIS_SIDE, NATIVE_CROP_SIZE, QUANTILE_MAX_N, REFERENCE_SIZE,
+                                          SKIN_MIN_PIXELS, TINY_SIZE)
+from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, MOTION_BLUR_RATIO, ramp
+from mobile_derm_quality.gate_twin import (DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES, REASON_CODES,
+                                           SIZE_FIELDS, THUMBNAIL_SIZE, GateTwinError)
 from mobile_derm_quality.not_skin import CHROMA_BINS, GRID, HUE_BINS, ORIENTATION_BINS
 from mobile_derm_quality.quiet import native_output_silenced
 
 SIGNATURE = gate_twin.SIGNATURE
-QUANTILE_MAX_N = 8192  # features._quantile's subsample size
-MOTION_BLUR_RATIO = 1.6  # gate._score_check: blur_h / blur_v beyond this is motion blur
-MAX_CLOSE_RADIUS = 6
-SIGMA_BOUND = 101.0  # above every blur estimate: 1 / sqrt(max(rho**2 - 1, 1e-4)) <= 100  # the ROI closing's kernel: max(3, (min side // 8) | 1) on a <= 96 px copy
+# the ROI closing's largest radius: its kernel is max(3, (short side // 8) | 1) on the tiny copy
+MAX_CLOSE_RADIUS = max(3, (TINY_SIZE // 8) | 1) // 2
 
 # raw values each check's ramps may name (gate.raw_values)
 _RAW_KEYS = {
@@ -424,7 +423,7 @@ def _blockiness(tf, crop_rgb, ch, cw):
     """features._blockiness on the native crop (valid ch x cw): steps across 8x8 block borders
     against all steps; the masked means as matrix products."""
     g = _image(tf, _grey(tf, crop_rgb))
-    c = CROP_SIZE
+    c = NATIVE_CROP_SIZE
     step = np.array([-1.0, 1.0], np.float32)
     dx = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(1, 2, 1, 1)), 1, "VALID"), [c, c - 1]))
     dy = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(2, 1, 1, 1)), 1, "VALID"), [c - 1, c]))
@@ -743,11 +742,11 @@ def metadata(config: GateConfig) -> dict:
                         f"{config.analysis_size}) when k >= 2, then exact 2x INTER_LINEAR halvings while the long side >= "
                         f"{2 * config.analysis_size}, then one INTER_AREA resize to a long side of {config.analysis_size} "
                         f"(round(side * scale)); never enlarged; then INTER_NEAREST up to at least "
-                        f"{gate_twin.MIN_ANALYSIS_SIDE} px per side",
+                        f"{MIN_ANALYSIS_SIDE} px per side",
             "tiny": f"the same shrink of the analysis copy to {TINY_SIZE}",
             "thumbnail": f"cv2.resize(analysis copy, ({THUMBNAIL_SIZE}, {THUMBNAIL_SIZE}), INTER_AREA)",
-            "native_crop": f"the decoded photo at y0 = max(0, (height - {CROP_SIZE}) // 2) // 8 * 8 (x0 alike), up to "
-                           f"{CROP_SIZE} px",
+            "native_crop": f"the decoded photo at y0 = max(0, (height - {NATIVE_CROP_SIZE}) // 2) // 8 * 8 (x0 alike), "
+                           f"up to {NATIVE_CROP_SIZE} px",
             "padding": "each copy top-left in its tensor, the rest zero; RGB, uint8",
         },
         "outputs": {"measurements": list(MEASUREMENT_NAMES), "scores": list(CHECK_NAMES), "passed": list(CHECK_NAMES),

@@ -19,9 +19,13 @@ import numpy as np
 from mobile_derm_quality.not_skin import describe, thumbnail
 
 SKIN_MIN_PIXELS = 64
+QUANTILE_MAX_N = 8192  # _quantile sorts a strided subsample of at most about this many values
+MIN_ANALYSIS_SIDE = 16  # a thumbnail's analysis copy is grown to this: measure something (resolution rejects it anyway)
+TINY_SIZE = 96  # the colour decisions' copy: 4x4 averaging removes sensor noise from chromaticity
+NATIVE_CROP_SIZE = 256  # the centre crop JPEG blockiness is measured on, at native resolution
 
 
-def _quantile(values: np.ndarray, q: float, max_n: int = 8192) -> float:
+def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> float:
     """Percentile ``q`` (0-100) of a strided subsample: exact enough, much faster than a full sort."""
     v = values.ravel()
     if v.size > max_n:
@@ -65,6 +69,27 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
     if s < 1.0:
         x = cv2.resize(x, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     return x
+
+
+def analysis_copy(rgb: np.ndarray, analysis_size: int) -> np.ndarray:
+    """The copy every measurement but blockiness is made on: ``shrink(rgb, analysis_size)``,
+    grown by nearest neighbour to at least MIN_ANALYSIS_SIDE px per side."""
+    small = shrink(rgb, analysis_size)
+    if min(small.shape[:2]) < MIN_ANALYSIS_SIDE:
+        small = cv2.resize(small, (max(MIN_ANALYSIS_SIDE, small.shape[1]), max(MIN_ANALYSIS_SIDE, small.shape[0])),
+                           interpolation=cv2.INTER_NEAREST)
+    return small
+
+
+def native_crop_origin(size: int) -> int:
+    """Where the native crop starts along an axis of ``size`` px: centred, on the 8 px JPEG block grid."""
+    return max(0, (size - NATIVE_CROP_SIZE) // 2) // 8 * 8
+
+
+def native_crop(image: np.ndarray) -> np.ndarray:
+    """The centre crop blockiness is measured on: NATIVE_CROP_SIZE px per side, or to the edge."""
+    y0, x0 = native_crop_origin(image.shape[0]), native_crop_origin(image.shape[1])
+    return image[y0 : y0 + NATIVE_CROP_SIZE, x0 : x0 + NATIVE_CROP_SIZE]
 
 
 @dataclass
@@ -183,10 +208,7 @@ def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
 def _blockiness(gray_native: np.ndarray) -> float:
     """Strength of 8x8 JPEG block edges: mean step across block borders minus the mean step
     elsewhere, relative to the mean step (0 for an unblocked image)."""
-    h, w = gray_native.shape[:2]
-    c = 256
-    y0, x0 = max(0, (h - c) // 2) // 8 * 8, max(0, (w - c) // 2) // 8 * 8
-    crop = gray_native[y0 : y0 + c, x0 : x0 + c].astype(np.float32)
+    crop = native_crop(gray_native).astype(np.float32)
     if crop.shape[0] < 32 or crop.shape[1] < 32:
         return 0.0
     dx = np.abs(np.diff(crop, axis=1))
@@ -204,13 +226,10 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     (a not_skin.SkinCheck) adds its distance; ``descriptor=False`` skips the hand-made
     not-skin descriptor when the config does not use it (``gate.measure_for`` decides)."""
     h0, w0 = rgb.shape[:2]
-    small = shrink(rgb, analysis_size)
-    if min(small.shape[:2]) < 16:  # thumbnails: measure something; resolution rejects them anyway
-        small = cv2.resize(small, (max(16, small.shape[1]), max(16, small.shape[0])), interpolation=cv2.INTER_NEAREST)
+    small = analysis_copy(rgb, analysis_size)
     h, w = small.shape[:2]
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    # Colour decisions on a ~96 px copy: 4x4 averaging removes sensor noise from chromaticity.
-    tiny = shrink(small, 96) if max(h, w) > 96 else small
+    tiny = shrink(small, TINY_SIZE)  # for the colour decisions (shrink never enlarges)
     grey_photo = bool(
         cv2.absdiff(tiny[:, :, 0], tiny[:, :, 1]).max() <= 3 and cv2.absdiff(tiny[:, :, 2], tiny[:, :, 1]).max() <= 3
     )
@@ -278,10 +297,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     if (h0, w0) == (h, w):
         gray_native = gray
     else:
-        cy, cx = h0 // 2, w0 // 2
-        y0, x0 = max(0, cy - 128) // 8 * 8, max(0, cx - 128) // 8 * 8
-        crop = rgb[y0 : y0 + 256, x0 : x0 + 256]
-        gray_native = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
+        gray_native = cv2.cvtColor(np.ascontiguousarray(native_crop(rgb)), cv2.COLOR_RGB2GRAY)
     blockiness = _blockiness(gray_native)
 
     return Measurements(

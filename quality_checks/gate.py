@@ -33,6 +33,7 @@ GUIDANCE = {
 # Checks whose verdict depends on brightness being sane; when exposure fails, their failure is
 # reported as inconclusive (applicable=False) instead of adding a misleading reason.
 _DEPENDENT = ("framing", "not_skin")
+MOTION_BLUR_RATIO = 1.6  # blur along one axis over blur along the other beyond this: motion blur
 
 
 @dataclass
@@ -178,7 +179,7 @@ def _score_check(name: str, raw: dict, config: GateConfig) -> tuple[float, str]:
     reason = _REASONS.get((name, best_key), name)
     if name == "sharpness" and raw["blur_h"] > 0 and raw["blur_v"] > 0:
         ratio = max(raw["blur_h"], raw["blur_v"]) / min(raw["blur_h"], raw["blur_v"])
-        if ratio > 1.6:
+        if ratio > MOTION_BLUR_RATIO:
             reason = "motion_blur"
     return best, reason
 
@@ -219,18 +220,10 @@ def verdict_from_measurements(
         for n in _DEPENDENT:
             if not by[n].passed:
                 by[n].applicable = False
-    failing = [c for c in results if c.applicable and not c.passed]
+    failing, warned = failing_and_warned(results, config.warn_only)
     rejecting = [c for c in failing if c.name not in config.warn_only]
-    warned = [c for c in results if c.applicable and (c.warn or (not c.passed and c.name in config.warn_only))]
     decision = "reject" if rejecting else ("warn" if warned or failing else "accept")
-    reasons: list[str] = []
-    guidance: list[str] = []
-    for c in failing + [c for c in warned if c not in failing]:
-        if c.reason and c.reason not in reasons:
-            reasons.append(c.reason)
-            g = GUIDANCE.get(c.reason)
-            if g and g not in guidance:
-                guidance.append(g)
+    reasons, guidance = reasons_and_guidance(results, config.warn_only)
     return Verdict(
         decision=decision,
         checks=results,
@@ -241,6 +234,41 @@ def verdict_from_measurements(
         config_version=config.version,
         path=path,
     )
+
+
+def failing_and_warned(checks: list[CheckResult], warn_only) -> tuple[list[CheckResult], list[CheckResult]]:
+    """The judged checks that failed, and those that warn (within their warn margin, or
+    failed but ``warn_only``)."""
+    failing = [c for c in checks if c.applicable and not c.passed]
+    warned = [c for c in checks if c.applicable and (c.warn or (not c.passed and c.name in warn_only))]
+    return failing, warned
+
+
+def reasons_and_guidance(checks: list[CheckResult], warn_only) -> tuple[list[str], list[str]]:
+    """The verdict's reason codes (failing checks first, then warnings) and their guidance, each once."""
+    failing, warned = failing_and_warned(checks, warn_only)
+    reasons: list[str] = []
+    guidance: list[str] = []
+    for c in failing + [c for c in warned if c not in failing]:
+        if c.reason and c.reason not in reasons:
+            reasons.append(c.reason)
+            g = GUIDANCE.get(c.reason)
+            if g and g not in guidance:
+                guidance.append(g)
+    return reasons, guidance
+
+
+def with_photo_facts(verdict: Verdict, photo: DecodedPhoto) -> Verdict:
+    """``verdict`` on the decoded ``photo``'s pixels, completed with what only the file tells: the
+    photo's own size (the decode may be reduced) and a ``transparent`` warning when it had
+    transparent pixels (judged on neutral grey)."""
+    verdict.width, verdict.height = photo.width, photo.height
+    if photo.had_transparency:
+        verdict.reasons.append("transparent")
+        verdict.guidance.append(GUIDANCE["transparent"])
+        if verdict.decision == "accept":
+            verdict.decision = "warn"
+    return verdict
 
 
 def _as_rgb(rgb) -> np.ndarray:
@@ -275,14 +303,7 @@ def assess_photo(photo: DecodedPhoto, config: GateConfig | None = None, min_mode
                  path: str | None = None) -> Verdict:
     """Judge a decoded photo file: ``assess`` on its pixels, with the photo's own size reported
     (the decode may be reduced) and a ``transparent`` warning when it had transparent pixels."""
-    verdict = assess(photo.rgb, config, min_model_input, path=path)
-    verdict.width, verdict.height = photo.width, photo.height
-    if photo.had_transparency:
-        verdict.reasons.append("transparent")
-        verdict.guidance.append(GUIDANCE["transparent"])
-        if verdict.decision == "accept":
-            verdict.decision = "warn"
-    return verdict
+    return with_photo_facts(assess(photo.rgb, config, min_model_input, path=path), photo)
 
 
 def check_photo(

@@ -38,8 +38,11 @@ import numpy as np
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.decode import DecodedPhoto, read_photo
 from mobile_derm_quality.errors import QualityCheckError
-from mobile_derm_quality.features import Measurements, shrink
-from mobile_derm_quality.gate import GUIDANCE, CheckResult, Verdict, raw_values
+# the contract's sizes, named here too for the modules that speak the contract (web_app)
+from mobile_derm_quality.features import (MIN_ANALYSIS_SIDE, NATIVE_CROP_SIZE, TINY_SIZE, Measurements, analysis_copy,
+                                          native_crop, shrink)
+from mobile_derm_quality.gate import (GUIDANCE, CheckResult, Verdict, raw_values, reasons_and_guidance,
+                                      with_photo_facts)
 from mobile_derm_quality.not_skin import INPUT_SIZE as THUMBNAIL_SIZE
 
 CONTRACT_VERSION = 1
@@ -48,9 +51,6 @@ MODEL_FILENAME = "gate.tflite"
 SIGNATURE = "gate"  # the file's one signature
 # the key in a classifier's packed gate config (ModelInfo.gate_config) naming the twin beside it
 CONFIG_POINTER_KEY = "tflite_model"
-TINY_SIZE = 96  # features.measure: shrink(small, 96) for the colour decisions
-CROP_SIZE = 256  # features.measure / _blockiness: the native-resolution centre crop
-MIN_ANALYSIS_SIDE = 16  # features.measure grows a thumbnail's analysis copy to this
 SIZE_FIELDS = ("photo_height", "photo_width", "analysis_height", "analysis_width", "tiny_height", "tiny_width",
                "crop_height", "crop_width", "min_model_input")
 INPUT_NAMES = ("analysis", "tiny", "thumbnail", "native_crop", "sizes")
@@ -69,20 +69,6 @@ class GateTwinError(QualityCheckError):
     """A gate.tflite that cannot be used (missing, not a twin, wrong contract), or inputs that do not fit it."""
 
 
-def analysis_copy(rgb: np.ndarray, analysis_size: int) -> np.ndarray:
-    """The analysis copy ``features.measure`` makes (see the module docstring)."""
-    small = shrink(rgb, analysis_size)
-    if min(small.shape[:2]) < MIN_ANALYSIS_SIDE:
-        small = cv2.resize(small, (max(MIN_ANALYSIS_SIDE, small.shape[1]), max(MIN_ANALYSIS_SIDE, small.shape[0])),
-                           interpolation=cv2.INTER_NEAREST)
-    return small
-
-
-def crop_origin(size: int) -> int:
-    """Where the native crop starts along an axis of ``size`` px (8-aligned, centred)."""
-    return max(0, (size - CROP_SIZE) // 2) // 8 * 8
-
-
 def _padded(image: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros((1, size, size, 3), np.uint8)
     out[0, : image.shape[0], : image.shape[1]] = image
@@ -96,11 +82,10 @@ def twin_inputs(rgb: np.ndarray, analysis_size: int, min_model_input: int) -> di
     small = analysis_copy(rgb, analysis_size)
     tiny = shrink(small, TINY_SIZE)
     thumb = cv2.resize(small, (THUMBNAIL_SIZE, THUMBNAIL_SIZE), interpolation=cv2.INTER_AREA)
-    y0, x0 = crop_origin(h0), crop_origin(w0)
-    crop = rgb[y0 : y0 + CROP_SIZE, x0 : x0 + CROP_SIZE]
+    crop = native_crop(rgb)
     sizes = (h0, w0, *small.shape[:2], *tiny.shape[:2], *crop.shape[:2], min_model_input)
     return {"analysis": _padded(small, analysis_size), "tiny": _padded(tiny, TINY_SIZE),
-            "thumbnail": thumb[None].astype(np.uint8), "native_crop": _padded(crop, CROP_SIZE),
+            "thumbnail": thumb[None].astype(np.uint8), "native_crop": _padded(crop, NATIVE_CROP_SIZE),
             "sizes": np.asarray([sizes], np.int32)}
 
 
@@ -128,7 +113,7 @@ def input_shapes(analysis_size: int) -> dict[str, tuple[tuple[int, ...], str]]:
     """Each input's shape and dtype for a config's analysis_size."""
     return {"analysis": ((1, analysis_size, analysis_size, 3), "uint8"), "tiny": ((1, TINY_SIZE, TINY_SIZE, 3), "uint8"),
             "thumbnail": ((1, THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8"),
-            "native_crop": ((1, CROP_SIZE, CROP_SIZE, 3), "uint8"), "sizes": ((1, len(SIZE_FIELDS)), "int32")}
+            "native_crop": ((1, NATIVE_CROP_SIZE, NATIVE_CROP_SIZE, 3), "uint8"), "sizes": ((1, len(SIZE_FIELDS)), "int32")}
 
 
 class GateTwin:
@@ -183,15 +168,8 @@ class GateTwin:
         return self.verdict(out, mmi, path)
 
     def assess_photo(self, photo: DecodedPhoto, min_model_input: int | None = None, path: str | None = None) -> Verdict:
-        # as gate.assess_photo: the photo's own size, and a warning for transparent pixels
-        verdict = self.assess(photo.rgb, min_model_input, path)
-        verdict.width, verdict.height = photo.width, photo.height
-        if photo.had_transparency:
-            verdict.reasons.append("transparent")
-            verdict.guidance.append(GUIDANCE["transparent"])
-            if verdict.decision == "accept":
-                verdict.decision = "warn"
-        return verdict
+        """As ``gate.assess_photo``: the photo's own size, and a warning for transparent pixels."""
+        return with_photo_facts(self.assess(photo.rgb, min_model_input, path), photo)
 
     def check_photo(self, path: str | Path, min_model_input: int | None = None) -> Verdict:
         photo = read_photo(path, max_pixels=self.config.max_pixels, min_long_side=self.config.decode_min_long_side)
@@ -211,14 +189,7 @@ class GateTwin:
                                        reason=reason, guidance=GUIDANCE.get(reason) if reason else None,
                                        threshold=float(self.config.thresholds.get(name, 0.5)), warn=bool(out["warn"][i]),
                                        applicable=bool(out["applicable"][i]), raw=dict(raws[name])))
-        failing = [c for c in results if c.applicable and not c.passed]
-        warned = [c for c in results if c.applicable and (c.warn or (not c.passed and c.name in self.config.warn_only))]
-        reasons, guidance = [], []
-        for c in failing + [c for c in warned if c not in failing]:
-            if c.reason and c.reason not in reasons:
-                reasons.append(c.reason)
-                if GUIDANCE[c.reason] not in guidance:
-                    guidance.append(GUIDANCE[c.reason])
+        reasons, guidance = reasons_and_guidance(results, self.config.warn_only)
         flagged = {REASON_CODES[i] for i, f in enumerate(out["reason_flags"]) if f}
         if flagged != set(reasons):  # the graph's flags and its per-check reasons are one computation
             raise GateTwinError(self.path, f"reason flags {sorted(flagged)} disagree with the checks' reasons {reasons}")
