@@ -73,3 +73,16 @@ def tiny_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     assert main(["demo", "--tiny", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def default_gate_model(tmp_path_factory):
+    """gate.tflite of the default gate config, made once per test session by ``mobile-derm
+    export-gate`` (about a minute): the gate twin's tests and the browser app's share it."""
+    from mobile_derm.cli import main
+    from mobile_derm_quality.cli import EXIT_OK
+    from mobile_derm_quality.gate_twin import MODEL_FILENAME
+
+    folder = tmp_path_factory.mktemp("gate_twin")
+    assert main(["export-gate", "--out", str(folder)]) == EXIT_OK
+    return folder / MODEL_FILENAME

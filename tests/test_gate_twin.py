@@ -20,23 +20,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def gate_file(tmp_path_factory):
-    """gate.tflite of the default config, built once per session (about a minute)."""
-    from mobile_derm_export.gate_model import write_gate_model
-
-    return write_gate_model(GateConfig.default(), tmp_path_factory.mktemp("gate") / "gate.tflite")
+def twin(default_gate_model):
+    return GateTwin(default_gate_model)
 
 
-@pytest.fixture(scope="session")
-def twin(gate_file):
-    return GateTwin(gate_file)
-
-
-def test_only_builtin_operators(gate_file):
+def test_only_builtin_operators(default_gate_model):
     """No Select TF (Flex) or other custom operator: every operator code is a builtin."""
     from tensorflow_lite_support.metadata import schema_py_generated as schema
 
-    model = schema.Model.GetRootAsModel(gate_file.read_bytes(), 0)
+    model = schema.Model.GetRootAsModel(default_gate_model.read_bytes(), 0)
     codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
     custom = [c.CustomCode() for c in codes if c.CustomCode()]
     assert codes and not custom
@@ -44,13 +36,13 @@ def test_only_builtin_operators(gate_file):
     assert schema.BuiltinOperator.CUSTOM not in builtin and schema.BuiltinOperator.DELEGATE not in builtin
 
 
-def test_metadata_and_verdict_without_tensorflow(gate_file, block_tensorflow_prelude):
+def test_metadata_and_verdict_without_tensorflow(default_gate_model, block_tensorflow_prelude):
     """The config, reason codes and guidance come back, and the twin runs, with TensorFlow unimportable."""
     code = block_tensorflow_prelude + f"""
 import json, numpy as np
 from mobile_derm_quality.gate_twin import GateTwin, read_twin_metadata
-meta = read_twin_metadata({str(gate_file)!r})
-twin = GateTwin({str(gate_file)!r})
+meta = read_twin_metadata({str(default_gate_model)!r})
+twin = GateTwin({str(default_gate_model)!r})
 rng = np.random.default_rng(0)
 v = twin.assess(rng.integers(120, 200, (300, 400, 3), np.uint8))
 print(json.dumps({{"config": meta["config"], "reasons": meta["reason_codes"], "guidance": meta["guidance"],
@@ -190,7 +182,7 @@ def test_reference_vectors_round_trip(twin, tmp_path):
     assert any(cases[1].name in p and "verdict" in p for p in problems)
 
 
-def test_check_photo_with_either_engine(gate_file, tmp_path, capsys):
+def test_check_photo_with_either_engine(default_gate_model, tmp_path, capsys):
     from mobile_derm.cli import main
     from mobile_derm.datasets.synthetic import render_lesion_views
 
@@ -198,7 +190,7 @@ def test_check_photo_with_either_engine(gate_file, tmp_path, capsys):
     cv2.imwrite(str(photo), cv2.resize(render_lesion_views("demo_nevus_like", 0, 1, 400)[0], (800, 600)))
     verdicts = {}
     for engine in ("opencv", "tflite"):
-        extra = ["--gate-model", str(gate_file)] if engine == "tflite" else []
+        extra = ["--gate-model", str(default_gate_model)] if engine == "tflite" else []
         main(["check-photo", "--json", "--engine", engine, *extra, str(photo)])
         verdicts[engine] = json.loads(capsys.readouterr().out)[0]
     assert verdicts["tflite"]["decision"] == verdicts["opencv"]["decision"]
