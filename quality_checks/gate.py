@@ -284,6 +284,12 @@ def _as_rgb(rgb) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def read_photo_for(path: str | Path, config: GateConfig) -> DecodedPhoto:
+    """Read and decode a photo file as ``config`` says (EXIF-upright, reduced decode, pixel limit);
+    raises ImageReadError for anything that cannot be decoded."""
+    return read_photo(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
+
+
 def measure_for(rgb: np.ndarray, config: GateConfig) -> Measurements:
     """The measurements ``config`` needs: with its learned skin check if it has one, and
     the hand-made descriptor only if a ramp still uses it."""
@@ -314,8 +320,7 @@ def check_photo(
     Raises ImageReadError for anything that cannot be decoded.
     """
     config = config or GateConfig.default()
-    photo = read_photo(path, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
-    return assess_photo(photo, config, min_model_input, path=str(path))
+    return assess_photo(read_photo_for(path, config), config, min_model_input, path=str(path))
 
 
 __all__ = ["CheckResult", "Verdict", "assess", "assess_photo", "check_photo", "GUIDANCE", "ImageReadError"]

@@ -36,13 +36,13 @@ import cv2
 import numpy as np
 
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.decode import DecodedPhoto, read_photo
+from mobile_derm_quality.decode import DecodedPhoto
 from mobile_derm_quality.errors import QualityCheckError
 # the contract's sizes, named here too for the modules that speak the contract (web_app)
 from mobile_derm_quality.features import (MIN_ANALYSIS_SIDE, NATIVE_CROP_SIZE, TINY_SIZE, Measurements, analysis_copy,
                                           native_crop, shrink)
-from mobile_derm_quality.gate import (GUIDANCE, CheckResult, Verdict, raw_values, reasons_and_guidance,
-                                      with_photo_facts)
+from mobile_derm_quality.gate import (GUIDANCE, CheckResult, Verdict, _as_rgb, raw_values, read_photo_for,
+                                      reasons_and_guidance, with_photo_facts)
 from mobile_derm_quality.not_skin import INPUT_SIZE as THUMBNAIL_SIZE
 
 CONTRACT_VERSION = 1
@@ -160,8 +160,6 @@ class GateTwin:
 
     def assess(self, rgb: np.ndarray, min_model_input: int | None = None, path: str | None = None) -> Verdict:
         """Judge one decoded photo (RGB uint8, HxWx3), as ``gate.assess`` does."""
-        from mobile_derm_quality.gate import _as_rgb
-
         a = _as_rgb(rgb)
         mmi = int(min_model_input or self.config.min_model_input)
         out = self.run(twin_inputs(a, self.config.analysis_size, mmi))
@@ -172,8 +170,7 @@ class GateTwin:
         return with_photo_facts(self.assess(photo.rgb, min_model_input, path), photo)
 
     def check_photo(self, path: str | Path, min_model_input: int | None = None) -> Verdict:
-        photo = read_photo(path, max_pixels=self.config.max_pixels, min_long_side=self.config.decode_min_long_side)
-        return self.assess_photo(photo, min_model_input, path=str(path))
+        return self.assess_photo(read_photo_for(path, self.config), min_model_input, path=str(path))
 
     def verdict(self, out: dict[str, np.ndarray], min_model_input: int, path: str | None = None) -> Verdict:
         """The Verdict from the twin's outputs: decision, per-check results and reasons all come
