@@ -34,8 +34,14 @@ import numpy as np
 
 from mobile_derm_quality import gate_twin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.features import (MAX_BLUR, MIN_ANALYSIS_SIDE, NATIVE_CROP_SIZE, QUANTILE_MAX_N, REFERENCE_SIZE,
-                                          SKIN_MIN_PIXELS, TINY_SIZE)
+from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT,
+                                          COLOURFUL_MIN_VAL, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
+                                          FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, HUE_BIN_WIDTH, HUE_ENTROPY_BINS,
+                                          HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
+                                          NATIVE_CROP_SIZE, NOISE_MAX_GREY, NOISE_MIN_GREY, NOISE_MIN_PIXELS,
+                                          QUANTILE_MAX_N, REBLUR_SIGMA, REFERENCE_SIZE, SHARP_EDGE_PERCENTILE,
+                                          SKIN_B_OVER_G, SKIN_G_OVER_R, SKIN_G_RANGE, SKIN_MAX_DARKEST, SKIN_MIN_PIXELS,
+                                          SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION, SKIN_R_MINUS_B, SKIN_R_RANGE, TINY_SIZE)
 from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, MOTION_BLUR_RATIO, ramp
 from mobile_derm_quality.gate_twin import (DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES, REASON_CODES,
                                            SIZE_FIELDS, THUMBNAIL_SIZE, GateTwinError)
@@ -313,8 +319,9 @@ def _skin(tf, tiny, tiny_valid):
     b = 1.0 - r - g
     bright = tf.reduce_max(tf.where(tiny_valid, s, 0.0))
     darkest = tf.minimum(tf.minimum(red, green), blue)
-    ok = tf.logical_and(s > tf.maximum(45.0, 0.08 * bright), darkest < 248.0)
-    for cond in (r > 0.345, r < 0.66, g > 0.22, g < 0.38, r >= g - 0.005, b <= g + 0.012, r - b > 0.025, tiny_valid):
+    ok = tf.logical_and(s > tf.maximum(SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION * bright), darkest < float(SKIN_MAX_DARKEST))
+    for cond in (r > SKIN_R_RANGE[0], r < SKIN_R_RANGE[1], g > SKIN_G_RANGE[0], g < SKIN_G_RANGE[1], r >= g - SKIN_G_OVER_R,
+                 b <= g + SKIN_B_OVER_G, r - b > SKIN_R_MINUS_B, tiny_valid):
         ok = tf.logical_and(ok, cond)
     return _f(tf, ok)
 
@@ -367,12 +374,12 @@ def _gradients(tf, gray):
 
 
 def _reblurred_gradients(tf, gray, h, w):
-    """|Sobel x|, |Sobel y| of the grey image Gaussian-blurred (sigma 1, BORDER_REFLECT) at grid A.
+    """|Sobel x|, |Sobel y| of the grey image Gaussian-blurred (REBLUR_SIGMA, BORDER_REFLECT) at grid A.
     Sobel after the Gaussian is one separable 11-tap filter per direction, applied at the grid
     points only (two strided passes) instead of blurring the whole image."""
     a = gray.shape[0]
     na, _ = _grid_counts(a)
-    g = _gaussian_kernel(1.0).astype(np.float64)
+    g = _gaussian_kernel(REBLUR_SIGMA).astype(np.float64)
     pad = len(g) // 2 + 1
     x = _image(tf, _padded(tf, gray, h, w, pad, "reflect"))[:, 2:, 2:]
     smooth, slope = np.array([1.0, 2.0, 1.0]), np.array([-1.0, 0.0, 1.0])
@@ -398,12 +405,12 @@ def _edge_blur(tf, d1s, d2s, roi, grid_valid, floor):
     base = tf.where(use_mask, m, grid_valid)
     out = []
     for d1, d2 in zip(d1s, d2s):
-        thr = tf.maximum(_quantile_int(tf, d1, base, 90, 1024), floor)
+        thr = tf.maximum(_quantile_int(tf, d1, base, EDGE_PERCENTILE, 1024), floor)
         sel = _f(tf, d1 >= thr) * base
         rho = d1 / tf.maximum(d2, 1e-3)
-        sigma = 1.0 / tf.sqrt(tf.maximum(rho * rho - 1.0, 1e-4))
-        blur = tf.minimum(float(MAX_BLUR), _quantile_float(tf, sigma, sel, 20))
-        out.append(tf.where(tf.reduce_sum(sel) < 8.0, float(MAX_BLUR), blur))
+        sigma = REBLUR_SIGMA / tf.sqrt(tf.maximum(rho * rho - 1.0, 1e-4))
+        blur = tf.minimum(float(MAX_BLUR), _quantile_float(tf, sigma, sel, SHARP_EDGE_PERCENTILE))
+        out.append(tf.where(tf.reduce_sum(sel) < float(MIN_EDGES), float(MAX_BLUR), blur))
     return out
 
 
@@ -411,12 +418,12 @@ def _noise_sigma(tf, inner, grad, r, roi, grid_valid):
     """features._noise_sigma: Immerkaer's estimate on the flattest half of the ROI (grid B)."""
     sel = roi * grid_valid
     sel = tf.where(tf.reduce_sum(sel) < SKIN_MIN_PIXELS, grid_valid, sel)
-    sel = sel * _f(tf, tf.logical_and(inner > 6.0, inner < 249.0))
+    sel = sel * _f(tf, tf.logical_and(inner > float(NOISE_MIN_GREY), inner < float(NOISE_MAX_GREY)))
     median = _quantile_int(tf, grad, sel, 50, 2048)
     flat = sel * _f(tf, grad <= median)
     mean = tf.reduce_sum(r * flat) / tf.maximum(tf.reduce_sum(flat), 1.0)
     sigma = mean * float(np.sqrt(np.pi / 2.0) / 6.0)
-    return tf.where(tf.logical_or(tf.reduce_sum(sel) < 16.0, tf.reduce_sum(flat) < 1.0), 0.0, sigma)
+    return tf.where(tf.logical_or(tf.reduce_sum(sel) < float(NOISE_MIN_PIXELS), tf.reduce_sum(flat) < 1.0), 0.0, sigma)
 
 
 def _blockiness(tf, crop_rgb, ch, cw):
@@ -428,7 +435,7 @@ def _blockiness(tf, crop_rgb, ch, cw):
     dx = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(1, 2, 1, 1)), 1, "VALID"), [c, c - 1]))
     dy = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(2, 1, 1, 1)), 1, "VALID"), [c - 1, c]))
     rows, cols = tf.range(c), tf.range(c - 1)
-    border = _f(tf, tf.equal(tf.math.floormod(cols, 8), 7))
+    border = _f(tf, tf.equal(tf.math.floormod(cols, JPEG_BLOCK), JPEG_BLOCK - 1))
     x_rows, x_cols = _f(tf, rows < ch), _f(tf, cols < cw - 1)  # dx is ch x (cw - 1)
     y_rows, y_cols = _f(tf, cols < ch - 1), _f(tf, rows < cw)  # dy is (ch - 1) x cw
     col_sums = tf.linalg.matvec(tf.transpose(dx), x_rows)  # per column of dx, over the valid rows
@@ -439,7 +446,7 @@ def _blockiness(tf, crop_rgb, ch, cw):
     all_y = tf.reduce_sum(row_sums * y_rows) / tf.maximum(n_y * tf.reduce_sum(y_rows), 1.0)
     on_y = tf.reduce_sum(row_sums * y_rows * border) / tf.maximum(n_y * tf.reduce_sum(y_rows * border), 1.0)
     value = tf.maximum(0.0, (on_x - all_x) + (on_y - all_y)) / (all_x + all_y + 1.0)
-    return tf.where(tf.logical_or(ch < 32, cw < 32), 0.0, value)
+    return tf.where(tf.logical_or(ch < BLOCKINESS_MIN_SIDE, cw < BLOCKINESS_MIN_SIDE), 0.0, value)
 
 
 def _describe(tf, t):
@@ -514,8 +521,8 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     n_tiny = thf * twf
 
     grey_photo = tf.logical_and(
-        tf.reduce_max(tf.abs(tiny[0] - tiny[1]) * tiny_valid_f) <= 3.0,
-        tf.reduce_max(tf.abs(tiny[2] - tiny[1]) * tiny_valid_f) <= 3.0)
+        tf.reduce_max(tf.abs(tiny[0] - tiny[1]) * tiny_valid_f) <= float(GREY_TOLERANCE),
+        tf.reduce_max(tf.abs(tiny[2] - tiny[1]) * tiny_valid_f) <= float(GREY_TOLERANCE))
     skin_t = _skin(tf, tiny, tiny_valid)
     table = nearest_rounding_table(TINY_SIZE, a)
     iy, ix = _nearest_index(tf, th, h, a, table), _nearest_index(tf, tw, w, a, table)
@@ -550,33 +557,34 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     roi = tf.where(has_skin, _gather_2d(tf, roi_t, iy, ix), centre_f)
 
     hue, sat, val = _hsv(tf, tiny)
-    far_hue = tf.logical_and(hue > 30.0, hue < 160.0)
-    colourful = _f(tf, tf.logical_and(tf.logical_and(sat > 70.0, val > 40.0), far_hue)) * tiny_valid_f
+    far_hue = tf.logical_and(hue > float(FAR_HUE_RANGE[0]), hue < float(FAR_HUE_RANGE[1]))
+    colourful = _f(tf, tf.logical_and(tf.logical_and(sat > float(COLOURFUL_MIN_SAT), val > float(COLOURFUL_MIN_VAL)),
+                                      far_hue)) * tiny_valid_f
     colourful_fraction = tf.reduce_sum(colourful) / n_tiny
-    coloured = _f(tf, sat > 40.0) * tiny_valid_f
-    hue_hist = tf.math.unsorted_segment_sum(tf.reshape(coloured, [-1]),
-                                            tf.reshape(tf.cast(tf.floor(hue / 10.0), tf.int32), [-1]), 19)[:18]
+    coloured = _f(tf, sat > float(COLOURED_MIN_SAT)) * tiny_valid_f
+    hue_bin = tf.reshape(tf.cast(tf.floor(hue / float(HUE_BIN_WIDTH)), tf.int32), [-1])
+    hue_hist = tf.math.unsorted_segment_sum(tf.reshape(coloured, [-1]), hue_bin, HUE_ENTROPY_BINS + 1)[:HUE_ENTROPY_BINS]
     p = hue_hist / tf.maximum(tf.reduce_sum(hue_hist), 1.0)
     entropy = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-30)), 0.0)) / float(np.log(2.0))
-    hue_entropy = tf.where(tf.reduce_sum(coloured) >= 16.0, entropy, 0.0)
+    hue_entropy = tf.where(tf.reduce_sum(coloured) >= float(HUE_ENTROPY_MIN_PIXELS), entropy, 0.0)
 
     ax, ay, grad, laplacian, inner = _gradients(tf, gray)
     grid_a, grid_b = _grid_valid(tf, 2, na, h, w), _grid_valid(tf, 1, nb, h, w)
-    floor = tf.maximum(6.0, 0.12 * tf.reduce_sum(gray) / (hf * wf))
+    floor = tf.maximum(EDGE_FLOOR, EDGE_FLOOR_FRACTION * tf.reduce_sum(gray) / (hf * wf))
     blur_h, blur_v = _edge_blur(tf, (ax, ay), _reblurred_gradients(tf, gray, h, w), roi_at(2, na), grid_a, floor)
     to_ref = REFERENCE_SIZE / tf.maximum(hf, wf)
 
     # exposure and glare over the ROI and the central window: one histogram of grey level
-    # (0..255) plus 256 where every channel is >= 245 (white: glare)
+    # (0..255) plus 256 where every channel is >= GLARE_LEVEL (white: glare)
     judge = tf.maximum(roi, centre_f) * valid_f
-    white = _f(tf, tf.minimum(tf.minimum(small[0], small[1]), small[2]) >= 245.0)
+    white = _f(tf, tf.minimum(tf.minimum(small[0], small[1]), small[2]) >= float(GLARE_LEVEL))
     levels = tf.cast(gray + 256.0 * white, tf.int32)
     joint = tf.math.unsorted_segment_sum(tf.reshape(judge, [-1]), tf.reshape(levels, [-1]), 512)
     hist = joint[:256] + joint[256:]
     n_judge = tf.reduce_sum(hist)
     targets = tf.stack([tf.maximum(1.0, tf.math.ceil(q * n_judge / 100.0)) for q in (50.0, 95.0)])
     luma_median, luma_p95 = tf.unstack(_order_statistics(tf, tf.cumsum(hist), targets - 1.0))
-    bright_clip = tf.reduce_sum(hist[250:]) / n_judge
+    bright_clip = tf.reduce_sum(hist[CLIP_LEVEL:]) / n_judge
     glare_fraction = tf.reduce_sum(joint[256:]) / n_judge
 
     means = [tf.reduce_sum(c * tiny_valid_f) / n_tiny for c in tiny]
@@ -745,7 +753,8 @@ def metadata(config: GateConfig) -> dict:
                         f"{MIN_ANALYSIS_SIDE} px per side",
             "tiny": f"the same shrink of the analysis copy to {TINY_SIZE}",
             "thumbnail": f"cv2.resize(analysis copy, ({THUMBNAIL_SIZE}, {THUMBNAIL_SIZE}), INTER_AREA)",
-            "native_crop": f"the decoded photo at y0 = max(0, (height - {NATIVE_CROP_SIZE}) // 2) // 8 * 8 (x0 alike), "
+            "native_crop": f"the decoded photo at y0 = max(0, (height - {NATIVE_CROP_SIZE}) // 2) // {JPEG_BLOCK} * "
+                           f"{JPEG_BLOCK} (x0 alike), "
                            f"up to {NATIVE_CROP_SIZE} px",
             "padding": "each copy top-left in its tensor, the rest zero; RGB, uint8",
         },

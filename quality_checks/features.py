@@ -24,6 +24,47 @@ MIN_ANALYSIS_SIDE = 16  # a thumbnail's analysis copy is grown to this: measure 
 TINY_SIZE = 96  # the colour decisions' copy: 4x4 averaging removes sensor noise from chromaticity
 NATIVE_CROP_SIZE = 256  # the centre crop JPEG blockiness is measured on, at native resolution
 
+# skin_mask: normalised rg chromaticity of skin (every Fitzpatrick type, daylight to indoor light)
+SKIN_MIN_SUM = 45.0  # R+G+B below this (or below SKIN_MIN_SUM_FRACTION of the brightest): chromaticity is noise
+SKIN_MIN_SUM_FRACTION = 0.08  # ... relative to the frame's brightest pixel, so underexposed skin still counts
+SKIN_MAX_DARKEST = 248  # every channel at or above this: clipped near-white, no colour left
+SKIN_R_RANGE = (0.345, 0.66)  # r = R/(R+G+B), exclusive bounds: reddish to neutral-warm
+SKIN_G_RANGE = (0.22, 0.38)  # g = G/(R+G+B), exclusive bounds
+SKIN_G_OVER_R = 0.005  # r >= g - this: red at least about as strong as green
+SKIN_B_OVER_G = 0.012  # b <= g + this: blue at most about as strong as green
+SKIN_R_MINUS_B = 0.025  # r - b above this: warm, not neutral grey
+GREY_TOLERANCE = 3  # a photo whose channels differ by at most this everywhere (tiny copy) has no colour
+
+# colourful_fraction and hue_entropy, on the tiny copy's OpenCV HSV (hue 0..179)
+FAR_HUE_RANGE = (30, 160)  # exclusive: greens, blues, purples: not skin, not lesion
+COLOURFUL_MIN_SAT = 70  # saturation above this ...
+COLOURFUL_MIN_VAL = 40  # ... and value above this: a real colour, not a tinted shadow
+COLOURED_MIN_SAT = 40  # pixels the hue histogram counts (below: hue is noise)
+HUE_BIN_WIDTH = 10  # hue histogram bin width: 18 bins over 0..179
+HUE_ENTROPY_BINS = 180 // HUE_BIN_WIDTH  # OpenCV hue runs 0..179
+HUE_ENTROPY_MIN_PIXELS = 16  # fewer coloured pixels: entropy 0 (too few to estimate it)
+
+# _edge_blur
+REBLUR_SIGMA = 1.0  # the re-blur whose effect on edge gradients gives the blur radius
+EDGE_FLOOR = 6.0  # an edge's gradient is at least this (grey levels) ...
+EDGE_FLOOR_FRACTION = 0.12  # ... and this times the mean grey level: a ~3%/px step, whatever the exposure
+EDGE_PERCENTILE = 90  # edges: the ROI's strongest 10% of gradients
+MIN_EDGES = 8  # fewer edge pixels than this: no edges at all (MAX_BLUR)
+SHARP_EDGE_PERCENTILE = 20  # the sharpest edges tell where the focus is
+
+# _noise_sigma
+NOISE_MIN_GREY = 6  # exclusive bounds on the grey level: clipped pixels hide noise
+NOISE_MAX_GREY = 249
+NOISE_MIN_PIXELS = 16  # fewer usable pixels: noise 0 (too few to estimate it)
+
+# _blockiness
+JPEG_BLOCK = 8  # JPEG's block size: block edges every 8 px
+BLOCKINESS_MIN_SIDE = 32  # a native crop smaller than this: blockiness 0 (too few blocks)
+
+# exposure and glare
+CLIP_LEVEL = 250  # luma at or above this counts as clipped (bright_clip)
+GLARE_LEVEL = 245  # every channel at or above this: a specular hot spot (white, not just bright skin)
+
 
 def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> float:
     """Percentile ``q`` (0-100) of a strided subsample: exact enough, much faster than a full sort."""
@@ -83,7 +124,7 @@ def analysis_copy(rgb: np.ndarray, analysis_size: int) -> np.ndarray:
 
 def native_crop_origin(size: int) -> int:
     """Where the native crop starts along an axis of ``size`` px: centred, on the 8 px JPEG block grid."""
-    return max(0, (size - NATIVE_CROP_SIZE) // 2) // 8 * 8
+    return max(0, (size - NATIVE_CROP_SIZE) // 2) // JPEG_BLOCK * JPEG_BLOCK
 
 
 def native_crop(image: np.ndarray) -> np.ndarray:
@@ -134,8 +175,9 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     b = 1.0 - r - g
     bright = float(s.max()) if s.size else 0.0
     darkest = np.minimum(np.minimum(rgb[:, :, 0], rgb[:, :, 1]), rgb[:, :, 2])  # uint8: cheaper than on floats
-    valid = (s > max(45.0, 0.08 * bright)) & (darkest < 248)
-    m = valid & (r > 0.345) & (r < 0.66) & (g > 0.22) & (g < 0.38) & (r >= g - 0.005) & (b <= g + 0.012) & (r - b > 0.025)
+    valid = (s > max(SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION * bright)) & (darkest < SKIN_MAX_DARKEST)
+    m = (valid & (r > SKIN_R_RANGE[0]) & (r < SKIN_R_RANGE[1]) & (g > SKIN_G_RANGE[0]) & (g < SKIN_G_RANGE[1])
+         & (r >= g - SKIN_G_OVER_R) & (b <= g + SKIN_B_OVER_G) & (r - b > SKIN_R_MINUS_B))
     return m.astype(np.uint8) * 255
 
 
@@ -148,7 +190,7 @@ def _sobel_at(img: np.ndarray, y: np.ndarray, x: np.ndarray, along_x: int) -> np
     return np.abs(d)
 
 
-def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, reblur_sigma: float = 1.0) -> tuple[float, float]:
+def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, reblur_sigma: float = REBLUR_SIGMA) -> tuple[float, float]:
     """Blur radius (Gaussian sigma, px at this scale) of the strongest edges, per direction.
 
     A step edge blurred by sigma has a peak gradient proportional to 1/sigma; re-blurring by
@@ -160,7 +202,7 @@ def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, 
     gr = cv2.GaussianBlur(g, (0, 0), reblur_sigma, borderType=cv2.BORDER_REFLECT)
     # Edges: at least a step of ~3% of the mean brightness per pixel (relative, so exposure
     # does not matter), and among the strongest 10% of the ROI's gradients.
-    floor = max(6.0, 0.12 * float(cv2.mean(g)[0]))
+    floor = max(EDGE_FLOOR, EDGE_FLOOR_FRACTION * float(cv2.mean(g)[0]))
     # Evaluate on every 2nd pixel of every 2nd row: thousands of edge pixels remain.
     m = mask[2:-2:2, 2:-2:2]
     use_mask = cv2.countNonZero(m.view(np.uint8)) >= SKIN_MIN_PIXELS // 4
@@ -168,12 +210,12 @@ def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, 
     for d1_full, (dx, dy) in ((ax, (1, 0)), (ay, (0, 1))):
         d1 = d1_full[2:-2:2, 2:-2:2]
         v = d1[m] if use_mask else d1
-        thr = max(_quantile(v, 90), floor)
+        thr = max(_quantile(v, EDGE_PERCENTILE), floor)
         sel = d1 >= thr
         if use_mask:
             sel &= m
         ys, xs = np.nonzero(sel)
-        if ys.size < 8:
+        if ys.size < MIN_EDGES:
             out.append(MAX_BLUR)  # no edges at all: nothing is in focus
             continue
         d2 = _sobel_at(gr, 2 + 2 * ys, 2 + 2 * xs, dx)  # only where it is needed: ~10x fewer pixels
@@ -181,7 +223,7 @@ def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, 
         sigma = reblur_sigma / np.sqrt(np.maximum(rho * rho - 1.0, 1e-4))
         # The sharpest edges (20th percentile) tell where the focus is; depth of field and
         # soft lesion borders make the rest blurrier on perfectly good photos.
-        out.append(float(min(MAX_BLUR, _quantile(sigma, 20))))
+        out.append(float(min(MAX_BLUR, _quantile(sigma, SHARP_EDGE_PERCENTILE))))
     return out[0], out[1]
 
 
@@ -194,8 +236,8 @@ def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
     sel = mask[1:-1:2, 1:-1:2]
     if int(sel.sum()) < SKIN_MIN_PIXELS:
         sel = np.ones_like(sel)
-    sel = sel & (inner > 6) & (inner < 249)  # clipped pixels hide noise
-    if int(sel.sum()) < 16:
+    sel = sel & (inner > NOISE_MIN_GREY) & (inner < NOISE_MAX_GREY)  # clipped pixels hide noise
+    if int(sel.sum()) < NOISE_MIN_PIXELS:
         return 0.0
     gsel = gr[sel]
     vals = r[sel][gsel <= _quantile(gsel, 50)]
@@ -209,12 +251,12 @@ def _blockiness(gray_native: np.ndarray) -> float:
     """Strength of 8x8 JPEG block edges: mean step across block borders minus the mean step
     elsewhere, relative to the mean step (0 for an unblocked image)."""
     crop = native_crop(gray_native).astype(np.float32)
-    if crop.shape[0] < 32 or crop.shape[1] < 32:
+    if crop.shape[0] < BLOCKINESS_MIN_SIDE or crop.shape[1] < BLOCKINESS_MIN_SIDE:
         return 0.0
     dx = np.abs(np.diff(crop, axis=1))
     dy = np.abs(np.diff(crop, axis=0))
-    on_x = dx[:, 7::8].mean()
-    on_y = dy[7::8, :].mean()
+    on_x = dx[:, JPEG_BLOCK - 1 :: JPEG_BLOCK].mean()
+    on_y = dy[JPEG_BLOCK - 1 :: JPEG_BLOCK, :].mean()
     all_x = dx.mean()
     all_y = dy.mean()
     denom = all_x + all_y + 1.0
@@ -231,7 +273,8 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     tiny = shrink(small, TINY_SIZE)  # for the colour decisions (shrink never enlarges)
     grey_photo = bool(
-        cv2.absdiff(tiny[:, :, 0], tiny[:, :, 1]).max() <= 3 and cv2.absdiff(tiny[:, :, 2], tiny[:, :, 1]).max() <= 3
+        cv2.absdiff(tiny[:, :, 0], tiny[:, :, 1]).max() <= GREY_TOLERANCE
+        and cv2.absdiff(tiny[:, :, 2], tiny[:, :, 1]).max() <= GREY_TOLERANCE
     )
     skin_t = skin_mask(tiny)
     skin = cv2.resize(skin_t, (w, h), interpolation=cv2.INTER_NEAREST) if skin_t.shape[:2] != (h, w) else skin_t
@@ -260,16 +303,16 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     hue = hsv[:, :, 0].astype(np.int16)  # 0..179
     sat = hsv[:, :, 1]
     val = hsv[:, :, 2]
-    far_hue = (hue > 30) & (hue < 160)  # greens, blues, purples: not skin, not lesion, not pen-free
-    colourful_fraction = float(((sat > 70) & (val > 40) & far_hue).mean())
+    far_hue = (hue > FAR_HUE_RANGE[0]) & (hue < FAR_HUE_RANGE[1])  # greens, blues, purples: not skin, not lesion, not pen-free
+    colourful_fraction = float(((sat > COLOURFUL_MIN_SAT) & (val > COLOURFUL_MIN_VAL) & far_hue).mean())
 
     g32 = gray.astype(np.float32)
     ax = np.abs(cv2.Sobel(g32, cv2.CV_32F, 1, 0, ksize=3))
     ay = np.abs(cv2.Sobel(g32, cv2.CV_32F, 0, 1, ksize=3))
     grad = ax + ay
-    coloured = sat > 40
-    if int(coloured.sum()) >= 16:
-        hist = np.bincount((hue[coloured] // 10).ravel(), minlength=18)[:18].astype(np.float64)
+    coloured = sat > COLOURED_MIN_SAT
+    if int(coloured.sum()) >= HUE_ENTROPY_MIN_PIXELS:
+        hist = np.bincount((hue[coloured] // HUE_BIN_WIDTH).ravel(), minlength=HUE_ENTROPY_BINS)[:HUE_ENTROPY_BINS].astype(np.float64)
         p = hist / hist.sum()
         hue_entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
     else:
@@ -283,9 +326,9 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     judge[cy0:cy1, cx0:cx1] = True
     luma = gray[judge]
     med, p95 = _u8_percentiles(luma, (50, 95))
-    bright_clip = float((luma >= 250).mean())
+    bright_clip = float((luma >= CLIP_LEVEL).mean())
     # Specular hot spots: every channel near saturation (white, not just bright skin).
-    white = cv2.inRange(small, (245, 245, 245), (255, 255, 255)) > 0
+    white = cv2.inRange(small, (GLARE_LEVEL,) * 3, (255, 255, 255)) > 0
     glare = white[judge]
     glare_fraction = float(glare.mean()) if glare.size else 0.0
 
