@@ -25,10 +25,9 @@ from tqdm import tqdm
 
 from mobile_derm_quality import degrade, phone_capture
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.decode import read_image
 from mobile_derm_quality.errors import ImageReadError
 from mobile_derm_quality.features import Measurements
-from mobile_derm_quality.gate import raw_values, verdict_from_measurements, measure_for
+from mobile_derm_quality.gate import measure_for, raw_values, read_photo_for, verdict_from_measurements
 from mobile_derm_quality.gate_twin import MEASUREMENT_NAMES, REASON_CODES, GateTwin, twin_inputs
 from mobile_derm_quality.photo_sets import CLEAN_SETS, LOWRES_SET, OOD_SET, read_rows
 
@@ -81,8 +80,7 @@ def shared_photos(root: Path, per_set: int, seed: int, unreadable: list[str]) ->
         order = np.random.default_rng([seed, set_index]).permutation(len(rows))[:per_set]
         for i in order:
             try:
-                rgb = read_image(folder / rows[i]["image"], max_pixels=config.max_pixels,
-                                 min_long_side=config.decode_min_long_side)
+                rgb = read_photo_for(folder / rows[i]["image"], config).rgb
             except ImageReadError as exc:
                 unreadable.append(str(exc))
                 continue

@@ -18,10 +18,9 @@ from tqdm import tqdm
 
 from mobile_derm_quality import not_skin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.decode import read_image
 from mobile_derm_quality.errors import GateConfigError, ImageReadError
 from mobile_derm_quality.features import measure
-from mobile_derm_quality.gate import scores_from_measurements
+from mobile_derm_quality.gate import read_photo_for, scores_from_measurements
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff"}
 CALIBRATED = tuple(n for n in CHECK_NAMES if n != "resolution")
@@ -95,7 +94,7 @@ def calibrate(
     measurements, unreadable = [], []
     for p in it:
         try:
-            rgb = read_image(p, max_pixels=base.max_pixels, min_long_side=base.decode_min_long_side)
+            rgb = read_photo_for(p, base).rgb
         except ImageReadError as exc:
             unreadable.append(str(exc))
             continue

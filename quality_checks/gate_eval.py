@@ -31,7 +31,7 @@ from mobile_derm_quality.config import GateConfig
 from mobile_derm_quality.decode import decode_image_bytes, read_image
 from mobile_derm_quality.errors import ImageReadError, QualityCheckError
 from mobile_derm_quality.files import atomic_write_text, pyplot, save_figure
-from mobile_derm_quality.gate import assess, measure_for, verdict_from_measurements
+from mobile_derm_quality.gate import assess, measure_for, read_photo_for, verdict_from_measurements
 from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, LOWRES_SET, OOD_SET, default_data_root, fit_half, read_rows
 from mobile_derm_quality.roc import roc_auc
 
@@ -159,7 +159,7 @@ def gate_eval(
         for i, r in enumerate(it):
             p = folder / r["image"]
             try:
-                rgb = read_image(p, max_pixels=config.max_pixels, min_long_side=config.decode_min_long_side)
+                rgb = read_photo_for(p, config).rgb
             except ImageReadError as exc:
                 unreadable.append(str(exc))
                 continue
@@ -410,8 +410,7 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
             if used >= per_set:
                 break
             try:
-                rgb = read_image(folder / rows[i]["image"], max_pixels=config.max_pixels,
-                                 min_long_side=config.decode_min_long_side)
+                rgb = read_photo_for(folder / rows[i]["image"], config).rgb
             except ImageReadError as exc:
                 unreadable.append(str(exc))
                 continue
