@@ -97,6 +97,9 @@ def plot_calibration(probs_by_name: dict[str, np.ndarray], y: np.ndarray, out_di
         centres = (bins["edges"][:-1] + bins["edges"][1:]) / 2
         ax.bar(centres, np.nan_to_num(bins["accuracy"]), width=1 / len(centres), edgecolor="k", alpha=0.7, label="accuracy")
         ax.plot(centres, np.nan_to_num(bins["confidence"]), "k.", label="mean confidence")
+        # where the photos are: the ECE weighs each bin's gap by its share
+        ax.bar(centres, bins["count"] / max(len(y), 1), width=1 / len(centres), color="grey", alpha=0.6,
+               label="share of photos")
         ax.plot([0, 1], [0, 1], "r--", lw=1)
         ax.set_xlabel("confidence (top probability)")
         ax.set_ylabel("accuracy")
