@@ -37,11 +37,13 @@ from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT,
                                           COLOURFUL_MIN_VAL, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
                                           FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, HUE_BIN_WIDTH, HUE_ENTROPY_BINS,
-                                          HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
+                                          HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, LUMA_PERCENTILES, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
                                           NATIVE_CROP_SIZE, NOISE_MAX_GREY, NOISE_MIN_GREY, NOISE_MIN_PIXELS,
-                                          QUANTILE_MAX_N, REBLUR_SIGMA, REFERENCE_SIZE, SHARP_EDGE_PERCENTILE,
+                                          QUANTILE_MAX_N, REBLUR_SIGMA, REFERENCE_SIZE, ROI_CLOSE_DIVISOR, ROI_CLOSE_MIN,
+                                          SHARP_EDGE_PERCENTILE,
                                           SKIN_B_OVER_G, SKIN_G_OVER_R, SKIN_G_RANGE, SKIN_MAX_DARKEST, SKIN_MIN_PIXELS,
-                                          SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION, SKIN_R_MINUS_B, SKIN_R_RANGE, TINY_SIZE)
+                                          SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION, SKIN_R_MINUS_B, SKIN_R_RANGE, TINY_SIZE,
+                                          roi_close_kernel)
 from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, MOTION_BLUR_RATIO, ramp
 from mobile_derm_quality.gate_twin import (DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES, REASON_CODES,
                                            SIZE_FIELDS, THUMBNAIL_SIZE, GateTwinError)
@@ -49,8 +51,8 @@ from mobile_derm_quality.not_skin import CHROMA_BINS, GRID, HUE_BINS, ORIENTATIO
 from mobile_derm_quality.quiet import native_output_silenced
 
 SIGNATURE = gate_twin.SIGNATURE
-# the ROI closing's largest radius: its kernel is max(3, (short side // 8) | 1) on the tiny copy
-MAX_CLOSE_RADIUS = max(3, (TINY_SIZE // 8) | 1) // 2
+# the ROI closing's largest radius: its kernel on the tiny copy at its largest
+MAX_CLOSE_RADIUS = roi_close_kernel(TINY_SIZE) // 2
 
 # raw values each check's ramps may name (gate.raw_values)
 _RAW_KEYS = {
@@ -540,8 +542,8 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     dy = (mean_y + 0.5) / thf - 0.5
     dx = (mean_x + 0.5) / twf - 0.5
     roi_offset = tf.where(has_skin, tf.sqrt(dx * dx + dy * dy) / float(np.hypot(0.5, 0.5)), 1.0)
-    short = tf.minimum(th, tw) // 8
-    k = tf.maximum(3, short + 1 - tf.math.floormod(short, 2))
+    short = tf.minimum(th, tw) // ROI_CLOSE_DIVISOR  # features.roi_close_kernel
+    k = tf.maximum(ROI_CLOSE_MIN, short + 1 - tf.math.floormod(short, 2))
     roi_t = _close(tf, skin_t, tiny_valid, k)
     rows = tf.range(a)
     centre_rows = _f(tf, tf.logical_and(rows >= h // 4, rows < h - h // 4))
@@ -582,7 +584,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     joint = tf.math.unsorted_segment_sum(tf.reshape(judge, [-1]), tf.reshape(levels, [-1]), 512)
     hist = joint[:256] + joint[256:]
     n_judge = tf.reduce_sum(hist)
-    targets = tf.stack([tf.maximum(1.0, tf.math.ceil(q * n_judge / 100.0)) for q in (50.0, 95.0)])
+    targets = tf.stack([tf.maximum(1.0, tf.math.ceil(q * n_judge / 100.0)) for q in map(float, LUMA_PERCENTILES)])
     luma_median, luma_p95 = tf.unstack(_order_statistics(tf, tf.cumsum(hist), targets - 1.0))
     bright_clip = tf.reduce_sum(hist[CLIP_LEVEL:]) / n_judge
     glare_fraction = tf.reduce_sum(joint[256:]) / n_judge

@@ -34,6 +34,8 @@ SKIN_G_OVER_R = 0.005  # r >= g - this: red at least about as strong as green
 SKIN_B_OVER_G = 0.012  # b <= g + this: blue at most about as strong as green
 SKIN_R_MINUS_B = 0.025  # r - b above this: warm, not neutral grey
 GREY_TOLERANCE = 3  # a photo whose channels differ by at most this everywhere (tiny copy) has no colour
+ROI_CLOSE_DIVISOR = 8  # the ROI's closing kernel: the tiny copy's short side // this, made odd ...
+ROI_CLOSE_MIN = 3  # ... and at least this: lesions, hairs and pen marks inside the skin count as ROI
 
 # colourful_fraction and hue_entropy, on the tiny copy's OpenCV HSV (hue 0..179)
 FAR_HUE_RANGE = (30, 160)  # exclusive: greens, blues, purples: not skin, not lesion
@@ -62,6 +64,7 @@ JPEG_BLOCK = 8  # JPEG's block size: block edges every 8 px
 BLOCKINESS_MIN_SIDE = 32  # a native crop smaller than this: blockiness 0 (too few blocks)
 
 # exposure and glare
+LUMA_PERCENTILES = (50, 95)  # luma_median and luma_p95
 CLIP_LEVEL = 250  # luma at or above this counts as clipped (bright_clip)
 GLARE_LEVEL = 245  # every channel at or above this: a specular hot spot (white, not just bright skin)
 
@@ -157,6 +160,12 @@ class Measurements:
     grey: bool  # the photo has no colour at all
     descriptor: np.ndarray | None = None  # not_skin.describe() of the analysis copy (not in to_dict)
     skin_check_distance: float = 0.0  # not_skin.SkinCheck's distance, when the config has one (0: none)
+
+
+def roi_close_kernel(short_side: int) -> int:
+    """Side of the square kernel that closes the skin mask into the ROI, for a tiny copy whose
+    shorter side is ``short_side`` px (odd, so the kernel has a centre)."""
+    return max(ROI_CLOSE_MIN, (short_side // ROI_CLOSE_DIVISOR) | 1)
 
 
 def skin_mask(rgb: np.ndarray) -> np.ndarray:
@@ -289,7 +298,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         dx = (xs.mean() + 0.5) / tw - 0.5
         roi_offset = float(np.hypot(dx, dy) / np.hypot(0.5, 0.5))
         # ROI: the skin region, closed so lesions, hairs and pen marks inside it count too.
-        k = max(3, (min(th, tw) // 8) | 1)
+        k = roi_close_kernel(min(th, tw))
         roi_t = cv2.morphologyEx(skin_t, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
         roi = (cv2.resize(roi_t, (w, h), interpolation=cv2.INTER_NEAREST) if roi_t.shape[:2] != (h, w) else roi_t) > 0
     else:
@@ -325,7 +334,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     judge = roi.copy()
     judge[cy0:cy1, cx0:cx1] = True
     luma = gray[judge]
-    med, p95 = _u8_percentiles(luma, (50, 95))
+    med, p95 = _u8_percentiles(luma, LUMA_PERCENTILES)
     bright_clip = float((luma >= CLIP_LEVEL).mean())
     # Specular hot spots: every channel near saturation (white, not just bright skin).
     white = cv2.inRange(small, (GLARE_LEVEL,) * 3, (255, 255, 255)) > 0
