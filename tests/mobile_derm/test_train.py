@@ -90,12 +90,19 @@ def test_a_fine_tune_that_does_not_beat_the_head_is_discarded(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["kept"] == "head"
     assert min(history["finetune"]["val_loss"]) >= history["head_val_loss"]
-    # the saved weights are the head's
+    # the saved weights are the head's (weights.h5 holds the trained model; load_run folds the calibration in)
+    from mobile_derm.training.calibration import temper
+
     head_model, _, info = load_run(tmp_path / "run")
     head_model.load_weights(tmp_path / "run" / "head_weights.h5")
+    saved, _, _ = load_run(tmp_path / "run")
+    saved.load_weights(tmp_path / "run" / "weights.h5")
     x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    head_probs = predict_probs(head_model, x, info.mean, info.std)
+    np.testing.assert_allclose(predict_probs(saved, x, info.mean, info.std), head_probs, atol=1e-6)
+    calibration = info.calibration
     np.testing.assert_allclose(predict_probs(result.model, x, info.mean, info.std),
-                               predict_probs(head_model, x, info.mean, info.std), atol=1e-6)
+                               temper(head_probs, calibration["temperature"], np.asarray(calibration["shift"])), atol=1e-5)
 
 
 def _imbalanced_demo(tmp_path):
