@@ -5,7 +5,7 @@
 // page: it is read from the file input and analysed here.
 import {createGate, GATE_NOT_AVAILABLE} from './gate.js';
 import {dequantize, explain, modelInput, readHeader, reductionFactor, resizeSquare, rgbaToRgb} from './pipeline.js';
-import {AppError, loadRuntime, Model} from './runtime.js';
+import {AppError, fetchOk, loadRuntime, Model} from './runtime.js';
 
 const $ = (id) => document.getElementById(id);
 const CONFIG_URL = 'app_config.json';
@@ -45,16 +45,8 @@ function percent(p) {
 // ------------------------------------------------------------------ loading
 
 async function fetchConfig() {
-  let response;
-  try {
-    response = await fetch(CONFIG_URL);
-  } catch (error) {
-    throw new AppError(`${CONFIG_URL} could not be loaded (${error.message}).`);
-  }
-  if (!response.ok) {
-    throw new AppError(`This site has no model description (${CONFIG_URL}: HTTP ${response.status}). ` +
-                       'Build it with "mobile-derm web-app --models DIR --out SITE".');
-  }
+  const response = await fetchOk(CONFIG_URL, (status) => `This site has no model description (${CONFIG_URL}: HTTP ${status}). ` +
+                                                        'Build it with "mobile-derm web-app --models DIR --out SITE".');
   try {
     return await response.json();
   } catch {

@@ -18,18 +18,23 @@ export function loadRuntime(wasmDir) {
   return runtimeLoaded;
 }
 
-/** The bytes at `url`, reporting (loaded, total) as they arrive. */
-export async function fetchBytes(url, onProgress) {
+/** The response for `url`, or an AppError: a network failure says so, and a status that is
+ * not OK gets the message `missing(status)` makes. */
+export async function fetchOk(url, missing) {
   let response;
   try {
     response = await fetch(url);
   } catch (error) {
     throw new AppError(`${url} could not be loaded (${error.message}).`);
   }
-  if (!response.ok) {
-    throw new AppError(`${url} is missing from this site (HTTP ${response.status}). ` +
-                       'Rebuild the site with "mobile-derm web-app --models DIR --out SITE".');
-  }
+  if (!response.ok) throw new AppError(missing(response.status));
+  return response;
+}
+
+/** The bytes at `url`, reporting (loaded, total) as they arrive. */
+export async function fetchBytes(url, onProgress) {
+  const response = await fetchOk(url, (status) => `${url} is missing from this site (HTTP ${status}). ` +
+                                                  'Rebuild the site with "mobile-derm web-app --models DIR --out SITE".');
   const total = Number(response.headers.get('content-length')) || 0;
   const reader = response.body.getReader();
   const parts = [];
