@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm.errors import DataError
+# The sets' group columns and SD-198's grouping rule live in the gate package (its fit/report halves use
+# them too); re-exported here.
+from mobile_derm_quality.groups import (GROUP_COLUMNS, SD198_MAX_GAP, SD198_MAX_SPAN, sd198_groups,  # noqa: F401
+                                        sd198_numeric_id)
 
 #: File name extensions :func:`read_folder` treats as images (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -401,81 +404,6 @@ def verify_images(dataset: Dataset, min_side: int = 8) -> int:
 
 
 # --------------------------------------------------------------------------
-# SD-198: groups from blocks of nearby DermQuest ids
-# --------------------------------------------------------------------------
-#: Largest gap between consecutive DermQuest numbers (same class) that still
-#: counts as the same block.
-SD198_MAX_GAP = 3
-#: Largest distance from a block's first number to its last. Without a cap,
-#: chaining merges whole atlas runs: SD-198's 27 Pityriasis rosea photos are
-#: DermQuest 040821..040860 with no gap over 4, which would be one "patient"
-#: and leave the class 3 groups, too few for 5-fold cross-validation.
-SD198_MAX_SPAN = 8
-
-_DQ_ID = re.compile(r"^(\d{6})([A-Za-z]+\d*)$")  # 042601HB, 043855VB1
-_UPLOAD_ID = re.compile(r"^(\d+)-")  # 10409-IMG_3817: user upload number, then camera name
-
-
-def sd198_numeric_id(original_name: str) -> tuple[str, int | None]:
-    """(namespace, number) of an SD-198 file name (with or without ``<class>__``).
-
-    - ``042601HB`` (DermQuest atlas id: 6 digits + HB/VB (+ digit)) -> ("dq", 42601)
-    - ``10409-IMG_3817`` (uploaded case: number, dash, camera file name) -> ("up", 10409)
-    - anything else -> ("", None): its own group.
-    """
-    stem = Path(original_name).stem
-    if "__" in stem:
-        stem = stem.split("__", 1)[1]
-    m = _DQ_ID.match(stem)
-    if m:
-        return "dq", int(m.group(1))
-    m = _UPLOAD_ID.match(stem)
-    if m:
-        return "up", int(m.group(1))
-    return "", None
-
-
-def sd198_groups(labels: Sequence[str], names: Sequence[str], max_gap: int = SD198_MAX_GAP,
-                 max_span: int = SD198_MAX_SPAN) -> list[str]:
-    """Group ids for SD-198 images (SD-198 has no patient or lesion id).
-
-    Rule: within one class and one id namespace (:func:`sd198_numeric_id`),
-    sort the numbers; a new block starts wherever the gap to the previous
-    number exceeds ``max_gap`` (so 042601, 042603, 042606 form one block,
-    042611 starts another; equal numbers are always together), or where the
-    number is more than ``max_span`` past the block's first number (so a long
-    unbroken atlas run, e.g. 040821..040860, becomes blocks of at most
-    ``max_span + 1`` consecutive numbers instead of one huge group). With the
-    defaults (3, 8) the 800-image subset has 432 groups, at least 6 per class
-    and at most 8 images per group. Files whose
-    name carries no number are their own group. Group ids look like
-    ``Psoriasis/dq042601`` (the block's first number). Blocks never span
-    classes: the same patient photographed for two diagnoses stays splittable,
-    which is the conservative choice for per-class stratification.
-    """
-    if len(labels) != len(names):
-        raise ValueError("labels and names differ in length")
-    keys = [sd198_numeric_id(n) for n in names]
-    out: list[str | None] = [None] * len(names)
-    by_bucket: dict[tuple[str, str], list[int]] = {}
-    for i, (label, (ns, num)) in enumerate(zip(labels, keys)):
-        if num is None:
-            out[i] = f"{label}/file:{Path(names[i]).stem}"
-        else:
-            by_bucket.setdefault((label, ns), []).append(i)
-    for (label, ns), idxs in by_bucket.items():
-        idxs.sort(key=lambda i: (keys[i][1], names[i]))
-        start = prev = keys[idxs[0]][1]
-        for i in idxs:
-            num = keys[i][1]
-            if num - prev > max_gap or num - start > max_span:
-                start = num
-            prev = num
-            out[i] = f"{label}/{ns}{start:06d}"
-    return out  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------
 # Presets for the real data
 # --------------------------------------------------------------------------
 def load(spec: str | Path, data_root: str | Path | None = None) -> Dataset:
@@ -524,15 +452,15 @@ def load_preset(name: str, data_root: str | Path | None = None, *, taxonomy=None
         raise DataError(csv_path, "label_col / drop_other apply to the derm7pt preset only")
     kw = dict(name=name, taxonomy=taxonomy, check_files=check_files)
     if name == "ham10000":
-        return read_csv(csv_path, group_col="lesion_id", **kw)
+        return read_csv(csv_path, group_col=GROUP_COLUMNS[PRESET_FOLDERS[name]], **kw)
     if name == "pad_ufes20":
-        return read_csv(csv_path, group_col="patient_id", **kw)
+        return read_csv(csv_path, group_col=GROUP_COLUMNS[PRESET_FOLDERS[name]], **kw)
     if name == "derm7pt":
         col = label_col or "diagnosis_group"
         if col not in ("diagnosis_group", "label"):
             raise DataError(csv_path, f"derm7pt label_col must be 'diagnosis_group' or 'label', not {col!r}")
         row_filter = (lambda row: row.get("diagnosis_group", "").strip() != "other") if drop_other else None
-        return read_csv(csv_path, label_col=col, group_col="case_id", row_filter=row_filter, **kw)
+        return read_csv(csv_path, label_col=col, group_col=GROUP_COLUMNS[PRESET_FOLDERS[name]], row_filter=row_filter, **kw)
     if name == "sd198":
         ds = read_csv(csv_path, **kw)
         groups = sd198_groups(ds.labels(), [s.path.name for s in ds.samples], sd198_max_gap, sd198_max_span)
