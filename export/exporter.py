@@ -153,8 +153,8 @@ def measure_variants(converted: dict[str, bytes], infos: dict[str, ModelInfo], t
                          "balanced_accuracy": metrics.balanced_accuracy(y_test, pred, probs.shape[1]),
                          "agreement_with_float": float(np.mean(pred == info.decide(reference_probs))),
                          "ood_threshold": infos[variant].ood_threshold,
+                         "malignancy_thresholds": infos[variant].malignancy_thresholds,
                          **abstention.get(FLOAT_VARIANT if variant == reference else variant, {})}
-        rows[variant].pop("abstention_by_set", None)
     return rows, reference_probs
 
 

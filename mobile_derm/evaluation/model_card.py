@@ -61,6 +61,40 @@ class ModelCardContext:
     def test_groups(self) -> np.ndarray:
         return np.asarray(self.dataset.groups())[np.asarray(self.split.test, dtype=np.int64)]
 
+    def external_reports(self) -> dict[str, dict]:
+        """data set name -> external.json that ``mobile-derm evaluate RUN --data SET`` wrote in
+        the run folder (its default ``RUN/external_<SET>/``)."""
+        reports = {}
+        for path in sorted(Path(self.run_dir).glob("external_*/external.json")):
+            report = json.loads(path.read_text())
+            reports[report.get("data", path.parent.name.removeprefix("external_"))] = report
+        return reports
+
+    def gate_pass_rates(self, gate_config: dict | None) -> dict | None:
+        """The packed gate's verdicts on the test split's original photo files: accept / warn /
+        reject shares and the most frequent reject reasons (None when the files are gone)."""
+        from collections import Counter
+
+        from mobile_derm_quality import GateConfig, check_photo
+        from mobile_derm_quality.errors import QualityCheckError
+
+        paths = [self.dataset.paths()[int(i)] for i in self.split.test]
+        decisions, reasons = Counter(), Counter()
+        try:  # a learned not-skin check is found beside the exported files, not from here: no figure then
+            config = GateConfig.from_dict(gate_config) if gate_config else GateConfig.default()
+            for path in paths:
+                verdict = check_photo(path, config)
+                decisions[verdict.decision] += 1
+                if verdict.decision == "reject":
+                    reasons.update(verdict.reasons)
+        except QualityCheckError:
+            return None
+        if not paths:
+            return None
+        n = len(paths)
+        return {"n": n, **{d: decisions[d] / n for d in ("accept", "warn", "reject")},
+                "reasons": reasons.most_common(3)}
+
 
 def known_limits() -> list[str]:
     return list(json.loads(KNOWN_LIMITS_FILE.read_text(encoding="utf-8"))["limits"])
@@ -141,6 +175,17 @@ def _subgroup_value(column: str, raw: str) -> str | None:
     return raw.lower()
 
 
+def _abstention_on_other_sets(quantization: dict[str, dict] | None) -> list[tuple[str, dict]]:
+    """[(variant, {set name: (abstain rate, n)})] for the sets other than the test split."""
+    rows = []
+    for variant, row in (quantization or {}).items():
+        by_set = {name: (entry["abstain_rate"], entry["n"]) for name, entry in row.get("abstention_by_set", {}).items()
+                  if name != "test"}
+        if by_set:
+            rows.append((variant, by_set))
+    return rows
+
+
 def _f(value, digits: int = 3) -> str:
     return NOT_MEASURED if value is None else f"{value:.{digits}f}"
 
@@ -203,6 +248,13 @@ def render(info, context: ModelCardContext | None, quantization: dict[str, dict]
                       f"| {', '.join(f'{m} >= {_f(v)}' for m, v in p.get('target', {}).items()) or NOT_MEASURED} "
                       f"| {'-' if p.get('met_target') is None else ('yes' if p['met_target'] else 'no')} |"
                       for name, p in points if p]
+            per_file = [(v, row["malignancy_thresholds"]) for v, row in (quantization or {}).items()
+                        if row.get("malignancy_thresholds")]
+            if per_file:
+                lines += ["", "Each file carries thresholds chosen again on its own validation outputs (an integer "
+                          "model's scores sit on a coarser grid): " + "; ".join(
+                              f"{variant} " + ", ".join(f"{name} {_f(t, 4)}" for name, t in points.items())
+                              for variant, points in per_file) + "."]
         else:
             lines += [f"{NOT_MEASURED} (no malignant class in the validation split)"]
         lines += ["", "### Abstention on the test split", "",
@@ -213,10 +265,34 @@ def render(info, context: ModelCardContext | None, quantization: dict[str, dict]
     else:
         lines += [f"{NOT_MEASURED}: no test report in the run folder.", ""]
 
-    lines += ["## Results on other data sets", "",
-              f"External data sets: **{NOT_MEASURED}** at export. Run `mobile-derm ood-eval` and "
-              "`mobile-derm benchmark` on another data set to measure them; until then, expect lower figures on "
-              "photos from other cameras, clinics and populations.", ""]
+    lines += ["## Results on other data sets", ""]
+    external = context.external_reports() if context is not None else {}
+    if external:
+        lines += ["External validation of the trained (float) model, run before export with `mobile-derm evaluate "
+                  "RUN --data SET` (labels mapped through the taxonomy; reporting only, nothing was chosen on "
+                  "these):", "",
+                  "| data set | photos (of classes the model knows) | balanced accuracy | malignancy AUC "
+                  "| sensitive point: sensitivity / specificity | abstains |", "|---|---|---|---|---|---|"]
+        for name, ext in external.items():
+            c, m = ext["classification_on_mapped_photos"], ext["malignancy_on_all_photos"]
+            sensitive = m.get("sensitive", {})
+            abstains = ", ".join(f"{rule} {_f(rate)}" for rule, rate in ext.get("abstain_rate", {}).items())
+            lines.append(f"| {name} | {ext['n']} ({ext['n_mapped']}) | {_f(c.get('balanced_accuracy'))} | "
+                         f"{_f(m.get('auc'))} | {_f(sensitive.get('sensitivity'))} / {_f(sensitive.get('specificity'))} "
+                         f"| {abstains or NOT_MEASURED} |")
+        lines.append("")
+    else:
+        lines += [f"External data sets: **{NOT_MEASURED}** before this export. Run `mobile-derm evaluate RUN --data "
+                  "SET` before exporting (the card then shows it) or on the exported file; until then, expect lower "
+                  "figures on photos from other cameras, clinics and populations.", ""]
+    other_sets = _abstention_on_other_sets(quantization)
+    if other_sets:
+        lines += ["Abstention (either rule) of each file on image sets that are not this data set's test photos "
+                  "(measured at export):", "", "| variant | " + " | ".join(other_sets[0][1]) + " |",
+                  "|---|" + "---|" * len(other_sets[0][1])]
+        lines += [f"| {variant} | " + " | ".join(f"{_f(rate)} (n = {n})" for rate, n in row.values()) + " |"
+                  for variant, row in other_sets]
+        lines.append("")
 
     lines += ["## Subgroups (test split)", ""]
     if subgroups:
@@ -238,6 +314,13 @@ def render(info, context: ModelCardContext | None, quantization: dict[str, dict]
     lines += ["## Quality gate", "",
               f"Photo-quality gate configuration version {gate.get('version', NOT_MEASURED)} "
               f"(schema {gate.get('schema_version', NOT_MEASURED)}), packed in the model's metadata.", ""]
+    pass_rates = context.gate_pass_rates(gate) if context is not None else None
+    if pass_rates:
+        lines += [f"On the original files of the test split ({pass_rates['n']} photos) it accepts "
+                  f"{_f(pass_rates['accept'])}, warns on {_f(pass_rates['warn'])} and rejects {_f(pass_rates['reject'])}"
+                  + (f"; most frequent reasons: {', '.join(f'{r} {k}' for r, k in pass_rates['reasons'])}"
+                     if pass_rates["reasons"] else "")
+                  + ". Its pass rates on other photos and on capture failures: docs/gate.md of mobile_derm.", ""]
 
     lines += ["## Quantization", ""]
     if quantization:

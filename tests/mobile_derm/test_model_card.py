@@ -55,6 +55,31 @@ def test_licence_comes_from_the_data_sets_source_file(tmp_path):
     assert model_card.data_licence(tmp_path) == "CC BY 4.0. Attribution required."
 
 
+def test_external_reports_in_the_run_folder_are_shown_in_the_card(tmp_path):
+    """`mobile-derm evaluate RUN --data SET` writes RUN/external_SET/external.json; the card of a
+    later export shows each such report's figures."""
+    from types import SimpleNamespace
+
+    report = {"data": "derm7pt", "n": 987, "n_mapped": 900,
+              "classification_on_mapped_photos": {"balanced_accuracy": 0.5641},
+              "malignancy_on_all_photos": {"auc": 0.8193, "sensitive": {"sensitivity": 0.71, "specificity": 0.77}},
+              "abstain_rate": {"low_confidence": 0.12}}
+    (tmp_path / "external_derm7pt").mkdir()
+    (tmp_path / "external_derm7pt" / "external.json").write_text(json.dumps(report))
+    context = model_card.ModelCardContext(tmp_path, dataset=None, split=None, test_pixels=np.zeros((0,)),
+                                          y_test=np.zeros((0,)))
+    assert list(context.external_reports()) == ["derm7pt"]
+    context.dataset = SimpleNamespace(name="d", samples=[], n_groups=lambda: 0, classes=["a", "b"], root=tmp_path)
+    context.split = SimpleNamespace(sizes=lambda: {"train": 0, "val": 0, "test": 0}, fractions=(0.7, 0.15, 0.15),
+                                    seed=0, test=[])
+    context.gate_pass_rates = lambda gate: None
+    info = ModelInfo(name="m", version="1", backbone="b", input_size=8, mean=(0, 0, 0), std=(1, 1, 1), labels=["a", "b"])
+    card = model_card.render(info, context, None, None)
+    row = next(line for line in card.splitlines() if line.startswith("| derm7pt |"))
+    assert "987 (900)" in row and "0.564" in row and "0.819" in row and "0.710 / 0.770" in row and "0.120" in row
+    assert "External data sets: **not measured**" not in card
+
+
 def test_known_limits_are_one_list_in_one_data_file():
     limits = model_card.known_limits()
     assert len(limits) >= 5 and any("Not a medical device" in limit for limit in limits)
@@ -79,6 +104,11 @@ def test_every_exported_file_carries_the_card_and_it_agrees_with_the_runs_report
     assert f"n = {report['n']} images" in beside
     assert "not a medical device" in beside.lower()
     assert "External data sets: **not measured**" in beside
+    # the packed gate judged the test split's own files, and each file's abstention on non-skin images is listed
+    assert "On the original files of the test split (" in beside
+    assert "Abstention (either rule) of each file on image sets" in beside
+    if report.get("malignancy_sensitive"):
+        assert "Each file carries thresholds chosen again on its own validation outputs" in beside
     for variant in ("float32", "float16", "int8"):
         assert f"| {variant} |" in beside.split("## Quantization")[1]
 
