@@ -43,7 +43,7 @@ from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOU
                                           SHARP_EDGE_PERCENTILE,
                                           SKIN_B_OVER_G, SKIN_G_OVER_R, SKIN_G_RANGE, SKIN_MAX_DARKEST, SKIN_MIN_PIXELS,
                                           SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION, SKIN_R_MINUS_B, SKIN_R_RANGE, TINY_SIZE,
-                                          roi_close_kernel)
+                                          WHITE_MIN_PIXELS, WHITE_PERCENTILE, roi_close_kernel)
 from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, MOTION_BLUR_RATIO, ramp
 from mobile_derm_quality.gate_twin import (DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES, REASON_CODES,
                                            SIZE_FIELDS, THUMBNAIL_SIZE, GateTwinError)
@@ -59,7 +59,7 @@ _RAW_KEYS = {
     "exposure": ("luma_p95", "luma_median", "bright_clip"),
     "sharpness": ("blur", "blur_h", "blur_v"),
     "glare": ("glare_fraction",),
-    "colour_cast": ("cast_distance", "grey"),
+    "colour_cast": ("cast_distance", "grey", "white_distance"),
     "noise": ("noise_sigma", "blockiness"),
     "framing": ("skin_fraction", "roi_offset"),
     "not_skin": ("typicality", "skin_fraction", "hue_entropy", "colourful_fraction"),
@@ -265,6 +265,28 @@ def _quantile_float(tf, values, mask, q: int):
     lo, hi, frac = _quantile_positions(tf, n, q)
     at = tf.gather(ascending, tf.clip_by_value(tf.cast(tf.stack([lo, hi]), tf.int32), 0, k - 1))  # n = 0: unused
     return at[0] + frac * (at[1] - at[0])
+
+
+def _u8_percentile(tf, values, mask, q: int):
+    """features._u8_percentiles (the lower value at rank ceil(q n / 100)) of whole numbers 0..255 where mask."""
+    hist = tf.math.unsorted_segment_sum(tf.reshape(mask, [-1]), tf.reshape(tf.cast(values, tf.int32), [-1]), 256)
+    cdf = tf.cumsum(hist)
+    target = tf.maximum(1.0, tf.math.ceil(float(q) * cdf[-1] / 100.0))
+    return _order_statistics(tf, cdf, tf.reshape(target - 1.0, [1]))[0]
+
+
+def _white_point(tf, tiny, tiny_valid_f):
+    """features._white_point: log(R/G), log(B/G) of each channel's percentile over the unclipped pixels."""
+    unclipped = _f(tf, tf.maximum(tf.maximum(tiny[0], tiny[1]), tiny[2]) < float(CLIP_LEVEL)) * tiny_valid_f
+    mask = tf.where(tf.reduce_sum(unclipped) < float(WHITE_MIN_PIXELS), tiny_valid_f, unclipped)
+    r, g, b = (_u8_percentile(tf, c, mask, WHITE_PERCENTILE) + 1.0 for c in tiny)
+    return tf.math.log(r / g), tf.math.log(b / g)
+
+
+def _white_distance(tf, u, v, locus: dict):
+    """gate.white_distance: the Mahalanobis distance of the white point from the clean photos' locus."""
+    du, dv = u - locus["u"], v - locus["v"]
+    return tf.sqrt(tf.maximum(0.0, locus["a"] * du * du + 2.0 * locus["b"] * du * dv + locus["c"] * dv * dv))
 
 
 def _masked_mean(tf, x, mask):
@@ -592,6 +614,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     means = [tf.reduce_sum(c * tiny_valid_f) / n_tiny for c in tiny]
     tot = means[0] + means[1] + means[2] + 1e-6
     cast_r, cast_g, cast_b = means[0] / tot, means[1] / tot, means[2] / tot
+    white_u, white_v = _white_point(tf, tiny, tiny_valid_f)
 
     noise = _noise_sigma(tf, inner, grad, laplacian, roi_at(1, nb), grid_b)
     blockiness = _blockiness(tf, _planes(tf, _f(tf, crop_u8)), ch, cw)
@@ -609,7 +632,8 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "blur_v": blur_v * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
         "glare_fraction": glare_fraction, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
         "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
-        "cast_distance": cast_distance,
+        "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v,
+        "white_distance": _white_distance(tf, white_u, white_v, config.white_locus),
     }
 
 

@@ -25,6 +25,14 @@ from mobile_derm_quality.not_skin import SkinCheck, SkinPhotoModel, default_ramp
 SCHEMA_VERSION = 1
 CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "noise", "framing", "not_skin")
 
+# Fitted by `python -m mobile_derm_quality.fit_checks` on the fit half's clean photos and the phone-capture
+# fit split (docs/gate.md, "Detectors for the capture failures (issue 21)"). The white-distance ramp warns
+# from 4.17 and fails from 5.68 at the colour_cast threshold and warn margin below; its "good" end lies
+# below 0 because the warn band is a tenth of the ramp (a neutral white point scores 0.68).
+WHITE_DISTANCE_RAMP = {"good": -4.8741, "bad": 10.2039}
+# The clean photos' white points: mean (u = log R/G, v = log B/G) and inverse covariance [[a, b], [b, c]].
+_DEFAULT_WHITE_LOCUS = {"u": 0.08665, "v": -0.04223, "a": 153.8403, "b": 66.0572, "c": 212.8332}
+
 # Ramps: raw measurement -> score. "good"/"bad" are raw values (see features.Measurements).
 _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
     # sharpness: blur radius (Gaussian sigma, px of the photo at 600 px) of the ROI's sharpest edges
@@ -38,7 +46,9 @@ _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
     # glare: share of the ROI where every channel is near saturation
     "glare": {"glare_fraction": {"good": 0.005, "bad": 0.06}},
     # colour_cast: how far the frame's mean chromaticity lies outside the skin-photo region
-    "colour_cast": {"cast_distance": {"good": 0.0, "bad": 0.06}},
+    # and how far the white point lies from clean skin photos' (fit_checks: warns beyond the worst
+    # source's 97th percentile of the fit half, fails beyond its 99.5th)
+    "colour_cast": {"cast_distance": {"good": 0.0, "bad": 0.06}, "white_distance": WHITE_DISTANCE_RAMP},
     # noise: Immerkaer noise sigma (grey levels, analysis scale); JPEG 8x8 blockiness
     "noise": {"noise_sigma": {"good": 3.0, "bad": 9.0}, "blockiness": {"good": 0.45, "bad": 1.0}},
     # framing: skin share of the frame; distance of the skin centroid from the centre
@@ -119,6 +129,8 @@ class GateConfig:
     warn_margin: dict[str, float] = field(default_factory=lambda: {k: 0.1 for k in CHECK_NAMES})
     ramps: dict[str, dict[str, dict[str, float]]] = field(default_factory=_default_ramps)
     cast_box: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_CAST_BOX))
+    # where clean skin photos' white points lie (gate.white_distance)
+    white_locus: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_WHITE_LOCUS))
     # checks whose failure only warns (never rejects)
     warn_only: list[str] = field(default_factory=list)
     min_model_input: int = 224
@@ -167,6 +179,7 @@ class GateConfig:
             "warn_margin": dict(self.warn_margin),
             "ramps": copy.deepcopy(self.ramps),
             "cast_box": dict(self.cast_box),
+            "white_locus": dict(self.white_locus),
             "warn_only": list(self.warn_only),
             "min_model_input": self.min_model_input,
             "max_pixels": self.max_pixels,
@@ -199,6 +212,8 @@ class GateConfig:
                 ramps["not_skin"].pop("typicality", None)
             cast_box = dict(base.cast_box)
             cast_box.update({str(k): float(v) for k, v in (d.get("cast_box") or {}).items()})
+            white_locus = dict(base.white_locus)
+            white_locus.update({str(k): float(v) for k, v in (d.get("white_locus") or {}).items()})
             cfg = cls(
                 version=str(d.get("version", base.version)),
                 schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
@@ -206,6 +221,7 @@ class GateConfig:
                 warn_margin=warn,
                 ramps=ramps,
                 cast_box=cast_box,
+                white_locus=white_locus,
                 warn_only=[str(x) for x in d.get("warn_only", [])],
                 min_model_input=int(d.get("min_model_input", base.min_model_input)),
                 max_pixels=int(d.get("max_pixels", base.max_pixels)),
@@ -231,6 +247,12 @@ class GateConfig:
             for key, gb in table.items():
                 if gb["good"] == gb["bad"]:
                     raise GateConfigError(source, f"ramp {check}.{key} has good == bad")
+        missing = sorted(set(_DEFAULT_WHITE_LOCUS) - set(self.white_locus))
+        if missing:
+            raise GateConfigError(source, f"white_locus lacks {', '.join(missing)}")
+        wl = self.white_locus
+        if not (wl["a"] > 0 and wl["a"] * wl["c"] - wl["b"] ** 2 > 0):
+            raise GateConfigError(source, "white_locus's inverse covariance [[a, b], [b, c]] must be positive definite")
         if self.skin_model is not None:
             SkinPhotoModel.from_dict(self.skin_model, source)
         if ("skin_check_distance" in self.ramps.get("not_skin", {})) != (self.skin_check_model is not None):

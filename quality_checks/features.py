@@ -68,6 +68,12 @@ LUMA_PERCENTILES = (50, 95)  # luma_median and luma_p95
 CLIP_LEVEL = 250  # luma at or above this counts as clipped (bright_clip)
 GLARE_LEVEL = 245  # every channel at or above this: a specular hot spot (white, not just bright skin)
 
+# white point (_white_point, on the tiny copy): the light's colour, from the brightest unclipped pixels.
+# Specular reflection off skin has the colour of the light whatever the skin's own colour (the
+# dichromatic model), so the brightest pixels tell a tungsten-orange light from dark skin in daylight.
+WHITE_PERCENTILE = 99  # per channel, over the pixels whose brightest channel is below CLIP_LEVEL
+WHITE_MIN_PIXELS = 16  # fewer unclipped pixels: the percentile is taken over every pixel
+
 
 def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> float:
     """Percentile ``q`` (0-100) of a strided subsample: exact enough, much faster than a full sort."""
@@ -158,6 +164,8 @@ class Measurements:
     noise_sigma: float  # estimated Gaussian noise sigma (grey levels) at the analysis scale
     blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
     grey: bool  # the photo has no colour at all
+    white_u: float  # white point: log((R99 + 1) / (G99 + 1)) of the tiny copy's unclipped pixels (_white_point)
+    white_v: float  # log((B99 + 1) / (G99 + 1))
     descriptor: np.ndarray | None = None  # not_skin.describe() of the analysis copy (not in to_dict)
     skin_check_distance: float = 0.0  # not_skin.SkinCheck's distance, when the config has one (0: none)
 
@@ -234,6 +242,24 @@ def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, 
         # soft lesion borders make the rest blurrier on perfectly good photos.
         out.append(float(min(MAX_BLUR, _quantile(sigma, SHARP_EDGE_PERCENTILE))))
     return out[0], out[1]
+
+
+def _white_point(tiny: np.ndarray) -> tuple[float, float]:
+    """The light's colour as log chromaticity (log R/G, log B/G) of each channel's
+    WHITE_PERCENTILE-th percentile over the tiny copy's unclipped pixels (a clipped channel has
+    lost the light's colour); whole-number percentiles from histograms (``_u8_percentiles``'
+    rank rule), as the twin takes them."""
+    unclipped = cv2.inRange(tiny, (0, 0, 0), (CLIP_LEVEL - 1,) * 3)  # every channel below CLIP_LEVEL
+    mask = unclipped if cv2.countNonZero(unclipped) >= WHITE_MIN_PIXELS else None
+    r, g, b = (_hist_percentile(cv2.calcHist([tiny], [c], mask, [256], [0, 256]).ravel(), WHITE_PERCENTILE) + 1.0
+               for c in range(3))
+    return float(np.log(r / g)), float(np.log(b / g))
+
+
+def _hist_percentile(hist: np.ndarray, q: float) -> float:
+    """``_u8_percentiles``' percentile (the lower value at rank ceil(q n / 100)) from a 256-bin histogram."""
+    cdf = np.cumsum(hist)
+    return float(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * cdf[-1])))))
 
 
 def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
@@ -344,6 +370,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     means = tiny.reshape(-1, 3).astype(np.float32).mean(axis=0)
     tot = float(means.sum()) + 1e-6
     cast_r, cast_g, cast_b = (float(means[i] / tot) for i in range(3))
+    white_u, white_v = _white_point(tiny)
 
     noise = _noise_sigma(g32, grad, roi)
     if (h0, w0) == (h, w):
@@ -373,6 +400,8 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         noise_sigma=noise,
         blockiness=blockiness,
         grey=grey_photo,
+        white_u=white_u,
+        white_v=white_v,
         descriptor=describe(small) if descriptor else None,
         skin_check_distance=skin_check.distance(thumbnail(small)) if skin_check is not None else 0.0,
     )

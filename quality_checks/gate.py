@@ -120,6 +120,15 @@ def cast_distance(m: Measurements, box: dict) -> float:
     )
 
 
+def white_distance(m: Measurements, locus: dict) -> float:
+    """How far the photo's white point (features._white_point) lies from those of clean skin
+    photos: the Mahalanobis distance from the locus's mean (u, v) with its inverse covariance
+    [[a, b], [b, c]] (fit_checks.fit_white_locus). A wrong white balance moves every pixel's log
+    chromaticity by the same amount, the white point with them."""
+    du, dv = m.white_u - locus["u"], m.white_v - locus["v"]
+    return float(np.sqrt(max(0.0, locus["a"] * du * du + 2.0 * locus["b"] * du * dv + locus["c"] * dv * dv)))
+
+
 def _typicality(m: Measurements, config: GateConfig) -> float:
     """Distance from the skin-photo model (about 1 for a typical skin photo; 0 without a model)."""
     model = config.skin_photo_model()
@@ -134,7 +143,8 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "exposure": {"luma_p95": m.luma_p95, "luma_median": m.luma_median, "bright_clip": m.bright_clip},
         "sharpness": {"blur": m.blur, "blur_h": m.blur_h, "blur_v": m.blur_v},
         "glare": {"glare_fraction": m.glare_fraction},
-        "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey)},
+        "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey),
+                        "white_distance": white_distance(m, config.white_locus)},
         "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness},
         "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset},
         "not_skin": {
@@ -155,6 +165,7 @@ _REASONS = {
     ("sharpness", "blur"): "blurred",
     ("glare", "glare_fraction"): "glare",
     ("colour_cast", "cast_distance"): "colour_cast",
+    ("colour_cast", "white_distance"): "colour_cast",
     ("noise", "noise_sigma"): "noisy",
     ("noise", "blockiness"): "compressed",
     ("framing", "skin_fraction"): "too_far",

@@ -58,7 +58,9 @@ INPUT_NAMES = ("analysis", "tiny", "thumbnail", "native_crop", "sizes")
 MEASUREMENT_NAMES = ("width", "height", "analysis_long_side", "skin_fraction", "roi_offset", "colourful_fraction",
                      "hue_entropy", "blur", "blur_h", "blur_v", "luma_median", "luma_p95", "bright_clip",
                      "glare_fraction", "cast_r", "cast_g", "cast_b", "noise_sigma", "blockiness", "grey",
-                     "typicality", "cast_distance")
+                     "white_u", "white_v", "typicality", "cast_distance", "white_distance")
+# the names above that are gate.raw_values' values derived from the measurements, not Measurements fields
+DERIVED_NAMES = ("typicality", "cast_distance", "white_distance")
 OUTPUT_NAMES = ("measurements", "scores", "passed", "warn", "applicable", "reason", "reason_flags", "decision")
 DECISIONS = ("accept", "warn", "reject")
 # every reason a check can give ("transparent" is the decoder's, not a check's)
@@ -198,6 +200,6 @@ def measurements_from(values: np.ndarray) -> Measurements:
     """features.Measurements from the twin's measurements output (no descriptor)."""
     v = dict(zip(MEASUREMENT_NAMES, (float(x) for x in values)))
     ints = ("width", "height", "analysis_long_side")
-    fields = {k: (int(round(v[k])) if k in ints else v[k]) for k in MEASUREMENT_NAMES if k not in ("typicality", "cast_distance")}
+    fields = {k: (int(round(v[k])) if k in ints else v[k]) for k in MEASUREMENT_NAMES if k not in DERIVED_NAMES}
     fields["grey"] = bool(fields["grey"])
     return Measurements(**fields, descriptor=None)

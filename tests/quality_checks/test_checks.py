@@ -62,6 +62,33 @@ def test_blue_cast_fails_colour_cast(skin):
     assert cast.shape == skin.shape
 
 
+def test_white_point_ignores_clipped_pixels():
+    from mobile_derm_quality.features import _white_point
+
+    tiny = np.full((40, 40, 3), (200, 150, 125), np.uint8)
+    u, v = _white_point(tiny)
+    assert u == pytest.approx(np.log(201 / 151)) and v == pytest.approx(np.log(126 / 151))
+    tiny[:10] = 255  # clipped: no colour of the light left
+    assert _white_point(tiny) == pytest.approx((u, v))
+
+
+def test_warm_tungsten_cast_fails_colour_cast(skin):
+    # a tungsten light the phone took for daylight: blue and green weak against red. The frame's mean
+    # chromaticity stays inside the skin box (cast_distance 0); the white point leaves the clean photos'.
+    assert assess(skin).check("colour_cast").reason is None
+    warm = np.clip(skin.astype(np.float32) * np.array([1.0, 0.82, 0.55]), 0, 255).astype(np.uint8)
+    c = assess(warm).check("colour_cast")
+    assert c.raw["cast_distance"] == 0.0
+    assert not c.passed and c.reason == "colour_cast"
+
+
+def test_dark_skin_in_daylight_is_not_rejected_as_colour_cast(make_skin):
+    # matte dark skin, no highlight: its brightest pixels are skin-coloured, not the light's colour. The
+    # white point may warn (docs/gate.md says so) but must not reject.
+    for tone in ((150, 100, 75), (95, 60, 45), (60, 38, 28)):
+        assert assess(make_skin(tone=tone)).check("colour_cast").passed, tone
+
+
 def test_noise_fails_noise(skin):
     noisy = degrade.noise(skin, 35.0, np.random.default_rng(0))
     c = assess(noisy).check("noise")

@@ -32,6 +32,23 @@ def test_config_errors(tmp_path):
         GateConfig.from_dict({"thresholds": {"nonsense": 0.5}})
     with pytest.raises(GateConfigError):
         GateConfig.from_dict({"schema_version": 99})
+    with pytest.raises(GateConfigError, match="positive definite"):
+        GateConfig.from_dict({"white_locus": {"a": 1.0, "b": 2.0, "c": 1.0}})
+
+
+def test_white_locus_roundtrip_and_partial_update():
+    cfg = GateConfig.from_dict({"white_locus": {"u": 0.5}})
+    assert cfg.white_locus["u"] == 0.5 and cfg.white_locus["c"] == GateConfig.default().white_locus["c"]
+    assert GateConfig.from_dict(cfg.to_dict()).white_locus == cfg.white_locus
+
+
+def test_ramp_for_puts_warn_and_fail_where_asked():
+    from mobile_derm_quality.fit_checks import ramp_for
+    from mobile_derm_quality.gate import ramp
+
+    r = ramp_for(4.0, 6.0, threshold=0.3, warn_margin=0.1)
+    assert ramp(4.0, r["good"], r["bad"]) == pytest.approx(0.4)
+    assert ramp(6.0, r["good"], r["bad"]) == pytest.approx(0.3)
 
 
 def test_thresholds_for_hits_target():

@@ -1,0 +1,151 @@
+"""Fit the capture-failure detectors' numbers (issue 21) on the fit half only, reproducibly.
+
+``python -m mobile_derm_quality.fit_checks [--data-root DIR] [--per-set N]`` measures
+
+* every clean photo of the fit half of each skin set (``photo_sets.fit_half``: by patient/case
+  group, never the report half gate-eval reports on), and
+* the phone-capture suite's ``fit`` split (never ``held_out``) on ``--per-set`` of those photos
+  per source, one "retake" and one "acceptable" sample per category,
+
+and prints, as JSON, the numbers written into ``config.py``'s defaults with how they were chosen
+and what they give on these same fit samples (in-sample figures: gate-eval's report half and
+held-out split are the out-of-sample ones). The rules, per detector:
+
+* white point (``colour_cast.white_distance``): the clean photos' white points (``features.
+  _white_point``) give the locus, a mean and an inverse covariance (the Mahalanobis distance
+  of ``gate.white_distance``); the ramp is set so that a photo warns beyond the
+  ``WARN_QUANTILE`` and fails beyond the ``FAIL_QUANTILE`` of the clean distances of the source
+  where they are largest, so no source newly warns more than 1 - WARN_QUANTILE of its photos.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from mobile_derm_quality import phone_capture
+from mobile_derm_quality.config import GateConfig
+from mobile_derm_quality.errors import ImageReadError
+from mobile_derm_quality.features import measure
+from mobile_derm_quality.gate import read_photo_for, verdict_from_measurements, white_distance
+from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, default_data_root, fit_half, read_rows
+
+WARN_QUANTILE = 0.97  # clean fit-half photos of the worst source that may newly warn: 3%
+FAIL_QUANTILE = 0.995  # ... and that may newly fail: 0.5%
+FIT_CATEGORIES = ("white_balance",)
+FIT_SEED = 21  # the issue's number: any fixed seed, so the fit is the same on every run
+
+
+def collect(root: Path, config: GateConfig, per_set: int, categories=FIT_CATEGORIES, seed: int = FIT_SEED) -> dict:
+    """Measurements of the fit half's clean photos (with source and Fitzpatrick type) and of
+    fit-split phone-capture samples of ``per_set`` of them per source."""
+    clean, samples = [], []
+    for si, ds in enumerate(CLEAN_SETS):
+        folder = root / ds
+        rows = read_rows(folder)
+        rows = [r for r, fit in zip(rows, fit_half(ds, rows)) if fit]
+        order = np.random.default_rng([seed, si]).permutation(len(rows))
+        used = 0
+        for i in order:
+            try:
+                rgb = read_photo_for(folder / rows[i]["image"], config).rgb
+            except ImageReadError:
+                continue
+            if min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
+                continue
+            clean.append({"source": ds, "fitzpatrick": rows[i].get("fitzpatrick", ""),
+                          "m": measure(rgb, config.analysis_size)})
+            if used >= per_set:
+                continue
+            for ci, category in enumerate(categories):
+                for li, label in enumerate(phone_capture.LABELS):
+                    rng = np.random.default_rng([seed, si, int(i), ci, li])
+                    img, _, params = phone_capture.sample(rgb, category, "fit", rng, label=label)
+                    samples.append({"source": ds, "category": category, "label": label,
+                                    "m": measure(img, config.analysis_size)})
+            used += 1
+    return {"clean": clean, "samples": samples}
+
+
+def fit_white_locus(clean: list[dict]) -> dict:
+    """Mean and inverse covariance of the clean photos' white points (gate.white_distance's locus)."""
+    uv = np.array([[c["m"].white_u, c["m"].white_v] for c in clean], np.float64)
+    inv = np.linalg.inv(np.cov(uv.T))
+    return {"u": round(float(uv[:, 0].mean()), 5), "v": round(float(uv[:, 1].mean()), 5),
+            "a": round(float(inv[0, 0]), 4), "b": round(float(inv[0, 1]), 4), "c": round(float(inv[1, 1]), 4)}
+
+
+def ramp_for(warn_at: float, fail_at: float, threshold: float, warn_margin: float) -> dict:
+    """A distance ramp (score 1 at ``good``, 0 at ``bad``) whose score crosses threshold +
+    warn_margin at ``warn_at`` and threshold at ``fail_at`` (fail_at > warn_at)."""
+    width = (fail_at - warn_at) / warn_margin  # the score falls warn_margin over fail_at - warn_at
+    bad = fail_at + threshold * width
+    return {"good": round(bad - width, 4), "bad": round(bad, 4)}
+
+
+def worst_source_quantile(values: np.ndarray, sources: np.ndarray, q: float) -> float:
+    return float(max(np.quantile(values[sources == s], q) for s in np.unique(sources)))
+
+
+def fit(data: dict, config: GateConfig) -> dict:
+    """The fitted numbers and the figures they give on the fit samples."""
+    clean = data["clean"]
+    sources = np.array([c["source"] for c in clean])
+    locus = fit_white_locus(clean)
+    d = np.array([white_distance(c["m"], locus) for c in clean])
+    thr, margin = config.thresholds["colour_cast"], config.warn_margin["colour_cast"]
+    warn_at = worst_source_quantile(d, sources, WARN_QUANTILE)
+    fail_at = worst_source_quantile(d, sources, FAIL_QUANTILE)
+    white_ramp = ramp_for(warn_at, fail_at, thr, margin)
+    fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus,
+                                   "ramps": {"colour_cast": {"white_distance": white_ramp}}})
+    return {"white_locus": locus, "white_distance_ramp": white_ramp,
+            "white_distance_warn_at": round(warn_at, 4), "white_distance_fail_at": round(fail_at, 4),
+            "n_clean": len(clean), "fit_figures": figures(data, fitted)}
+
+
+def figures(data: dict, config: GateConfig) -> dict:
+    """On the fit samples: clean photos passed and warned (per source and Fitzpatrick type),
+    retake samples rejected and flagged, acceptable ones passed, per category and source."""
+    out: dict = {"clean": {}, "capture": {}}
+    for key in ("source", "fitzpatrick"):
+        groups: dict = {}
+        for c in data["clean"]:
+            groups.setdefault(f"{key}={c[key]}", []).append(verdict_from_measurements(c["m"], config).decision)
+        out["clean"].update({g: {"n": len(v), "passed": round(float(np.mean([x != "reject" for x in v])), 4),
+                                 "warned": round(float(np.mean([x == "warn" for x in v])), 4)} for g, v in groups.items()})
+    cells: dict = {}
+    for s in data["samples"]:
+        v = verdict_from_measurements(s["m"], config)
+        for src in (s["source"], "all"):
+            cells.setdefault(s["category"], {}).setdefault(src, {}).setdefault(s["label"], []).append(v.decision)
+    for category, per_source in cells.items():
+        out["capture"][category] = {
+            src: {"retake_rejected": round(float(np.mean([x == "reject" for x in lab.get("retake", [])])), 3),
+                  "retake_flagged": round(float(np.mean([x != "accept" for x in lab.get("retake", [])])), 3),
+                  "acceptable_passed": round(float(np.mean([x != "reject" for x in lab.get("acceptable", [])])), 3)}
+            for src, lab in per_source.items()}
+    return out
+
+
+def main(argv=None) -> int:
+    """Fit the capture-failure detectors' numbers on the fit half and the fit split; print them as JSON."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--per-set", type=int, default=100, help="photos per source the fit split is applied to")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    root = Path(args.data_root) if args.data_root else default_data_root()
+    config = GateConfig.default()
+    result = fit(collect(root, config, args.per_set), config)
+    text = json.dumps(result, indent=1, sort_keys=True)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
