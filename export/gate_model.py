@@ -35,6 +35,7 @@ import numpy as np
 from mobile_derm_quality import gate_twin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT,
+                                          GLARE_SPOT_CONTRAST, GLARE_SPOT_WINDOW,
                                           COLOURFUL_MIN_VAL, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
                                           FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, HUE_BIN_WIDTH, HUE_ENTROPY_BINS,
                                           HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, LUMA_PERCENTILES, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
@@ -58,7 +59,7 @@ MAX_CLOSE_RADIUS = roi_close_kernel(TINY_SIZE) // 2
 _RAW_KEYS = {
     "exposure": ("luma_p95", "luma_median", "bright_clip"),
     "sharpness": ("blur", "blur_h", "blur_v"),
-    "glare": ("glare_fraction",),
+    "glare": ("glare_fraction", "glare_spots"),
     "colour_cast": ("cast_distance", "grey", "white_distance"),
     "noise": ("noise_sigma", "blockiness"),
     "framing": ("skin_fraction", "roi_offset"),
@@ -610,6 +611,12 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     luma_median, luma_p95 = tf.unstack(_order_statistics(tf, tf.cumsum(hist), targets - 1.0))
     bright_clip = tf.reduce_sum(hist[CLIP_LEVEL:]) / n_judge
     glare_fraction = tf.reduce_sum(joint[256:]) / n_judge
+    # features._glare_spots: white pixels above their surroundings' mean grey (whole-number box sums of
+    # the tiny copy's grey, reflected at its size, taken to the analysis copy by nearest neighbour)
+    k = GLARE_SPOT_WINDOW
+    sums = _separable(tf, _grey(tf, tiny), np.ones(k, np.float32), th, tw, "reflect101")
+    above = _f(tf, k * k * gray - _gather_2d(tf, sums, iy, ix) > float(GLARE_SPOT_CONTRAST * k * k))
+    glare_spots = tf.reduce_sum(white * above * valid_f) / (hf * wf)
 
     means = [tf.reduce_sum(c * tiny_valid_f) / n_tiny for c in tiny]
     tot = means[0] + means[1] + means[2] + 1e-6
@@ -630,7 +637,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "skin_fraction": skin_fraction, "roi_offset": roi_offset, "colourful_fraction": colourful_fraction,
         "hue_entropy": hue_entropy, "blur": tf.maximum(blur_h, blur_v) * to_ref, "blur_h": blur_h * to_ref,
         "blur_v": blur_v * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
-        "glare_fraction": glare_fraction, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
+        "glare_fraction": glare_fraction, "glare_spots": glare_spots, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
         "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
         "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v,
         "white_distance": _white_distance(tf, white_u, white_v, config.white_locus),

@@ -30,6 +30,8 @@ CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "n
 # from 4.17 and fails from 5.68 at the colour_cast threshold and warn margin below; its "good" end lies
 # below 0 because the warn band is a tenth of the ramp (a neutral white point scores 0.68).
 WHITE_DISTANCE_RAMP = {"good": -4.8741, "bad": 10.2039}
+# The glare-spots ramp warns from a share of 0.00167 and fails only from 0.0162 (every clean fit photo below).
+GLARE_SPOTS_RAMP = {"good": -0.0854, "bad": 0.0597}
 # The clean photos' white points: mean (u = log R/G, v = log B/G) and inverse covariance [[a, b], [b, c]].
 _DEFAULT_WHITE_LOCUS = {"u": 0.08665, "v": -0.04223, "a": 153.8403, "b": 66.0572, "c": 212.8332}
 
@@ -44,7 +46,9 @@ _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
         "bright_clip": {"good": 0.02, "bad": 0.30},
     },
     # glare: share of the ROI where every channel is near saturation
-    "glare": {"glare_fraction": {"good": 0.005, "bad": 0.06}},
+    # and the share of the frame in small white lobes brighter than their surroundings (fit_checks: warns
+    # beyond the worst source's 97th percentile of the fit half, fails beyond its 99.5th)
+    "glare": {"glare_fraction": {"good": 0.005, "bad": 0.06}, "glare_spots": GLARE_SPOTS_RAMP},
     # colour_cast: how far the frame's mean chromaticity lies outside the skin-photo region
     # and how far the white point lies from clean skin photos' (fit_checks: warns beyond the worst
     # source's 97th percentile of the fit half, fails beyond its 99.5th)

@@ -67,6 +67,8 @@ BLOCKINESS_MIN_SIDE = 32  # a native crop smaller than this: blockiness 0 (too f
 LUMA_PERCENTILES = (50, 95)  # luma_median and luma_p95
 CLIP_LEVEL = 250  # luma at or above this counts as clipped (bright_clip)
 GLARE_LEVEL = 245  # every channel at or above this: a specular hot spot (white, not just bright skin)
+GLARE_SPOT_WINDOW = 11  # glare_spots: a lobe stands out from the mean grey of this many tiny-copy px square around it ...
+GLARE_SPOT_CONTRAST = 25  # ... by more than this many grey levels (a pale patch or a white background does not)
 
 # white point (_white_point, on the tiny copy): the light's colour, from the brightest unclipped pixels.
 # Specular reflection off skin has the colour of the light whatever the skin's own colour (the
@@ -164,6 +166,7 @@ class Measurements:
     noise_sigma: float  # estimated Gaussian noise sigma (grey levels) at the analysis scale
     blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
     grey: bool  # the photo has no colour at all
+    glare_spots: float  # share of the frame in small specular lobes: white and brighter than their surroundings (_glare_spots)
     white_u: float  # white point: log((R99 + 1) / (G99 + 1)) of the tiny copy's unclipped pixels (_white_point)
     white_v: float  # log((B99 + 1) / (G99 + 1))
     descriptor: np.ndarray | None = None  # not_skin.describe() of the analysis copy (not in to_dict)
@@ -254,6 +257,25 @@ def _white_point(tiny: np.ndarray) -> tuple[float, float]:
     r, g, b = (_hist_percentile(cv2.calcHist([tiny], [c], mask, [256], [0, 256]).ravel(), WHITE_PERCENTILE) + 1.0
                for c in range(3))
     return float(np.log(r / g)), float(np.log(b / g))
+
+
+def _glare_spots(white: np.ndarray, gray: np.ndarray, tiny: np.ndarray) -> float:
+    """Share of the analysis copy's pixels that are white (``white``: uint8, 255 where every channel >=
+    GLARE_LEVEL) and more than GLARE_SPOT_CONTRAST grey levels above the mean grey of the
+    GLARE_SPOT_WINDOW-px square of the tiny copy around them: a few small flash reflections, which
+    glare_fraction (white share of the ROI) misses. Whole-number sums, exact in float32 (below 2**24),
+    so the comparison is exact, as in the twin; OpenCV calls only, about 0.1 ms whatever the photo."""
+    if cv2.countNonZero(white) == 0:
+        return 0.0
+    k = GLARE_SPOT_WINDOW
+    sums = cv2.boxFilter(cv2.cvtColor(tiny, cv2.COLOR_RGB2GRAY), cv2.CV_32F, (k, k), normalize=False,
+                         borderType=cv2.BORDER_REFLECT_101)
+    h, w = gray.shape
+    if sums.shape != (h, w):
+        sums = cv2.resize(sums, (w, h), interpolation=cv2.INTER_NEAREST)
+    excess = cv2.addWeighted(gray, float(k * k), sums, -1.0, 0.0, dtype=cv2.CV_32F)
+    above = cv2.compare(excess, float(GLARE_SPOT_CONTRAST * k * k), cv2.CMP_GT)
+    return float(cv2.countNonZero(cv2.bitwise_and(above, white))) / float(h * w)
 
 
 def _hist_percentile(hist: np.ndarray, q: float) -> float:
@@ -363,9 +385,11 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     med, p95 = _u8_percentiles(luma, LUMA_PERCENTILES)
     bright_clip = float((luma >= CLIP_LEVEL).mean())
     # Specular hot spots: every channel near saturation (white, not just bright skin).
-    white = cv2.inRange(small, (GLARE_LEVEL,) * 3, (255, 255, 255)) > 0
+    white_u8 = cv2.inRange(small, (GLARE_LEVEL,) * 3, (255, 255, 255))
+    white = white_u8 > 0
     glare = white[judge]
     glare_fraction = float(glare.mean()) if glare.size else 0.0
+    glare_spots = _glare_spots(white_u8, gray, tiny)
 
     means = tiny.reshape(-1, 3).astype(np.float32).mean(axis=0)
     tot = float(means.sum()) + 1e-6
@@ -394,6 +418,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         luma_p95=p95,
         bright_clip=bright_clip,
         glare_fraction=glare_fraction,
+        glare_spots=glare_spots,
         cast_r=cast_r,
         cast_g=cast_g,
         cast_b=cast_b,

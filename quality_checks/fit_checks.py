@@ -16,6 +16,9 @@ held-out split are the out-of-sample ones). The rules, per detector:
   of ``gate.white_distance``); the ramp is set so that a photo warns beyond the
   ``WARN_QUANTILE`` and fails beyond the ``FAIL_QUANTILE`` of the clean distances of the source
   where they are largest, so no source newly warns more than 1 - WARN_QUANTILE of its photos.
+* glare spots (``glare.glare_spots``): the same warn quantile of the clean photos' share of the frame
+  in small white lobes (``features._glare_spots``); it fails only beyond the largest clean value
+  (GLARE_FAIL_QUANTILE), since a warning is all the issue asks of glare.
 """
 from __future__ import annotations
 
@@ -34,7 +37,10 @@ from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, default_d
 
 WARN_QUANTILE = 0.97  # clean fit-half photos of the worst source that may newly warn: 3%
 FAIL_QUANTILE = 0.995  # ... and that may newly fail: 0.5%
-FIT_CATEGORIES = ("white_balance",)
+# glare needs only a warning (the issue's target is "flagged"): the spots fail only beyond every clean fit photo
+GLARE_FAIL_QUANTILE = 1.0
+FIT_CATEGORIES = ("white_balance", "flash_glare")
+NEW_TERMS = (("colour_cast", "white_distance"), ("glare", "glare_spots"))
 FIT_SEED = 21  # the issue's number: any fixed seed, so the fit is the same on every run
 
 
@@ -99,11 +105,27 @@ def fit(data: dict, config: GateConfig) -> dict:
     warn_at = worst_source_quantile(d, sources, WARN_QUANTILE)
     fail_at = worst_source_quantile(d, sources, FAIL_QUANTILE)
     white_ramp = ramp_for(warn_at, fail_at, thr, margin)
+    spots = np.array([c["m"].glare_spots for c in clean])
+    spots_warn_at = worst_source_quantile(spots, sources, WARN_QUANTILE)
+    spots_fail_at = worst_source_quantile(spots, sources, GLARE_FAIL_QUANTILE)
+    spots_ramp = ramp_for(spots_warn_at, spots_fail_at, config.thresholds["glare"], config.warn_margin["glare"])
     fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus,
-                                   "ramps": {"colour_cast": {"white_distance": white_ramp}}})
+                                   "ramps": {"colour_cast": {"white_distance": white_ramp},
+                                             "glare": {"glare_spots": spots_ramp}}})
     return {"white_locus": locus, "white_distance_ramp": white_ramp,
             "white_distance_warn_at": round(warn_at, 4), "white_distance_fail_at": round(fail_at, 4),
-            "n_clean": len(clean), "fit_figures": figures(data, fitted)}
+            "glare_spots_ramp": spots_ramp, "glare_spots_warn_at": round(spots_warn_at, 6),
+            "glare_spots_fail_at": round(spots_fail_at, 6),
+            "n_clean": len(clean), "fit_figures": figures(data, fitted),
+            "fit_figures_without_them": figures(data, without_new_terms(config))}
+
+
+def without_new_terms(config: GateConfig) -> GateConfig:
+    """``config`` without this module's ramp terms: the gate before issue 21, for comparison."""
+    cfg = GateConfig.from_dict(config.to_dict())
+    for check, term in NEW_TERMS:
+        cfg.ramps[check].pop(term, None)
+    return cfg
 
 
 def figures(data: dict, config: GateConfig) -> dict:

@@ -55,6 +55,32 @@ def test_glare_spot_fails_glare(skin):
     assert not c.passed and c.reason == "glare" and c.guidance == "Turn off the flash and avoid reflections on the skin"
 
 
+def test_a_few_small_flash_lobes_flag_glare(skin):
+    # 1-4 small specular lobes: too little white area for glare_fraction, but each stands out from its skin
+    img = skin.copy()
+    assert assess(img).check("glare").reason is None
+    for x, y in ((80, 70), (300, 90), (150, 230)):
+        cv2.circle(img, (x, y), 9, (235, 225, 220), -1)
+        cv2.circle(img, (x, y), 5, (255, 255, 255), -1)
+    c = assess(img).check("glare")
+    assert c.raw["glare_spots"] > 0 and ramp(c.raw["glare_fraction"], 0.005, 0.06) > 0.4  # the old term alone: no flag
+    assert c.reason == "glare" and (c.warn or not c.passed)
+
+
+def test_glare_spots_need_contrast_with_the_surroundings():
+    from mobile_derm_quality.features import _glare_spots, shrink
+
+    def spots(img):
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        return _glare_spots(cv2.inRange(img, (245,) * 3, (255,) * 3), gray, shrink(img, 96))
+
+    white = np.full((240, 320, 3), 250, np.uint8)
+    assert spots(white) == 0.0  # all white: nothing stands out (an over-exposure, not a reflection)
+    img = np.full((240, 320, 3), (180, 130, 110), np.uint8)
+    img[100:106, 150:156] = 255
+    assert spots(img) == pytest.approx(36 / (240 * 320))
+
+
 def test_blue_cast_fails_colour_cast(skin):
     cast = degrade.colour_cast(skin, 0.35, np.random.default_rng(1))  # rng picks a direction
     img = np.clip(skin.astype(np.float32) * np.array([0.7, 1.0, 1.45]), 0, 255).astype(np.uint8)
