@@ -177,9 +177,11 @@ def cmd_gate_eval(args, predictor=None) -> int:
         phone_capture_per_set=args.phone_capture,
     )
     print(f"wrote {Path(args.out) / 'gate_eval.json'}")
-    print(f"clean_pass_rate {rep['clean_pass_rate']}  " + "  ".join(f"{k} {v['pass_rate']}" for k, v in rep["clean"].items()))
+    print(f"clean_pass_rate (report half) {rep['clean_pass_rate']}  " + "  ".join(f"{k} {v['pass_rate']}" for k, v in rep["clean"].items())
+          + f"  (fit half {rep['clean_pass_rate_fit_half']})")
     print("auc " + "  ".join(f"{k} {v['auc']}" for k, v in rep["degradations"].items()))
-    print(f"ood_reject_rate {rep['ood_reject_rate']}  ms_per_image {rep['ms_per_image']}")
+    print(f"ood_reject_rate {rep['ood_reject_rate']}  nonskin_free_reject_rate {rep['nonskin_free_reject_rate']}  "
+          f"ms_per_image {rep['ms_per_image']}")
     if rep.get("phone_capture"):
         for split, cats in rep["phone_capture"]["by_split"].items():
             print(f"phone-capture {split}: retake rejected (flagged) / acceptable passed, all sources: " + "  ".join(

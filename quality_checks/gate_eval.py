@@ -5,8 +5,13 @@ Clean photos: the skin sets under the data root whose shorter side is >= ``CLEAN
 input and test the resolution check instead. Each clean photo in a per-dataset sample is
 degraded (see ``degrade.DEGRADATIONS``) at several severities; the report gives reject rates,
 per-degradation ROC AUC of the relevant check's score (clean vs degraded, pooled over the
-"clearly bad" severities), the non-skin reject rate, and the analysis time of a 4000x3000
-photo on one core. With a classifier it also reports accuracy on accepted vs rejected images.
+"clearly bad" severities), the non-skin reject rates (``ood``, and ``nonskin_free`` where the
+data root has it), and the analysis time of a 4000x3000 photo on one core. With a classifier
+it also reports accuracy on accepted vs rejected images.
+
+The clean pass rate is reported on the report half of each skin set (``photo_sets.fit_half``:
+the patients, cases and lesions the skin-photo model and thresholds are not fitted on), with
+the fit half's and all photos' beside it.
 
 With ``phone_capture=N`` it also applies the physics-based phone-capture suite
 (``phone_capture``: failures written without reference to the detectors) to N clean photos
@@ -32,7 +37,8 @@ from mobile_derm_quality.decode import decode_image_bytes, read_image
 from mobile_derm_quality.errors import ImageReadError, QualityCheckError
 from mobile_derm_quality.files import atomic_write_text, pyplot, save_figure
 from mobile_derm_quality.gate import assess, measure_for, read_photo_for, verdict_from_measurements
-from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, LOWRES_SET, OOD_SET, default_data_root, fit_half, read_rows
+from mobile_derm_quality.photo_sets import (CLEAN_MIN_SIDE, CLEAN_SETS, LOWRES_SET, NONSKIN_SET, OOD_SET, default_data_root,
+                                            fit_half, read_rows)
 from mobile_derm_quality.roc import roc_auc
 
 
@@ -149,11 +155,12 @@ def gate_eval(
         if not folder.is_dir():
             continue
         rows = read_rows(folder)
+        in_fit = dict(zip((r["image"] for r in rows), fit_half(ds, rows)))  # from all rows: SD-198 blocks span them
         label_col = _label_column(rows, labels) if labels else None
         rows = _sample(rows, limit, seed)
         deg_rows = {r["image"] for r in _sample(rows, n_deg, seed + 1)}
         stats = {"n_total": 0, "n_below_min_side": 0, "n": 0, "accepted": 0, "warned": 0, "reasons": {},
-                 "n_heldout": 0, "accepted_heldout": 0}
+                 "n_report": 0, "accepted_report": 0}
         by_skin_type: dict[str, list[bool]] = {}  # Fitzpatrick type -> accepted, where the set records it
         it = tqdm(rows, desc=f"gate-eval {ds}", unit="img", disable=not progress)
         for i, r in enumerate(it):
@@ -172,9 +179,9 @@ def gate_eval(
             v = verdict(rgb)
             stats["n"] += 1
             stats["accepted"] += v.decision != "reject"
-            if not fit_half(r["image"]):  # photos the default skin-photo model never saw
-                stats["n_heldout"] += 1
-                stats["accepted_heldout"] += v.decision != "reject"
+            if not in_fit[r["image"]]:  # patients the skin-photo model and thresholds were not fitted on
+                stats["n_report"] += 1
+                stats["accepted_report"] += v.decision != "reject"
             stats["warned"] += v.decision == "warn"
             if FITZPATRICK_COLUMN in r:
                 by_skin_type.setdefault(r[FITZPATRICK_COLUMN] or "unknown", []).append(v.decision != "reject")
@@ -231,44 +238,53 @@ def gate_eval(
             rej.append(not v.check("resolution").passed)
         lowres = {"n": len(rej), "resolution_reject_rate": round(float(np.mean(rej)), 4) if rej else None}
 
-    ood = None
-    ood_scores: list[float] = []
-    if (root / OOD_SET).is_dir():
-        rows = read_rows(root / OOD_SET)
-        n, rejected, reasons, per_image, stopped = 0, 0, {}, [], 0
-        for r in tqdm(rows, desc=f"gate-eval {OOD_SET}", unit="img", disable=not progress):
+    def nonskin(folder: Path) -> tuple[dict, list[float]] | None:
+        """The gate on a folder of non-skin photos: reject rate with its 95% Wilson interval, per label
+        where labels.csv has one, reasons, per-image verdicts; with a classifier, the app's flow too (what
+        the gate lets through is classified, and the classifier may abstain), and the not_skin scores.
+        None if the folder is absent."""
+        if not folder.is_dir():
+            return None
+        rows = read_rows(folder)
+        per_image, scores, reasons = [], [], {}
+        for r in tqdm(rows, desc=f"gate-eval {folder.name}", unit="img", disable=not progress):
             try:
-                rgb = read_image(root / OOD_SET / r["image"])
+                rgb = read_image(folder / r["image"])
             except ImageReadError as exc:
                 unreadable.append(str(exc))
                 continue
             v = verdict(rgb)
-            n += 1
-            rejected += v.decision == "reject"
-            ood_scores.append(v.check("not_skin").score)
+            scores.append(v.check("not_skin").score)
             for reason in v.reasons if v.decision == "reject" else []:
                 reasons[reason] = reasons.get(reason, 0) + 1
-            row = {"image": r["image"], "decision": v.decision, "reasons": v.reasons}
+            row = {"image": r["image"], "label": r.get("label"), "decision": v.decision, "reasons": v.reasons}
             if predictor is not None:
-                # the app's flow: what the gate lets through is classified, and the classifier may abstain
                 row["classifier_abstained"] = classify(rgb)[1]
-                stopped += v.decision == "reject" or row["classifier_abstained"]
             per_image.append(row)
-        ood = {
-            "n": n,
-            "ood_reject_rate": round(rejected / n, 4) if n else None,
-            "not_skin_fail_rate": round(float(np.mean([s < config.thresholds["not_skin"] for s in ood_scores])), 4) if n else None,
-            "reasons": reasons,
-            "per_image": per_image,
-        }
-        if predictor is not None and n:
-            ood["classifier_abstain_rate"] = round(float(np.mean([r["classifier_abstained"] for r in per_image])), 4)
-            ood["reject_or_abstain_rate"] = round(stopped / n, 4)
+        rejected = [x["decision"] == "reject" for x in per_image]
+        out = {**_nonskin_rate(rejected), "reasons": reasons, "per_image": per_image,
+               "not_skin_fail_rate": round(float(np.mean([s < config.thresholds["not_skin"] for s in scores])), 4) if scores else None}
+        by_label = {}
+        for x in per_image:
+            by_label.setdefault(x["label"], []).append(x["decision"] == "reject")
+        if len(by_label) > 1:
+            out["by_label"] = {label: _nonskin_rate(flags) for label, flags in sorted(by_label.items())}
+        if predictor is not None and per_image:
+            out["classifier_abstain_rate"] = round(float(np.mean([x["classifier_abstained"] for x in per_image])), 4)
+            out["reject_or_abstain_rate"] = round(float(np.mean([x["decision"] == "reject" or x["classifier_abstained"]
+                                                                 for x in per_image])), 4)
+        return out, scores
+
+    ood, ood_scores = nonskin(root / OOD_SET) or (None, [])
+    if ood is not None:
+        ood["ood_reject_rate"] = ood["reject_rate"]  # the name the earlier reports and docs use
+    # The second non-skin set: the one to build and tune a not-skin check on, so that ``ood`` is only looked at last.
+    free, _ = nonskin(root / NONSKIN_SET) or (None, [])
 
     total_n = sum(s["n"] for s in clean.values())
     total_acc = sum(s["accepted"] for s in clean.values())
-    heldout_n = sum(s["n_heldout"] for s in clean.values())
-    heldout_acc = sum(s["accepted_heldout"] for s in clean.values())
+    report_n = sum(s["n_report"] for s in clean.values())
+    report_acc = sum(s["accepted_report"] for s in clean.values())
     degradations = {}
     for name, spec in degrade.DEGRADATIONS.items():
         check = spec["check"]
@@ -300,15 +316,24 @@ def gate_eval(
         "config": config.to_dict(),
         "data_root": str(root),
         "clean_min_side": CLEAN_MIN_SIDE,
-        "clean_pass_rate": round(total_acc / total_n, 4) if total_n else None,
-        "clean_pass_rate_heldout_half": round(heldout_acc / heldout_n, 4) if heldout_n else None,
+        # the headline: the report half, which neither the skin-photo model nor the thresholds were fitted on
+        "clean_pass_rate": _ratio(report_acc, report_n),
+        "clean_pass_rate_ci95": wilson_interval(report_acc, report_n),
+        "clean_pass_rate_fit_half": _ratio(total_acc - report_acc, total_n - report_n),
+        "clean_pass_rate_all": _ratio(total_acc, total_n),
         "clean": {
-            ds: {**s, "pass_rate": round(s["accepted"] / s["n"], 4) if s["n"] else None} for ds, s in clean.items()
+            ds: {**s, "n_fit": s["n"] - s["n_report"], "pass_rate": _ratio(s["accepted_report"], s["n_report"]),
+                 "pass_rate_fit_half": _ratio(s["accepted"] - s["accepted_report"], s["n"] - s["n_report"]),
+                 "pass_rate_all": _ratio(s["accepted"], s["n"])}
+            for ds, s in clean.items()
         },
         "degradations": degradations,
         "lowres": lowres,
         "ood": {k: v for k, v in (ood or {}).items() if k != "per_image"} if ood else None,
         "ood_reject_rate": ood["ood_reject_rate"] if ood else None,
+        NONSKIN_SET: ({k: v for k, v in free.items() if k != "per_image"} if free is not None
+                      else {"skipped": f"{root / NONSKIN_SET} not found (a second non-skin set; see photo_sets)"}),
+        "nonskin_free_reject_rate": free["reject_rate"] if free is not None else None,
         **timing,
         "limit": limit,
         "degrade_per_set": n_deg,
@@ -334,8 +359,9 @@ def gate_eval(
             },
         }
     atomic_write_text(out_dir / "gate_eval.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
-    if ood:
-        atomic_write_text(out_dir / "gate_eval_ood.json", json.dumps(ood["per_image"], indent=1) + "\n")
+    for name, res in ((OOD_SET, ood), (NONSKIN_SET, free)):
+        if res:
+            atomic_write_text(out_dir / f"gate_eval_{name}.json", json.dumps(res["per_image"], indent=1) + "\n")
     atomic_write_text(out_dir / "gate_eval.md", render_markdown(report))
     if plots:
         write_plots(out_dir, report, clean_scores, deg_scores, ood_scores, config)
@@ -348,6 +374,15 @@ def _gap(a: float | None, b: float | None) -> float | None:
 
 def _r(x):
     return None if x is None else round(float(x), 4)
+
+
+def _ratio(k: int, n: int) -> float | None:
+    return round(k / n, 4) if n else None
+
+
+def _nonskin_rate(rejected: list[bool]) -> dict:
+    k, n = int(sum(rejected)), len(rejected)
+    return {"n": n, "reject_rate": _ratio(k, n), "reject_ci95": wilson_interval(k, n)}
 
 
 FITZPATRICK_COLUMN = "fitzpatrick"  # PAD-UFES-20's labels.csv: skin type 1-6, empty where not recorded
@@ -402,7 +437,8 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
         if not folder.is_dir():
             continue
         sources.append(ds)
-        rows = [r for r in read_rows(folder) if not fit_half(r["image"])]
+        rows = read_rows(folder)
+        rows = [r for r, fit in zip(rows, fit_half(ds, rows)) if not fit]
         order = np.random.default_rng([seed, source_index]).permutation(len(rows))
         used = 0
         bar = tqdm(total=per_set, desc=f"phone-capture {ds}", unit="img", disable=not progress)
@@ -492,11 +528,16 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
 def render_markdown(rep: dict) -> str:
     L = [f"# Photo-quality gate evaluation (config {rep['config_version']})", ""]
     L += [f"Data: `{rep['data_root']}`; clean photos = shorter side >= {rep['clean_min_side']} px.", ""]
-    L += ["## Clean photos", "", "| dataset | n | pass rate | warned | main reject reasons |", "|---|---|---|---|---|"]
+    L += ["## Clean photos", "", "Pass rates on the report half (the patients, cases and lesions the skin-photo model and "
+          "thresholds are not fitted on), the fit half beside it.", "",
+          "| dataset | n (report / fit) | pass rate, report half | fit half | all | warned | main reject reasons |",
+          "|---|---|---|---|---|---|---|"]
     for ds, s in rep["clean"].items():
         top = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items(), key=lambda t: -t[1])[:4])
-        L.append(f"| {ds} | {s['n']} | {s['pass_rate']} | {s['warned']} | {top} |")
-    L += ["", f"**clean_pass_rate: {rep['clean_pass_rate']}**", ""]
+        L.append(f"| {ds} | {s['n_report']} / {s['n_fit']} | {s['pass_rate']} | {s['pass_rate_fit_half']} | "
+                 f"{s['pass_rate_all']} | {s['warned']} | {top} |")
+    L += ["", f"**clean_pass_rate (report half): {rep['clean_pass_rate']}** {_ci(rep['clean_pass_rate_ci95'])} "
+          f"(fit half {rep['clean_pass_rate_fit_half']}, all {rep['clean_pass_rate_all']})", ""]
     for ds, s in rep["clean"].items():
         if s.get("by_fitzpatrick"):
             L += [f"Clean pass rate of {ds} by Fitzpatrick skin type (target >= {TARGET_CLEAN_PASS}; "
@@ -515,10 +556,17 @@ def render_markdown(rep: dict) -> str:
     if rep.get("lowres"):
         L += [f"HAM10000 200x150 copies rejected by the resolution check: {rep['lowres']['resolution_reject_rate']} (n={rep['lowres']['n']})", ""]
     if rep.get("ood"):
-        L += [f"**ood_reject_rate: {rep['ood_reject_rate']}** (n={rep['ood']['n']}; reasons {rep['ood']['reasons']})", ""]
-        if "reject_or_abstain_rate" in rep["ood"]:
-            L += [f"with the classifier after the gate: rejected or abstained {rep['ood']['reject_or_abstain_rate']} "
-                  f"(the classifier alone abstains on {rep['ood']['classifier_abstain_rate']})", ""]
+        L += [f"**ood_reject_rate: {rep['ood_reject_rate']}** {_ci(rep['ood']['reject_ci95'])} (n={rep['ood']['n']}; "
+              f"reasons {rep['ood']['reasons']})", ""]
+        L += _with_classifier(rep["ood"])
+    free = rep.get(NONSKIN_SET) or {}
+    if "skipped" in free:
+        L += [f"nonskin_free_reject_rate: not measured: {free['skipped']}", ""]
+    elif free:
+        per_label = "; ".join(f"{k} {v['reject_rate']} (n={v['n']})" for k, v in free.get("by_label", {}).items())
+        L += [f"**nonskin_free_reject_rate: {rep['nonskin_free_reject_rate']}** {_ci(free['reject_ci95'])} (n={free['n']}, "
+              f"the second non-skin set; {per_label}; reasons {free['reasons']})", ""]
+        L += _with_classifier(free)
     L += [
         f"**ms_per_image: {rep['ms_per_image']}** (analysis of an already-decoded 4000x3000 photo, 1 thread, median CPU time; "
         f"p90 {rep['ms_per_image_p90']}; wall {rep['ms_per_image_wall']}); reduced JPEG decode of it: {rep['decode_ms_4000x3000_jpeg']} ms -> {rep['decoded_size']}",
@@ -534,6 +582,13 @@ def render_markdown(rep: dict) -> str:
         L += ["", f"clean minus gate-accepted degraded: {c['gap_clean_minus_degraded_accepted']}",
               f"classifier abstains on {c['abstain_rate_on_accepted_clean']} of the gate-accepted clean photos", ""]
     return "\n".join(L) + "\n"
+
+
+def _with_classifier(res: dict) -> list[str]:
+    if "reject_or_abstain_rate" not in res:
+        return []
+    return [f"with the classifier after the gate: rejected or abstained {res['reject_or_abstain_rate']} "
+            f"(the classifier alone abstains on {res['classifier_abstain_rate']})", ""]
 
 
 def _ci(ci) -> str:

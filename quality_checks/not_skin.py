@@ -14,9 +14,9 @@ scores about 1), says how unlike a skin photo a picture is. Two kinds of feature
   holds the one-class model of it as plain numbers in the GateConfig, so the exported
   model file carries them and an app computes the same score. Refit it from your own
   good photos with ``mobile-derm calibrate-gate --fit-skin-model``. The shipped default
-  (data/skin_model.json) is fitted on half of each skin set in ``../shared/data``
-  (``python -m mobile_derm_quality.photo_sets``); gate-eval reports the pass rate on
-  the other half separately.
+  (data/skin_model.json) is fitted on the fit half of each skin set in ``../shared/data``
+  (``photo_sets.fit_half``: by patient, case or lesion; ``python -m mobile_derm_quality.photo_sets``);
+  gate-eval reports the pass rate on the other, the report half.
 
 * The learned check (ramp ``skin_check_distance``): the hand-made descriptor sees a
   brick wall, a cat or a cup of coffee as skin-like and lets about a quarter of everyday

@@ -3,20 +3,23 @@
 Each set is a folder with a ``labels.csv`` (column ``image``: the photo's path in the
 folder). Clean photos: the skin sets whose shorter side is >= ``CLEAN_MIN_SIDE``
 (PAD-UFES-20 phone photos, SD-198, Derm7pt). HAM10000 copies (200x150) are below the
-model input and test the resolution check instead; ``ood`` holds everyday non-skin photos.
+model input and test the resolution check instead; ``ood`` holds everyday non-skin photos
+(kept for the final figure) and ``nonskin_free`` a second, freely licensed non-skin set (its
+SOURCE.md), the one to build and tune a not-skin check on.
 
-The shipped hand-made not-skin model (``not_skin.SkinPhotoModel``, data/skin_model.json)
-is fitted on one half of each skin set (``fit_half``, by a hash of the file name), so
-gate-eval can report the pass rate on the other half separately. Refit it with
-``python -m mobile_derm_quality.photo_sets [--data-root DIR]``.
+Each skin set is cut into two halves by group (``fit_half``): a hash of the photo's patient,
+case or lesion (``groups.set_groups``; SD-198: blocks of nearby ids), so that no patient is on
+both sides. The shipped hand-made not-skin model (``not_skin.SkinPhotoModel``,
+data/skin_model.json), and any threshold, is fitted on the fit half; gate-eval reports on the
+other, the report half. Refit it with ``python -m mobile_derm_quality.photo_sets [--data-root DIR]``.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +30,27 @@ from mobile_derm_quality.decode import read_image
 from mobile_derm_quality.errors import QualityCheckError
 from mobile_derm_quality.features import shrink
 from mobile_derm_quality.files import atomic_write_text
+from mobile_derm_quality.groups import set_groups
 
 CLEAN_SETS = ("pad_ufes20_subset", "sd198_subset", "derm7pt_dermoscopic")
 LOWRES_SET = "ham10000_200px"
 OOD_SET = "ood"
+NONSKIN_SET = "nonskin_free"  # freely licensed non-skin photos (not skin close-ups), a folder under the data root
 CLEAN_MIN_SIDE = 300
 # Sets the default skin-photo model is fitted on, half of each.
 SKIN_MODEL_SETS = CLEAN_SETS + (LOWRES_SET,)
 MAX_PHOTOS_PER_SET = 1000  # so HAM10000's thousands of dermoscopy images do not outvote the phone photos
 
 
-def fit_half(image_name: str) -> bool:
-    """True for the half of the photos the shipped skin-photo model was fitted on
-    (by a hash of the file name, so the halves do not depend on row order)."""
-    return zlib.crc32(image_name.encode()) % 2 == 0
+def fit_half(folder: str, rows: list[dict]) -> list[bool]:
+    """For each labels.csv row of the set in ``folder``: True for the fit half (the shipped skin-photo
+    model and any threshold are fitted on it), False for the report half (figures are reported on it).
+    By a hash of the row's group (``groups.set_groups``: patient, case, lesion, SD-198 id block; the
+    file name where a set has none), so one patient's photos are all on one side and the halves do
+    not depend on row order. Pass all of a set's rows: an SD-198 block depends on its neighbours."""
+    # SHA-256, not CRC-32: a CRC's parity is a linear function of the bits, so names that differ in one
+    # digit (images/0.jpg ... images/5.jpg, PAT_1006 ...) can all land on one side.
+    return [hashlib.sha256(group.encode()).digest()[0] % 2 == 0 for group in set_groups(folder, rows)]
 
 
 def default_data_root() -> Path:
@@ -60,15 +70,16 @@ def read_rows(folder: Path) -> list[dict]:
 
 def fitting_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndarray], str]:
     """The analysis copies (longer side <= ``analysis_size``, default the GateConfig's) of the photos the shipped skin
-    models are fitted on: the fit half of each skin set under ``root`` (by a hash of the
-    file name), at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
+    models are fitted on: the fit half of each skin set under ``root`` (``fit_half``, by group),
+    at most MAX_PHOTOS_PER_SET per set, clean-sized except the HAM10000 copies.
     Returns them and a line saying where they came from."""
     root = Path(root)
     if analysis_size is None:
         analysis_size = GateConfig.default().analysis_size
     photos, used = [], {}
     for ds in SKIN_MODEL_SETS:
-        rows = [r for r in read_rows(root / ds) if fit_half(r["image"])][:MAX_PHOTOS_PER_SET]
+        rows = read_rows(root / ds)
+        rows = [r for r, fit in zip(rows, fit_half(ds, rows)) if fit][:MAX_PHOTOS_PER_SET]
         n = 0
         for r in rows:
             rgb = read_image(root / ds / r["image"])
@@ -81,7 +92,7 @@ def fitting_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndar
 
 
 def main(argv=None) -> int:
-    """Refit the shipped hand-made not-skin model from half of each skin set under the data root."""
+    """Refit the shipped hand-made not-skin model from the fit half of each skin set under the data root."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", default=str(SKIN_MODEL_FILE))
