@@ -1,9 +1,10 @@
-"""Groups of photos that must stay on one side of every split: SD-198's blocks of nearby DermQuest ids.
+"""Groups of photos that must stay on one side of every split: a set's group column (patient, case,
+lesion: ``GROUP_COLUMNS``) or, for SD-198, blocks of nearby DermQuest ids.
 
 SD-198 records no patient or lesion, and one patient's photos carry nearby numbers, so its groups are
-blocks of nearby ids. The rule lives here, in the gate package, because both sides need it: the
-classifier's splits (``mobile_derm.datasets.sources`` re-exports it) and the gate's fit/report halves
-(``photo_sets.fit_half``); the gate package may not import ``mobile_derm``.
+blocks of nearby ids. The rules live here, in the gate package, because both sides need them: the
+classifier's splits (``mobile_derm.datasets.sources`` re-exports them) and the gate's fit/report halves
+(``photo_sets.fit_half``, via ``set_groups``); the gate package may not import ``mobile_derm``.
 """
 from __future__ import annotations
 
