@@ -41,7 +41,7 @@ from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOU
                                           HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, LUMA_PERCENTILES, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
                                           NATIVE_CROP_SIZE, NOISE_MAX_GREY, NOISE_MIN_GREY, NOISE_MIN_PIXELS,
                                           QUANTILE_MAX_N, REBLUR_SIGMA, REFERENCE_SIZE, ROI_CLOSE_DIVISOR, ROI_CLOSE_MIN,
-                                          SHARP_EDGE_PERCENTILE,
+                                          SHAKE_GRID_STEP, SHAKE_MIN_ANISOTROPY, SHARP_EDGE_PERCENTILE,
                                           SKIN_B_OVER_G, SKIN_G_OVER_R, SKIN_G_RANGE, SKIN_MAX_DARKEST, SKIN_MIN_PIXELS,
                                           SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION, SKIN_R_MINUS_B, SKIN_R_RANGE, TINY_SIZE,
                                           WHITE_MIN_PIXELS, WHITE_PERCENTILE, roi_close_kernel)
@@ -58,7 +58,7 @@ MAX_CLOSE_RADIUS = roi_close_kernel(TINY_SIZE) // 2
 # raw values each check's ramps may name (gate.raw_values)
 _RAW_KEYS = {
     "exposure": ("luma_p95", "luma_median", "bright_clip"),
-    "sharpness": ("blur", "blur_h", "blur_v"),
+    "sharpness": ("blur", "blur_h", "blur_v", "shake_blur"),
     "glare": ("glare_fraction", "glare_spots"),
     "colour_cast": ("cast_distance", "grey", "white_distance"),
     "noise": ("noise_sigma", "blockiness"),
@@ -380,8 +380,8 @@ def _grid_counts(a: int) -> tuple[int, int]:
 
 
 def _gradients(tf, gray):
-    """|Sobel x| and |Sobel y| on grid A; on grid B their sum, |Immerkaer's Laplacian| and the grey
-    value itself. Each 3x3
+    """(|Sobel x| and |Sobel y| on grid A; on grid B their sum, |Immerkaer's Laplacian| and the grey
+    value itself), and grid A's signed Sobel x and y. Each 3x3
     window around a point of either grid that lies in the photo stays inside it, so no border
     rule is needed, and a stride-2 convolution gives the grid points alone."""
     a = gray.shape[0]
@@ -394,12 +394,12 @@ def _gradients(tf, gray):
     bx, by, laplacian, inner = _planes(tf, tf.reshape(b, b.shape[1:])[:nb, :nb])
     ka = np.stack([_SOBEL_X, _SOBEL_Y], axis=-1)[:, :, None, :]
     ga = tf.nn.conv2d(x[:, 1:, 1:], tf.constant(ka), 2, "VALID")
-    ax, ay = _planes(tf, tf.abs(tf.reshape(ga, ga.shape[1:])[:na, :na]))
-    return ax, ay, tf.abs(bx) + tf.abs(by), tf.abs(laplacian), inner
+    sx, sy = _planes(tf, tf.reshape(ga, ga.shape[1:])[:na, :na])
+    return (tf.abs(sx), tf.abs(sy), tf.abs(bx) + tf.abs(by), tf.abs(laplacian), inner), (sx, sy)
 
 
 def _reblurred_gradients(tf, gray, h, w):
-    """|Sobel x|, |Sobel y| of the grey image Gaussian-blurred (REBLUR_SIGMA, BORDER_REFLECT) at grid A.
+    """Sobel x, Sobel y (signed) of the grey image Gaussian-blurred (REBLUR_SIGMA, BORDER_REFLECT) at grid A.
     Sobel after the Gaussian is one separable 11-tap filter per direction, applied at the grid
     points only (two strided passes) instead of blurring the whole image."""
     a = gray.shape[0]
@@ -414,7 +414,7 @@ def _reblurred_gradients(tf, gray, h, w):
     horizontal[0, :, 0, 0] = np.convolve(slope, g)  # x: smooth down, slope across
     horizontal[0, :, 1, 1] = np.convolve(smooth, g)  # y: slope down, smooth across
     y = tf.nn.conv2d(y, tf.constant(horizontal), [1, 1, 2, 1], "VALID")
-    return _planes(tf, tf.abs(tf.reshape(y, y.shape[1:])[:na, :na]))
+    return _planes(tf, tf.reshape(y, y.shape[1:])[:na, :na])  # signed
 
 
 def _grid_valid(tf, start: int, n: int, h, w):
@@ -437,6 +437,54 @@ def _edge_blur(tf, d1s, d2s, roi, grid_valid, floor):
         blur = tf.minimum(float(MAX_BLUR), _quantile_float(tf, sigma, sel, SHARP_EDGE_PERCENTILE))
         out.append(tf.where(tf.reduce_sum(sel) < float(MIN_EDGES), float(MAX_BLUR), blur))
     return out
+
+
+def _quantile_float_high(tf, values, mask, q: int):
+    """_quantile_float for a high percentile q, by a partial sort of the largest values (fewer than the smallest)."""
+    v, m = tf.reshape(values, [-1]), tf.reshape(mask, [-1])
+    size = int(v.shape[0])
+    keep = _subsample(tf, m)
+    n = tf.reduce_sum(keep)
+    most = min(size, 2 * QUANTILE_MAX_N - 1)  # at most this many values survive the subsample
+    k = min(size, int((1.0 - q / 100.0) * (most - 1)) + 3)
+    descending = tf.math.top_k(tf.where(keep > 0, v, -3.0e38), k=k, sorted=True).values
+    lo, hi, frac = _quantile_positions(tf, n, q)
+    at = tf.gather(descending, tf.clip_by_value(tf.cast(tf.stack([n - 1.0 - lo, n - 1.0 - hi]), tf.int32), 0, k - 1))
+    return at[0] + frac * (at[1] - at[0])
+
+
+def _shake_blur(tf, signed, reblurred, roi, grid_valid, floor):
+    """features._shake_blur: blur along the edges' least-gradient direction minus across it (px at this
+    scale), from grid A's signed gradients before (signed) and after (reblurred) the re-blur, at every
+    other point of grid A (SHAKE_GRID_STEP)."""
+    every = SHAKE_GRID_STEP // 2
+    gx, gy = (g[::every, ::every] for g in signed)
+    reblurred = [g[::every, ::every] for g in reblurred]
+    roi, grid_valid = roi[::every, ::every], grid_valid[::every, ::every]
+    m = roi * grid_valid
+    use_mask = tf.reduce_sum(m) >= SKIN_MIN_PIXELS // 4
+    base = tf.where(use_mask, m, grid_valid)
+    edges = _f(tf, tf.abs(gx) + tf.abs(gy) > floor) * base
+    n_edges = tf.reduce_sum(edges)
+    w = edges / tf.maximum(gx * gx + gy * gy, 1e-12)  # 0 off the edges (their gradients may be 0)
+    jxx = tf.reduce_sum(gx * gx * w) / tf.maximum(n_edges, 1.0)
+    jxy = tf.reduce_sum(gx * gy * w) / tf.maximum(n_edges, 1.0)
+    c2, s2 = 2.0 * jxx - 1.0, 2.0 * jxy  # features.shake_direction
+    r = tf.sqrt(c2 * c2 + s2 * s2)
+    rr = tf.maximum(r, SHAKE_MIN_ANISOTROPY)
+    c = tf.sqrt(tf.maximum(0.0, (1.0 + c2 / rr) / 2.0))
+    s = tf.where(s2 >= 0.0, 1.0, -1.0) * tf.sqrt(tf.maximum(0.0, (1.0 - c2 / rr) / 2.0))
+    out = []
+    for a, b in ((c, s), (-s, c)):  # across the path, then along it
+        d1 = tf.abs(a * gx + b * gy)
+        thr = tf.maximum(_quantile_float_high(tf, d1, base, EDGE_PERCENTILE), floor)
+        sel = _f(tf, d1 >= thr) * base
+        rho = d1 / tf.maximum(tf.abs(a * reblurred[0] + b * reblurred[1]), 1e-3)
+        sigma = REBLUR_SIGMA / tf.sqrt(tf.maximum(rho * rho - 1.0, 1e-4))
+        blur = tf.minimum(float(MAX_BLUR), _quantile_float(tf, sigma, sel, SHARP_EDGE_PERCENTILE))
+        out.append(tf.where(tf.reduce_sum(sel) < float(MIN_EDGES), float(MAX_BLUR), blur))
+    measurable = tf.logical_and(n_edges >= float(MIN_EDGES), r >= SHAKE_MIN_ANISOTROPY)
+    return tf.where(measurable, out[1] - out[0], 0.0)
 
 
 def _noise_sigma(tf, inner, grad, r, roi, grid_valid):
@@ -593,10 +641,13 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     entropy = -tf.reduce_sum(tf.where(p > 0, p * tf.math.log(tf.maximum(p, 1e-30)), 0.0)) / float(np.log(2.0))
     hue_entropy = tf.where(tf.reduce_sum(coloured) >= float(HUE_ENTROPY_MIN_PIXELS), entropy, 0.0)
 
-    ax, ay, grad, laplacian, inner = _gradients(tf, gray)
+    (ax, ay, grad, laplacian, inner), (sx, sy) = _gradients(tf, gray)
     grid_a, grid_b = _grid_valid(tf, 2, na, h, w), _grid_valid(tf, 1, nb, h, w)
     floor = tf.maximum(EDGE_FLOOR, EDGE_FLOOR_FRACTION * tf.reduce_sum(gray) / (hf * wf))
-    blur_h, blur_v = _edge_blur(tf, (ax, ay), _reblurred_gradients(tf, gray, h, w), roi_at(2, na), grid_a, floor)
+    rsx, rsy = _reblurred_gradients(tf, gray, h, w)
+    roi_a = roi_at(2, na)
+    blur_h, blur_v = _edge_blur(tf, (ax, ay), (tf.abs(rsx), tf.abs(rsy)), roi_a, grid_a, floor)
+    shake_blur = _shake_blur(tf, (sx, sy), (rsx, rsy), roi_a, grid_a, floor)
     to_ref = REFERENCE_SIZE / tf.maximum(hf, wf)
 
     # exposure and glare over the ROI and the central window: one histogram of grey level
@@ -636,7 +687,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "width": _f(tf, w0), "height": _f(tf, h0), "analysis_long_side": tf.maximum(hf, wf),
         "skin_fraction": skin_fraction, "roi_offset": roi_offset, "colourful_fraction": colourful_fraction,
         "hue_entropy": hue_entropy, "blur": tf.maximum(blur_h, blur_v) * to_ref, "blur_h": blur_h * to_ref,
-        "blur_v": blur_v * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
+        "blur_v": blur_v * to_ref, "shake_blur": shake_blur * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
         "glare_fraction": glare_fraction, "glare_spots": glare_spots, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
         "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
         "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v,

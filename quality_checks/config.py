@@ -32,13 +32,17 @@ CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "n
 WHITE_DISTANCE_RAMP = {"good": -4.8741, "bad": 10.2039}
 # The glare-spots ramp warns from a share of 0.00167 and fails only from 0.0162 (every clean fit photo below).
 GLARE_SPOTS_RAMP = {"good": -0.0854, "bad": 0.0597}
+# The shake-blur ramp warns from 0.290 px (at 600 px) and fails from 0.442.
+SHAKE_BLUR_RAMP = {"good": -0.6188, "bad": 0.896}
 # The clean photos' white points: mean (u = log R/G, v = log B/G) and inverse covariance [[a, b], [b, c]].
 _DEFAULT_WHITE_LOCUS = {"u": 0.08665, "v": -0.04223, "a": 153.8403, "b": 66.0572, "c": 212.8332}
 
 # Ramps: raw measurement -> score. "good"/"bad" are raw values (see features.Measurements).
 _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
     # sharpness: blur radius (Gaussian sigma, px of the photo at 600 px) of the ROI's sharpest edges
-    "sharpness": {"blur": {"good": 1.0, "bad": 3.0}},
+    # and the blur along a hand shake minus across it (fit_checks: warns beyond the worst source's 97th
+    # percentile of the fit half, fails beyond its 99.5th)
+    "sharpness": {"blur": {"good": 1.0, "bad": 3.0}, "shake_blur": SHAKE_BLUR_RAMP},
     # exposure: brightest 5% of the ROI too dark; median too bright; clipped highlights
     "exposure": {
         "luma_p95": {"good": 130.0, "bad": 70.0},

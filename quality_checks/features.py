@@ -53,6 +53,8 @@ EDGE_FLOOR_FRACTION = 0.12  # ... and this times the mean grey level: a ~3%/px s
 EDGE_PERCENTILE = 90  # edges: the ROI's strongest 10% of gradients
 MIN_EDGES = 8  # fewer edge pixels than this: no edges at all (MAX_BLUR)
 SHARP_EDGE_PERCENTILE = 20  # the sharpest edges tell where the focus is
+SHAKE_MIN_ANISOTROPY = 1e-6  # _shake_blur: edge orientations more even than this have no dominant direction
+SHAKE_GRID_STEP = 4  # _shake_blur: every 4th pixel of every 4th row (every other point of _edge_blur's grid): 3x cheaper, as good
 
 # _noise_sigma
 NOISE_MIN_GREY = 6  # exclusive bounds on the grey level: clipped pixels hide noise
@@ -156,6 +158,7 @@ class Measurements:
     blur: float  # Gaussian blur radius of the ROI's strongest edges, worst axis, in px of the photo shrunk/grown to 600 px
     blur_h: float
     blur_v: float
+    shake_blur: float  # blur along the edges' least-gradient direction minus across it, px at 600 px (_shake_blur)
     luma_median: float  # luminance median over the ROI + central window, 0..255
     luma_p95: float
     bright_clip: float  # fraction of ROI pixels with luma >= 250
@@ -210,16 +213,19 @@ def _sobel_at(img: np.ndarray, y: np.ndarray, x: np.ndarray, along_x: int) -> np
     return np.abs(d)
 
 
-def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, reblur_sigma: float = REBLUR_SIGMA) -> tuple[float, float]:
+def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, reblur_sigma: float = REBLUR_SIGMA,
+               gr: np.ndarray | None = None) -> tuple[float, float]:
     """Blur radius (Gaussian sigma, px at this scale) of the strongest edges, per direction.
 
     A step edge blurred by sigma has a peak gradient proportional to 1/sigma; re-blurring by
     s_r lowers it to 1/sqrt(sigma^2 + s_r^2). The ratio rho of the two gradients at the
     strongest edges therefore gives sigma = s_r / sqrt(rho^2 - 1), independent of contrast.
     Horizontal and vertical gradients are measured apart, so motion blur along one axis shows.
-    ``g`` is the float32 grey image, ``ax``/``ay`` its absolute Sobel gradients.
+    ``g`` is the float32 grey image, ``ax``/``ay`` its absolute Sobel gradients, ``gr`` (optional) ``g``
+    re-blurred by ``reblur_sigma`` (BORDER_REFLECT).
     """
-    gr = cv2.GaussianBlur(g, (0, 0), reblur_sigma, borderType=cv2.BORDER_REFLECT)
+    if gr is None:
+        gr = reblurred(g, reblur_sigma)
     # Edges: at least a step of ~3% of the mean brightness per pixel (relative, so exposure
     # does not matter), and among the strongest 10% of the ROI's gradients.
     floor = max(EDGE_FLOOR, EDGE_FLOOR_FRACTION * float(cv2.mean(g)[0]))
@@ -282,6 +288,73 @@ def _hist_percentile(hist: np.ndarray, q: float) -> float:
     """``_u8_percentiles``' percentile (the lower value at rank ceil(q n / 100)) from a 256-bin histogram."""
     cdf = np.cumsum(hist)
     return float(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * cdf[-1])))))
+
+
+def reblurred(g: np.ndarray, reblur_sigma: float = REBLUR_SIGMA) -> np.ndarray:
+    """The grey image re-blurred for the blur estimates (_edge_blur, _shake_blur)."""
+    return cv2.GaussianBlur(g, (0, 0), reblur_sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _sobel_pair_at(img: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed 3x3 Sobel x and y of ``img`` at pixels (y, x), none on the border."""
+    return ((img[y - 1, x + 1] + 2 * img[y, x + 1] + img[y + 1, x + 1]) - (img[y - 1, x - 1] + 2 * img[y, x - 1] + img[y + 1, x - 1]),
+            (img[y + 1, x - 1] + 2 * img[y + 1, x] + img[y + 1, x + 1]) - (img[y - 1, x - 1] + 2 * img[y - 1, x] + img[y - 1, x + 1]))
+
+
+def shake_direction(gx: np.ndarray, gy: np.ndarray) -> tuple[float, float] | None:
+    """The unit vector (cos, sin) of the edges' dominant normal: the main axis of the structure tensor
+    of the edge gradients scaled to unit length (each edge counts once, however strong), or None
+    when their orientations are even. A shake blurs the edges across its path; the edges along it
+    stay sharp, so the gradients point across the shake's path."""
+    w = 1.0 / (gx * gx + gy * gy)
+    jxx = float(np.mean(gx * gx * w))
+    jxy = float(np.mean(gx * gy * w))
+    c2, s2 = 2.0 * jxx - 1.0, 2.0 * jxy  # (jxx - jyy, 2 jxy) with jyy = 1 - jxx
+    r = float(np.hypot(c2, s2))
+    if r < SHAKE_MIN_ANISOTROPY:
+        return None
+    return float(np.sqrt(max(0.0, (1.0 + c2 / r) / 2.0))), float(np.copysign(np.sqrt(max(0.0, (1.0 - c2 / r) / 2.0)), s2))
+
+
+def _shake_blur(g: np.ndarray, gr: np.ndarray, sx: np.ndarray, sy: np.ndarray, mask: np.ndarray,
+                reblur_sigma: float = REBLUR_SIGMA) -> float:
+    """Blur along a hand shake minus blur across it (Gaussian sigma, px at this scale, >= 0 mostly).
+
+    A shake at any angle blurs edges across its path and leaves the edges along it sharp, so the
+    edges' gradients point mostly one way (``shake_direction``). The blur radius is measured as in
+    _edge_blur (re-blur ratio at the strongest 10% of gradients, sharpest 20%) with the gradient
+    taken along that dominant normal and along the path; defocus blurs both alike, a shake only the
+    second. ``sx``/``sy`` are the signed Sobel gradients of ``g``, ``gr`` its re-blurred copy."""
+    floor = max(EDGE_FLOOR, EDGE_FLOOR_FRACTION * float(cv2.mean(g)[0]))
+    step = SHAKE_GRID_STEP
+    gx, gy = (np.ascontiguousarray(a[2:-2:step, 2:-2:step]) for a in (sx, sy))
+    m = np.ascontiguousarray(mask[2:-2:step, 2:-2:step])
+    use_mask = cv2.countNonZero(m.view(np.uint8)) >= SKIN_MIN_PIXELS // 4
+    edges = np.abs(gx) + np.abs(gy) > floor
+    if use_mask:
+        edges &= m
+    if np.count_nonzero(edges) < MIN_EDGES:
+        return 0.0  # no edges: nothing to tell a shake by (the sharpness check already fails)
+    direction = shake_direction(gx[edges], gy[edges])
+    if direction is None:
+        return 0.0
+    c, s = direction
+    out = []
+    for a, b in ((c, s), (-s, c)):  # across the path (the dominant normal), then along it
+        d1 = np.abs(a * gx + b * gy)
+        thr = max(_quantile(d1[m] if use_mask else d1, EDGE_PERCENTILE), floor)
+        sel = d1 >= thr
+        if use_mask:
+            sel &= m
+        ys, xs = np.nonzero(sel)
+        if ys.size < MIN_EDGES:
+            out.append(MAX_BLUR)
+            continue
+        rx, ry = _sobel_pair_at(gr, 2 + step * ys, 2 + step * xs)
+        rho = d1[ys, xs] / np.maximum(np.abs(a * rx + b * ry), 1e-3)
+        sigma = reblur_sigma / np.sqrt(np.maximum(rho * rho - 1.0, 1e-4))
+        out.append(float(min(MAX_BLUR, _quantile(sigma, SHARP_EDGE_PERCENTILE))))
+    return out[1] - out[0]
 
 
 def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
@@ -364,8 +437,9 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     colourful_fraction = float(((sat > COLOURFUL_MIN_SAT) & (val > COLOURFUL_MIN_VAL) & far_hue).mean())
 
     g32 = gray.astype(np.float32)
-    ax = np.abs(cv2.Sobel(g32, cv2.CV_32F, 1, 0, ksize=3))
-    ay = np.abs(cv2.Sobel(g32, cv2.CV_32F, 0, 1, ksize=3))
+    sx = cv2.Sobel(g32, cv2.CV_32F, 1, 0, ksize=3)
+    sy = cv2.Sobel(g32, cv2.CV_32F, 0, 1, ksize=3)
+    ax, ay = np.abs(sx), np.abs(sy)
     grad = ax + ay
     coloured = sat > COLOURED_MIN_SAT
     if int(coloured.sum()) >= HUE_ENTROPY_MIN_PIXELS:
@@ -374,7 +448,9 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         hue_entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
     else:
         hue_entropy = 0.0
-    blur_h, blur_v = _edge_blur(g32, ax, ay, roi)
+    g_reblurred = reblurred(g32)
+    blur_h, blur_v = _edge_blur(g32, ax, ay, roi, gr=g_reblurred)
+    shake = _shake_blur(g32, g_reblurred, sx, sy, roi)
     to_ref = REFERENCE_SIZE / float(max(h, w))  # resolution-independent: px at 600 px
 
     # Exposure and glare are judged on the ROI plus the central window: clipped highlights
@@ -414,6 +490,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         blur=float(max(blur_h, blur_v)) * to_ref,
         blur_h=float(blur_h) * to_ref,
         blur_v=float(blur_v) * to_ref,
+        shake_blur=float(shake) * to_ref,
         luma_median=med,
         luma_p95=p95,
         bright_clip=bright_clip,

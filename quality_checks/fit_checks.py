@@ -19,6 +19,8 @@ held-out split are the out-of-sample ones). The rules, per detector:
 * glare spots (``glare.glare_spots``): the same warn quantile of the clean photos' share of the frame
   in small white lobes (``features._glare_spots``); it fails only beyond the largest clean value
   (GLARE_FAIL_QUANTILE), since a warning is all the issue asks of glare.
+* shake blur (``sharpness.shake_blur``): WARN_QUANTILE and FAIL_QUANTILE of the clean photos' blur
+  along the dominant shake direction minus across it (``features._shake_blur``).
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ WARN_QUANTILE = 0.97  # clean fit-half photos of the worst source that may newly
 FAIL_QUANTILE = 0.995  # ... and that may newly fail: 0.5%
 # glare needs only a warning (the issue's target is "flagged"): the spots fail only beyond every clean fit photo
 GLARE_FAIL_QUANTILE = 1.0
-FIT_CATEGORIES = ("white_balance", "flash_glare")
-NEW_TERMS = (("colour_cast", "white_distance"), ("glare", "glare_spots"))
+FIT_CATEGORIES = ("white_balance", "flash_glare", "motion_blur")
+NEW_TERMS = (("colour_cast", "white_distance"), ("glare", "glare_spots"), ("sharpness", "shake_blur"))
 FIT_SEED = 21  # the issue's number: any fixed seed, so the fit is the same on every run
 
 
@@ -109,13 +111,20 @@ def fit(data: dict, config: GateConfig) -> dict:
     spots_warn_at = worst_source_quantile(spots, sources, WARN_QUANTILE)
     spots_fail_at = worst_source_quantile(spots, sources, GLARE_FAIL_QUANTILE)
     spots_ramp = ramp_for(spots_warn_at, spots_fail_at, config.thresholds["glare"], config.warn_margin["glare"])
+    shake = np.array([c["m"].shake_blur for c in clean])
+    shake_warn_at = worst_source_quantile(shake, sources, WARN_QUANTILE)
+    shake_fail_at = worst_source_quantile(shake, sources, FAIL_QUANTILE)
+    shake_ramp = ramp_for(shake_warn_at, shake_fail_at, config.thresholds["sharpness"], config.warn_margin["sharpness"])
     fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus,
                                    "ramps": {"colour_cast": {"white_distance": white_ramp},
-                                             "glare": {"glare_spots": spots_ramp}}})
+                                             "glare": {"glare_spots": spots_ramp},
+                                             "sharpness": {"shake_blur": shake_ramp}}})
     return {"white_locus": locus, "white_distance_ramp": white_ramp,
             "white_distance_warn_at": round(warn_at, 4), "white_distance_fail_at": round(fail_at, 4),
             "glare_spots_ramp": spots_ramp, "glare_spots_warn_at": round(spots_warn_at, 6),
             "glare_spots_fail_at": round(spots_fail_at, 6),
+            "shake_blur_ramp": shake_ramp, "shake_blur_warn_at": round(shake_warn_at, 4),
+            "shake_blur_fail_at": round(shake_fail_at, 4),
             "n_clean": len(clean), "fit_figures": figures(data, fitted),
             "fit_figures_without_them": figures(data, without_new_terms(config))}
 

@@ -141,7 +141,7 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
     return {
         "resolution": {"min_side": float(min(m.width, m.height)), "min_model_input": float(min_model_input)},
         "exposure": {"luma_p95": m.luma_p95, "luma_median": m.luma_median, "bright_clip": m.bright_clip},
-        "sharpness": {"blur": m.blur, "blur_h": m.blur_h, "blur_v": m.blur_v},
+        "sharpness": {"blur": m.blur, "blur_h": m.blur_h, "blur_v": m.blur_v, "shake_blur": m.shake_blur},
         "glare": {"glare_fraction": m.glare_fraction, "glare_spots": m.glare_spots},
         "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey),
                         "white_distance": white_distance(m, config.white_locus)},
@@ -163,6 +163,7 @@ _REASONS = {
     ("exposure", "luma_median"): "too_bright",
     ("exposure", "bright_clip"): "clipped_highlights",
     ("sharpness", "blur"): "blurred",
+    ("sharpness", "shake_blur"): "motion_blur",
     ("glare", "glare_fraction"): "glare",
     ("glare", "glare_spots"): "glare",
     ("colour_cast", "cast_distance"): "colour_cast",

@@ -56,7 +56,7 @@ SIZE_FIELDS = ("photo_height", "photo_width", "analysis_height", "analysis_width
 INPUT_NAMES = ("analysis", "tiny", "thumbnail", "native_crop", "sizes")
 # measurements output, in this order (features.Measurements' numbers, plus the derived raw values)
 MEASUREMENT_NAMES = ("width", "height", "analysis_long_side", "skin_fraction", "roi_offset", "colourful_fraction",
-                     "hue_entropy", "blur", "blur_h", "blur_v", "luma_median", "luma_p95", "bright_clip",
+                     "hue_entropy", "blur", "blur_h", "blur_v", "shake_blur", "luma_median", "luma_p95", "bright_clip",
                      "glare_fraction", "glare_spots", "cast_r", "cast_g", "cast_b", "noise_sigma", "blockiness", "grey",
                      "white_u", "white_v", "typicality", "cast_distance", "white_distance")
 # the names above that are gate.raw_values' values derived from the measurements, not Measurements fields

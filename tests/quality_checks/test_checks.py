@@ -34,6 +34,35 @@ def test_motion_blur_gives_hold_still(skin):
     assert GUIDANCE["motion_blur"] in v.guidance and v.decision == "reject"
 
 
+def test_diagonal_shake_gives_hold_still(skin):
+    # a shake at 45 degrees spreads over both axes: neither the horizontal nor the vertical blur is large
+    k = np.eye(21, dtype=np.float32) / 21
+    v = assess(cv2.filter2D(skin, -1, k))
+    c = v.check("sharpness")
+    assert max(c.raw["blur_h"], c.raw["blur_v"]) < 2.2  # the blur term alone would not even warn
+    assert not c.passed and c.reason == "motion_blur" and GUIDANCE["motion_blur"] in v.guidance
+
+
+def test_defocus_is_not_a_shake(skin):
+    # defocus blurs every direction alike: the blur term judges it and names it, the shake term stays quiet
+    cfg = GateConfig.default()
+    shake, thr = cfg.ramps["sharpness"]["shake_blur"], cfg.thresholds["sharpness"] + cfg.warn_margin["sharpness"]
+    for sigma in (1.0, 2.0):
+        c = assess(degrade.gaussian_blur(skin, sigma)).check("sharpness")
+        assert ramp(c.raw["shake_blur"], shake["good"], shake["bad"]) >= thr, sigma
+    for sigma in (4.0, 5.0):  # rejected, and named for what it is (at 3 the two terms are close: a warning, either name)
+        assert assess(degrade.gaussian_blur(skin, sigma)).check("sharpness").reason == "blurred", sigma
+
+
+def test_shake_direction_is_the_edges_dominant_normal():
+    from mobile_derm_quality.features import shake_direction
+
+    assert shake_direction(np.array([3.0, -2.0]), np.array([0.0, 0.0])) == pytest.approx((1.0, 0.0))
+    c, s = shake_direction(np.array([1.0, -2.0]), np.array([1.0, -2.0]))
+    assert (c, s) == pytest.approx((np.sqrt(0.5), np.sqrt(0.5)))
+    assert shake_direction(np.array([1.0, 0.0]), np.array([0.0, 1.0])) is None  # even: no direction
+
+
 def test_underexposure_fails_with_reason(skin):
     v = assess(degrade.gain(skin, 0.3))
     c = v.check("exposure")
