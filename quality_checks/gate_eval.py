@@ -18,7 +18,12 @@ With ``phone_capture=N`` it also applies the physics-based phone-capture suite
 per source, on the fit and the held-out parameter ranges separately, and reports per
 category and source the rejected and flagged (warn or reject) rates of "retake" samples and
 the pass rate of "acceptable" ones, with 95% Wilson intervals; and the clean pass rate per
-Fitzpatrick skin type for PAD-UFES-20.
+Fitzpatrick skin type for PAD-UFES-20. With a classifier too, per split, category and source whose
+labels the model knows, the classifier's accuracy on the samples the gate accepts and on those it
+rejects, each against the same photos clean (the issue's "gap", ``link_summary``).
+
+``render_readme_table`` turns a gate_eval.json into the README's gate table, and
+``python -m mobile_derm_quality.gate_eval --readme-table GATE_EVAL.json README.md`` rewrites it there.
 """
 from __future__ import annotations
 
@@ -66,6 +71,22 @@ def _label_column(rows: list[dict], labels: list[str]) -> str | None:
         if n > best_n:
             best, best_n = col, n
     return best
+
+
+def classifier(predictor: Any):
+    """``rgb -> (decided label, abstained)`` from a ``predictor`` (None without one). The label is
+    ``explain``'s first entry, ranked by the model's own decision rule (its class-balanced step
+    where it has one, as the app decides), not the plain arg-max of the probabilities; abstained:
+    low confidence or an unfamiliar photo."""
+    if predictor is None:
+        return None
+
+    def classify(rgb) -> tuple[str, bool]:
+        probs, unfamiliarity = predictor.predict(rgb)
+        result = predictor.explain(np.asarray(probs).ravel(), top_k=1, unfamiliarity=unfamiliarity)
+        return result["top_k"][0]["label"], bool(result["abstained"])
+
+    return classify
 
 
 def time_analysis(rgb_src: np.ndarray, config: GateConfig, repeats: int = 15) -> dict:
@@ -130,11 +151,7 @@ def gate_eval(
     def verdict(rgb):
         return verdict_from_measurements(measure_for(rgb, config), config)
 
-    def classify(rgb) -> tuple[str, bool]:
-        """Top-1 label and whether the classifier abstains (low confidence or unfamiliar)."""
-        probs, unfamiliarity = predictor.predict(rgb)
-        abstained = predictor.explain(np.asarray(probs).ravel(), unfamiliarity=unfamiliarity)["abstained"]
-        return labels[int(np.argmax(probs))], bool(abstained)
+    classify = classifier(predictor)
 
     clean: dict[str, dict] = {}
     clean_scores: dict[str, list[float]] = {}  # check -> scores of clean images in the degradation sample
@@ -307,7 +324,8 @@ def gate_eval(
             "levels": levels,
         }
 
-    capture = (phone_capture_eval(root, config, phone_capture_per_set, seed, progress, unreadable)
+    capture = (phone_capture_eval(root, config, phone_capture_per_set, seed, progress, unreadable,
+                                  classify=classify, labels=labels)
                if phone_capture_per_set else None)
     timing = time_analysis(timing_src if timing_src is not None else np.full((300, 300, 3), 150, np.uint8), config)
 
@@ -390,6 +408,9 @@ MIN_GROUP_N = 20  # a skin-type group smaller than this gets no pass rate of its
 # The issue's targets for the gate on the phone-capture suite (what the next detectors are measured against).
 TARGET_RETAKE_REJECTED = 0.90  # "retake" samples rejected (flagged, for the categories that only need a warning)
 TARGET_CLEAN_PASS = 0.95  # clean photos accepted, per source and per skin type
+# The classifier's accuracy on degraded photos the gate accepts may fall at most this far (3 points)
+# below the same photos clean.
+TARGET_CLASSIFIER_GAP = 0.03
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
@@ -416,14 +437,19 @@ def pass_rate_summary(accepted: list[bool]) -> dict:
 
 
 def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, progress: bool,
-                       unreadable: list[str]) -> dict:
+                       unreadable: list[str], classify=None, labels: list[str] | tuple = ()) -> dict:
     """The gate on the phone-capture suite: ``per_set`` clean photos of each source (from the
     half the shipped skin-photo model was not fitted on), each made into one "retake" and one
     "acceptable" sample of every category on each split. Per split, category and source
     (and "all" sources pooled): "retake" samples rejected and flagged (reject, or a warning
     from a check that did not warn on the clean original), "acceptable" samples passed (not rejected).
     Each cell's ``reasons`` counts the verdict's reject reasons, or for a sample that was only
-    warned, the names of the checks that newly warned."""
+    warned, the names of the checks that newly warned.
+
+    With ``classify`` (``classifier(predictor)``) and the model's ``labels``, each cell of a source
+    whose photos carry those labels also gets ``classifier``: the model's accuracy on the samples the
+    gate accepts (accept or warn) and on those it rejects, "retake" and "acceptable" samples together,
+    each beside the accuracy of the same photos' clean originals (``link_summary``)."""
 
     def verdict(rgb):
         return verdict_from_measurements(measure_for(rgb, config), config)
@@ -432,12 +458,14 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
     cells: dict = {}
     sources = []
     originals_passed: dict[str, list[bool]] = {}  # source -> the clean originals' own verdicts: the baseline
+    originals_classified: dict[str, list[bool]] = {}  # source -> classifier right on the clean originals
     for source_index, ds in enumerate(CLEAN_SETS):
         folder = root / ds
         if not folder.is_dir():
             continue
         sources.append(ds)
         rows = read_rows(folder)
+        label_col = _label_column(rows, labels) if classify is not None and labels else None
         rows = [r for r, fit in zip(rows, fit_half(ds, rows)) if not fit]
         order = np.random.default_rng([seed, source_index]).permutation(len(rows))
         used = 0
@@ -455,6 +483,10 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
             original = verdict(rgb)
             original_warnings = {c.name for c in original.checks if c.warn}
             originals_passed.setdefault(ds, []).append(original.decision != "reject")
+            truth = rows[i].get(label_col) if label_col else None
+            clean_right = classify(rgb)[0] == truth if truth in labels else None  # None: no label the model knows
+            if clean_right is not None:
+                originals_classified.setdefault(ds, []).append(clean_right)
             for cat_index, category in enumerate(phone_capture.CATEGORIES):
                 for split_index, split in enumerate(phone_capture.SPLITS):
                     for label_index, label in enumerate(phone_capture.LABELS):
@@ -463,8 +495,11 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
                         v = verdict(img)
                         new_warnings = {c.name for c in v.checks if c.warn} - original_warnings
                         cell = cells.setdefault(split, {}).setdefault(category, {}).setdefault(ds, {}).setdefault(
-                            label, {"rejected": [], "flagged": [], "reasons": {}, "missed": []})
+                            label, {"rejected": [], "flagged": [], "reasons": {}, "missed": [], "link": []})
                         rejected = v.decision == "reject"
+                        if clean_right is not None:
+                            decided, abstained = classify(img)
+                            cell["link"].append((clean_right, decided == truth, rejected, abstained))
                         cell["rejected"].append(rejected)
                         cell["flagged"].append(rejected or bool(new_warnings))
                         for reason in (v.reasons if rejected else sorted(new_warnings)):
@@ -494,6 +529,9 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
             out["acceptable"] = {"n": ok["n"], "passed": ok["rate"], "passed_ci95": ok["ci95"],
                                  "flagged": _rate(c["flagged"])["rate"], "reasons": c["reasons"],
                                  "rejected_examples": c["missed"]}
+        link = [x for c in cell.values() for x in c["link"]]
+        if link:
+            out["classifier"] = link_summary(link)
         return out
 
     by_split = {}
@@ -503,15 +541,16 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
             pooled: dict = {}
             for cell in per_source.values():
                 for label, c in cell.items():
-                    p = pooled.setdefault(label, {"rejected": [], "flagged": [], "reasons": {}, "missed": []})
+                    p = pooled.setdefault(label, {"rejected": [], "flagged": [], "reasons": {}, "missed": [], "link": []})
                     p["rejected"] += c["rejected"]
+                    p["link"] += c["link"]
                     p["flagged"] += c["flagged"]
                     p["missed"] = (p["missed"] + c["missed"])[:3]
                     for k, n in c["reasons"].items():
                         p["reasons"][k] = p["reasons"].get(k, 0) + n
             by_split[split][category] = {ds: summarise(cell, category) for ds, cell in per_source.items()}
             by_split[split][category]["all"] = summarise(pooled, category)
-    return {
+    report = {
         "photos_per_source": per_set,
         "sources": sources,
         "seed": seed,
@@ -523,6 +562,37 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
         "boundaries": {k: c.boundary for k, c in phone_capture.CATEGORIES.items()},
         "by_split": by_split,
     }
+    if classify is not None:
+        report["classifier"] = {
+            "target_gap": TARGET_CLASSIFIER_GAP,
+            # the sources whose photos carry labels the model knows: the link is measured on these only
+            "sources": sorted(originals_classified),
+            "clean_originals": {ds: {"accuracy": r["rate"], "accuracy_ci95": r["ci95"], "n": r["n"]}
+                                for ds, r in ((ds, _rate(v)) for ds, v in originals_classified.items())},
+        }
+    return report
+
+
+def link_summary(link: list[tuple[bool, bool, bool, bool]]) -> dict:
+    """The classifier on one cell's degraded samples, from (right on the clean original, right on
+    the degraded sample, gate rejected the sample, classifier abstained on it) per sample.
+    ``accepted`` / ``rejected``: the samples the gate accepts (accept or warn) / rejects, with the
+    classifier's accuracy on them, on the same photos clean (``clean_accuracy``), their ``gap``
+    (clean minus degraded; the issue's figure for ``accepted``, target <= TARGET_CLASSIFIER_GAP),
+    the paired counts behind it (``lost``: right clean, wrong degraded; ``gained``: the reverse)
+    and how often the classifier abstained on the degraded sample."""
+    out = {"n": len(link), "clean_accuracy": _rate([x[0] for x in link])["rate"]}
+    for name, rejected in (("accepted", False), ("rejected", True)):
+        part = [x for x in link if x[2] == rejected]
+        degraded = _rate([x[1] for x in part])
+        clean = _rate([x[0] for x in part])["rate"]
+        out[name] = {"n": len(part), "accuracy": degraded["rate"], "accuracy_ci95": degraded["ci95"],
+                     "clean_accuracy": clean, "gap": _gap(clean, degraded["rate"]),
+                     "lost": sum(c and not d for c, d, _, _ in part), "gained": sum(d and not c for c, d, _, _ in part),
+                     "abstained": _rate([x[3] for x in part])["rate"]}
+    gap = out["accepted"]["gap"]
+    out["accepted"]["meets_target"] = gap is not None and gap <= TARGET_CLASSIFIER_GAP
+    return out
 
 
 def render_markdown(rep: dict) -> str:
@@ -616,7 +686,111 @@ def render_phone_capture(pc: dict) -> list[str]:
                          f"{r.get('flagged')} | {_ci(r.get('flagged_ci95'))} | {'yes' if r.get('meets_target') else 'no'} | "
                          f"{a.get('n', 0)} | {a.get('passed')} | {_ci(a.get('passed_ci95'))} |")
         L.append("")
+    if pc.get("classifier"):
+        L += render_classifier_link(pc)
     return L
+
+
+def render_classifier_link(pc: dict) -> list[str]:
+    """The classifier link of the phone-capture section: per split, category and source with labels."""
+    c = pc["classifier"]
+    L = ["### The classifier on phone captures", "",
+         f"Top-1 accuracy (the model's decision rule) on the degraded samples ('retake' and 'acceptable' together) "
+         f"the gate accepts (accept or warn) and on those it rejects, each beside the same photos clean; gap = clean "
+         f"minus degraded, target for accepted <= {c['target_gap']}. Lost / gained: samples right clean and wrong "
+         f"degraded / the reverse. Sources with labels the model knows: {', '.join(c['sources']) or 'none'}; their "
+         "clean originals: " + ", ".join(f"{ds} {o['accuracy']} {_ci(o['accuracy_ci95'])} (n={o['n']})"
+                                         for ds, o in c["clean_originals"].items()), ""]
+    for split, cats in pc["by_split"].items():
+        L += [f"#### {split} parameter ranges", "",
+              "| category | source | accepted n | accuracy | same photos clean | gap | lost / gained | target met | "
+              "rejected n | accuracy | same photos clean | gap |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for category, per_source in cats.items():
+            for ds, cell in per_source.items():
+                if "classifier" not in cell:
+                    continue
+                a, r = cell["classifier"]["accepted"], cell["classifier"]["rejected"]
+                L.append(f"| {category} | {ds} | {a['n']} | {a['accuracy']} | {a['clean_accuracy']} | {a['gap']} | "
+                         f"{a['lost']} / {a['gained']} | {'yes' if a['meets_target'] else 'no'} | {r['n']} | "
+                         f"{r['accuracy']} | {r['clean_accuracy']} | {r['gap']} |")
+        L.append("")
+    return L
+
+
+README_BEGIN = "<!-- gate-eval table: begin -->"
+README_END = "<!-- gate-eval table: end -->"
+README_SPLIT = "held_out"  # the README reports the phone-capture parameter ranges nothing was tuned on
+
+
+def _short(ds: str) -> str:
+    """pad_ufes20_subset -> pad: source names short enough for the README's table."""
+    return ds.split("_")[0]
+
+
+def _f(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _pts(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def render_readme_table(rep: dict) -> str:
+    """The README's gate block from a gate_eval.json (without the markers): one line with the clean pass
+    rate per source, the not-skin reject rates and the time per photo, then a table with one column per
+    phone-capture category (held-out ranges, sources pooled): "retake" samples rejected (flagged) with the
+    interval of the rejected rate and the worst source on the target's measure, and the classifier's drop
+    on the degraded samples the gate accepts / rejects against the same photos clean, in points (n)."""
+    pc = rep.get("phone_capture")
+    if not pc or README_SPLIT not in pc["by_split"]:
+        raise QualityCheckError(None, "gate_eval report has no phone-capture section (run gate-eval with --phone-capture N)")
+    free = rep.get(NONSKIN_SET) or {}
+    line = ("Clean photos passed (report half): " + ", ".join(f"{_short(ds)} {_f(s['pass_rate'], 3)}" for ds, s in rep["clean"].items())
+            + f"; not-skin photos rejected: ood {_f(rep['ood_reject_rate'], 2)} (n={(rep.get('ood') or {}).get('n')}), "
+            + (f"nonskin_free {_f(rep['nonskin_free_reject_rate'], 2)} (n={free['n']})" if "n" in free else "nonskin_free not measured")
+            + f"; {_f(rep['ms_per_image'], 1)} ms per decoded 4000x3000 photo (1 core). Phone captures, held-out ranges, "
+            f"{pc['photos_per_source']} photos per source:")
+    cats = pc["by_split"][README_SPLIT]
+    flagged_enough = set(pc["targets"]["flagged_is_enough"])
+    head, rejected, classifier = ["category"], ["'retake' rejected (flagged) [95% CI]; worst source"], [
+        "classifier drop, points (n): accepted / rejected" + (f" ({', '.join(_short(s) for s in pc['classifier']['sources'])})"
+                                                              if pc.get("classifier") else "")]
+    for category, per_source in cats.items():
+        r = per_source["all"]["retake"]
+        measure = "flagged" if category in flagged_enough else "rejected"
+        worst = min((ds for ds in per_source if ds != "all"), key=lambda ds: per_source[ds]["retake"][measure])
+        head.append(category + (" (flag)" if category in flagged_enough else ""))
+        rejected.append(f"{r['rejected']:.2f} ({r['flagged']:.2f}) {_ci(r['rejected_ci95'])}; "
+                        f"{_short(worst)} {per_source[worst]['retake'][measure]:.2f}")
+        link = per_source["all"].get("classifier")
+        classifier.append("-" if link is None else " / ".join(f"{_pts(link[k]['gap'])} ({link[k]['n']})"
+                                                               for k in ("accepted", "rejected")))
+    rows = [head, ["---"] * len(head), rejected, classifier]
+    return "\n".join([line] + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def replace_readme_block(text: str, block: str, path: str | Path | None = None) -> str:
+    """``text`` with the lines between README_BEGIN and README_END replaced by ``block``."""
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise QualityCheckError(path, f"no '{README_BEGIN}' ... '{README_END}' block to rewrite")
+    head = text[: start + len(README_BEGIN)]
+    return head + "\n" + block + text[end:]
+
+
+def write_readme_table(report_json: str | Path, readme: str | Path) -> None:
+    """Rewrite ``readme``'s gate block from the gate_eval.json at ``report_json``."""
+    try:
+        rep = json.loads(Path(report_json).read_text())
+    except OSError as exc:
+        raise QualityCheckError(report_json, f"cannot read the gate_eval report: {exc.strerror}") from None
+    except ValueError as exc:
+        raise QualityCheckError(report_json, f"not a gate_eval report (JSON): {exc}") from None
+    try:
+        text = Path(readme).read_text()
+    except OSError as exc:
+        raise QualityCheckError(readme, f"cannot read: {exc.strerror}") from None
+    atomic_write_text(readme, replace_readme_block(text, render_readme_table(rep), readme))
 
 
 def write_plots(out_dir: Path, rep: dict, clean_scores, deg_scores, ood_scores, config: GateConfig) -> None:
@@ -670,3 +844,24 @@ def write_plots(out_dir: Path, rep: dict, clean_scores, deg_scores, ood_scores, 
         ax.legend(fontsize=8)
         ax.set_title("not_skin score")
         save(fig, "not_skin_scores.png")
+
+
+def main(argv=None) -> None:
+    """``python -m mobile_derm_quality.gate_eval --readme-table GATE_EVAL.json README.md``: rewrite the
+    README's gate table from a gate_eval.json (keep that JSON as docs/results/gate_eval.json)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m mobile_derm_quality.gate_eval", description=main.__doc__)
+    p.add_argument("--readme-table", nargs=2, metavar=("GATE_EVAL.json", "README.md"), required=True)
+    args = p.parse_args(argv)
+    try:
+        write_readme_table(*args.readme_table)
+    except QualityCheckError as exc:
+        # argparse's error exit: the exit status of an unusable input (cli.EXIT_ERROR) without
+        # importing the cli, which imports this module
+        p.error(str(exc))
+    print(f"rewrote the gate table in {args.readme_table[1]} from {args.readme_table[0]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -97,8 +97,9 @@ class FakePredictor:
         r, gr, _ = rgb.reshape(-1, 3).mean(axis=0)
         return (np.array([0.9, 0.1]) if sharp else np.array([0.1, 0.9])), (0.9 if gr > r else 0.1)
 
-    def explain(self, probs, unfamiliarity=None):
-        return {"abstained": unfamiliarity > 0.5}
+    def explain(self, probs, top_k=3, unfamiliarity=None):
+        order = np.argsort(-np.asarray(probs))[:top_k]
+        return {"abstained": unfamiliarity > 0.5, "top_k": [{"label": self.info.labels[i]} for i in order]}
 
 
 def _fake_data(root: Path, skin_texture):
