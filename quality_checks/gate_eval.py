@@ -529,6 +529,9 @@ def phone_capture_eval(root: Path, config: GateConfig, per_set: int, seed: int, 
             out["acceptable"] = {"n": ok["n"], "passed": ok["rate"], "passed_ci95": ok["ci95"],
                                  "flagged": _rate(c["flagged"])["rate"], "reasons": c["reasons"],
                                  "rejected_examples": c["missed"]}
+        for label, c in cell.items():  # per label too: the "retake" samples the gate lets through are its misses
+            if c["link"]:
+                out[label]["classifier"] = link_summary(c["link"])
         link = [x for c in cell.values() for x in c["link"]]
         if link:
             out["classifier"] = link_summary(link)
