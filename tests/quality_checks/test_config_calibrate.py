@@ -42,6 +42,24 @@ def test_white_locus_roundtrip_and_partial_update():
     assert GateConfig.from_dict(cfg.to_dict()).white_locus == cfg.white_locus
 
 
+def test_white_locus_fit_and_distance():
+    from types import SimpleNamespace
+
+    from mobile_derm_quality.fit_checks import fit_white_locus, worst_source_quantile
+    from mobile_derm_quality.gate import white_distance
+
+    rng = np.random.default_rng(0)
+    uv = rng.normal([0.1, -0.05], [0.05, 0.02], (4000, 2))
+    clean = [{"m": SimpleNamespace(white_u=u, white_v=v)} for u, v in uv]
+    locus = fit_white_locus(clean)
+    assert locus["u"] == pytest.approx(0.1, abs=0.005) and locus["v"] == pytest.approx(-0.05, abs=0.005)
+    # one standard deviation along either axis is a distance of about 1
+    assert white_distance(SimpleNamespace(white_u=0.15, white_v=locus["v"]), locus) == pytest.approx(1.0, abs=0.05)
+    assert white_distance(SimpleNamespace(white_u=locus["u"], white_v=-0.09), locus) == pytest.approx(2.0, abs=0.1)
+    values, sources = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0]), np.array(list("aaabbb"))
+    assert worst_source_quantile(values, sources, 1.0) == 30.0
+
+
 def test_ramp_for_puts_warn_and_fail_where_asked():
     from mobile_derm_quality.fit_checks import ramp_for
     from mobile_derm_quality.gate import ramp
