@@ -756,8 +756,9 @@ def render_readme_table(rep: dict) -> str:
     cats = pc["by_split"][README_SPLIT]
     flagged_enough = set(pc["targets"]["flagged_is_enough"])
     head, rejected, classifier = ["category"], ["'retake' rejected (flagged) [95% CI]; worst source"], [
-        "classifier drop, points (n): accepted / rejected" + (f" ({', '.join(_short(s) for s in pc['classifier']['sources'])})"
-                                                              if pc.get("classifier") else "")]
+        "classifier drop, points (n): accepted" + (f" (target <= {100 * pc['classifier']['target_gap']:g}) / rejected "
+                                                   f"({', '.join(_short(s) for s in pc['classifier']['sources'])})"
+                                                   if pc.get("classifier") else " / rejected")]
     for category, per_source in cats.items():
         r = per_source["all"]["retake"]
         measure = "flagged" if category in flagged_enough else "rejected"
