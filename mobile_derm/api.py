@@ -273,6 +273,111 @@ def evaluate_external(model, data, out: str | Path | None = None, *, taxonomy=No
                            groups=dataset.groups_array(), unfamiliarity=unfamiliarity, out_dir=out)
 
 
+def export_folds(crossval_dir: str | Path, data, variants=("float32", "int8"), *, external=(),
+                 external_variant: str = "int8", data_root: str | Path | None = None, progress: bool = True) -> dict:
+    """The files an app would ship from a finished ``crossval``: each fold's run
+    (``crossval_dir/fold<k>``) exported into ``fold<k>/models`` (model card included), its
+    files run on LiteRT on that fold's test photos, and every variant's out-of-fold figures
+    pooled like the Keras ones (``crossval.pooled_report``: patient-level intervals), with
+    each variant's abstention agreement with float32 on the test photos. ``external`` (data
+    set names): each fold's ``external_variant`` file (the one an app ships) is scored on
+    them; reported as mean and spread over folds. A crossval made before runs kept their
+    test outputs (``eval/test_outputs.npz``) gets them computed here from the fold's model.
+    Files and external reports already in ``fold<k>/models`` are kept (delete it to export again).
+    Writes ``crossval_exported.json`` / ``.md`` in ``crossval_dir``.
+
+    >>> export_folds("runs/pad", "pad_ufes20", external=["sd198"])["pooled"]["int8"]["ece"]  # doctest: +SKIP
+    0.04
+    """
+    import json
+
+    import numpy as np
+
+    from mobile_derm.app.model_file import read_model_info
+    from mobile_derm.io_utils import atomic_write_text
+    from mobile_derm.training.crossval import fold_outputs, pooled_markdown, pooled_report
+    from mobile_derm.training.runs import TEST_OUTPUTS_FILE, save_test_outputs
+    from mobile_derm_export.benchmark import FLOAT_VARIANT, abstention_columns, tflite_outputs
+
+    crossval_dir = Path(crossval_dir)
+    fold_dirs = sorted((d for d in crossval_dir.glob("fold*") if (d / "model_info.json").is_file()),
+                       key=lambda d: int(d.name.removeprefix("fold")))
+    if not fold_dirs:
+        raise ConfigError(crossval_dir, "holds no finished fold (fold<k>/model_info.json): run mobile-derm crossval first")
+    dataset = load_dataset(data, data_root)
+    keras, exported = [], {v: [] for v in variants}
+    agreement: dict[str, list] = {}
+    external_rows: dict[str, dict[str, list]] = {}
+    # a preset's name, or a labels file / folder named as `mobile-derm evaluate` names its output
+    external = {Path(str(name)).stem: name for name in external}
+    if external and external_variant not in variants:
+        raise ConfigError(None, f"external data sets are scored on the {external_variant} files: export that variant too")
+    for fold_dir in fold_dirs:
+        classifier = Classifier.load(fold_dir, dataset)
+        pixels, y, split = classifier._run_arrays(progress)
+        test = np.asarray(split.test)
+        groups = dataset.groups_array()[test]
+        if not (fold_dir / "eval" / TEST_OUTPUTS_FILE).is_file():
+            save_test_outputs(fold_dir, classifier._test_split(progress)[2], y[test], groups)
+        paths = {v: fold_dir / "models" / f"{v}.tflite" for v in variants}
+        if not all(path.is_file() for path in paths.values()):  # files already there are kept (resumes)
+            paths = classifier.export(fold_dir / "models", variants)
+        outputs, infos = {}, {}
+        for variant, path in paths.items():
+            infos[variant] = read_model_info(path)
+            outputs[variant] = {"test": tflite_outputs(path, pixels[test], progress)}
+            exported[variant].append({"probs": outputs[variant]["test"][0], "y": y[test], "groups": groups,
+                                      "info": infos[variant]})
+        for name, source in external.items():
+            done = fold_dir / "models" / f"external_{name}" / "external.json"
+            if done.is_file() and done.stat().st_mtime > paths[external_variant].stat().st_mtime:
+                report = json.loads(done.read_text())
+            else:
+                report = evaluate_external(paths[external_variant], source, done.parent, data_root=data_root,
+                                           progress=progress)
+            external_rows.setdefault(name, {}).setdefault(external_variant, []).append(report)
+        for variant, row in abstention_columns(infos, outputs).items():
+            agreement.setdefault(variant, []).append((len(test), row["abstention_agreement_with_float"]))
+        keras.append(fold_outputs(fold_dir))
+    pooled = {"Keras float": pooled_report(keras), **{v: pooled_report(exported[v]) for v in variants}}
+    for variant, parts in agreement.items():
+        if variant != FLOAT_VARIANT:
+            pooled[variant]["abstention_agreement_with_float"] = float(
+                sum(n * a for n, a in parts) / sum(n for n, _ in parts))
+    document = {"folds": [d.name for d in fold_dirs], "variants": list(variants), "pooled": pooled,
+                "external": {name: {kind: _mean_spread(reports) for kind, reports in by_kind.items()}
+                             for name, by_kind in external_rows.items()}}
+    atomic_write_text(crossval_dir / "crossval_exported.json", json.dumps(document, indent=2))
+    lines = [f"# {crossval_dir.name}: each fold's exported files ({', '.join(variants)})", "", pooled_markdown(pooled)]
+    for variant, r in pooled.items():
+        if "abstention_agreement_with_float" in r:
+            lines.append(f"- {variant}: abstention agreement with float32 on the test photos "
+                         f"{r['abstention_agreement_with_float']:.3f}")
+    for name, by_kind in document["external"].items():
+        lines += ["", f"External: {name} (mean +- std over the {len(fold_dirs)} fold models; reporting only)", "",
+                  "| model | photos (mapped) | balanced accuracy | malignancy AUC | ECE (mapped) |", "|---|---|---|---|---|"]
+        for kind, m in by_kind.items():
+            lines.append(f"| {kind} | {m['n']} ({m['n_mapped']}) | " + " | ".join(
+                f"{m[k][0]:.3f} +- {m[k][1]:.3f}" if m[k] else "-" for k in ("balanced_accuracy", "malignancy_auc", "ece"))
+                + " |")
+    atomic_write_text(crossval_dir / "crossval_exported.md", "\n".join(lines) + "\n")
+    return document
+
+
+def _mean_spread(reports: list[dict]) -> dict:
+    """Mean and standard deviation over folds of an external report's headline figures."""
+    import numpy as np
+
+    def stat(values):
+        values = np.array([v for v in values if v is not None], dtype=np.float64)
+        return [float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0] if len(values) else None
+
+    return {"n": reports[0]["n"], "n_mapped": reports[0]["n_mapped"],
+            "balanced_accuracy": stat(r["classification_on_mapped_photos"]["balanced_accuracy"] for r in reports),
+            "ece": stat(r["classification_on_mapped_photos"]["ece"] for r in reports),
+            "malignancy_auc": stat(r["malignancy_on_all_photos"]["auc"] for r in reports)}
+
+
 def _gate_config(value):
     """A GateConfig from a GateConfig, a config file path, or "default"."""
     from mobile_derm_quality import GateConfig

@@ -96,6 +96,17 @@ def cmd_crossval(args) -> int:
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     if args.random_weights:
         config = TrainConfig.from_dict({**config.to_dict(), "allow_random_weights": True})
+    # options that only matter after the folds are checked before hours of training
+    if args.external and not args.export:
+        raise ConfigError(None, "--external needs --export (the folds' files are what is scored)")
+    if args.export:
+        from mobile_derm_export.convert import check_variants
+
+        variants = check_variants(args.export.split(","))
+        if args.external and "int8" not in variants:
+            raise ConfigError(None, "--external scores each fold's int8 file: add int8 to --export")
+        for name in args.external or ():
+            load_dataset(name, args.data_root)
     taxonomy = Taxonomy.load(args.taxonomy)
     dataset = load_dataset(args.data, args.data_root)
     summary = cross_validate(dataset, config, args.out, k=args.folds, taxonomy=taxonomy, distribution=distribution)
@@ -103,6 +114,11 @@ def cmd_crossval(args) -> int:
         print("fine-tuning done on this worker; the chief writes the folds")
         return 0
     print(markdown(summary))
+    if args.export:
+        from mobile_derm.api import export_folds
+
+        export_folds(args.out, dataset, args.export.split(","), external=args.external or ())
+        print((Path(args.out) / "crossval_exported.md").read_text(encoding="utf-8"))
     return 0
 
 
@@ -440,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TrainConfig JSON file")
     p.add_argument("--folds", type=number_type(int, 3, False, "a whole number >= 3"), default=5,
                    help="k: each fold tests on one part, validates on the next, trains on the rest (default %(default)s)")
+    p.add_argument("--export", metavar="VARIANTS",
+                   help="then export each fold (e.g. float32,int8) into fold<k>/models and pool the files' test "
+                        "figures (crossval_exported.json/.md); re-running on a finished crossval only evaluates and exports")
+    p.add_argument("--external", nargs="+", metavar="SET",
+                   help="with --export: score each fold's int8 file (what an app ships) on these data sets too (e.g. sd198)")
     p.add_argument("--taxonomy", help="taxonomy JSON for your labels (default: the shipped one)")
     p.add_argument("--random-weights", action="store_true")
     distribution_args(p)

@@ -19,7 +19,7 @@ from mobile_derm.model.classifier import (build_classifier, ensemble_classifier,
                                           freeze_batchnorm, fold_into_heads, predict_probs, view_stack)
 from mobile_derm.training.config import TrainConfig
 from mobile_derm_quality.quiet import verbose
-from mobile_derm.training.runs import save_final_weights, start_run, training_images
+from mobile_derm.training.runs import save_final_weights, save_test_outputs, start_run, training_images
 from mobile_derm.training import distribute
 from mobile_derm.training.distribute import Distribution
 
@@ -386,4 +386,5 @@ def train(dataset, config: TrainConfig, run_dir: str | Path, taxonomy=None, spli
     report = evaluate_probs(test_probs, y_all[idx_test], info, out_dir=run_dir / "eval",
                             title=f"{info.name} (Keras float, test split)", extra=extra,
                             groups=dataset.groups_array()[idx_test])
+    save_test_outputs(run_dir, test_probs, y_all[idx_test], dataset.groups_array()[idx_test])  # for pooling folds
     return TrainResult(run_dir, model, info, report)

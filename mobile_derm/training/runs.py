@@ -4,7 +4,8 @@ Run folder layout (everything a later export/benchmark needs):
   train_config.json  the TrainConfig            split.json      the grouped split
   head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
   weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
-  history.json       Keras histories            eval/           test-split report + plots
+  history.json       Keras histories            eval/           test-split report + plots, and
+                                                                test_outputs.npz (probabilities, labels, groups)
   member0/, member1/ an ensemble's members (``ensemble_members``), each a run of its own
 """
 from __future__ import annotations
@@ -25,6 +26,16 @@ from mobile_derm.training.config import TrainConfig
 # SD-198 photos carry a grey "DermQuest" banner along the bottom edge; cropping
 # it away before the square crop means the model can never see (or learn) it.
 BOTTOM_CROP_BY_DATASET = {"sd198": 0.12}
+TEST_OUTPUTS_FILE = "test_outputs.npz"  # in RUN/eval: the test split's probabilities, labels and groups (no pixels)
+
+
+def save_test_outputs(run_dir: str | Path, probs: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+    """RUN/eval/TEST_OUTPUTS_FILE: the test split's probabilities, labels and groups (numbers
+    only, no pixels), which ``crossval.pooled_report`` pools over folds."""
+    with atomic_path(Path(run_dir) / "eval" / TEST_OUTPUTS_FILE) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, probs=np.asarray(probs, np.float32), y=np.asarray(y, np.int64),
+                     groups=np.asarray(groups).astype(str))
 
 
 def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
