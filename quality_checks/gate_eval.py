@@ -770,7 +770,7 @@ def render_readme_table(rep: dict) -> str:
         classifier.append("-" if link is None else " / ".join(f"{_pts(link[k]['gap'])} ({link[k]['n']})"
                                                                for k in ("accepted", "rejected")))
     rows = [head, ["---"] * len(head), rejected, classifier]
-    return "\n".join([line] + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    return "\n".join([line, ""] + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"  # a table needs a blank line before it
 
 
 def replace_readme_block(text: str, block: str, path: str | Path | None = None) -> str:

@@ -97,7 +97,8 @@ def _check_readme_table(capture):
     lines = text.splitlines()
     assert lines[0].startswith("Clean photos passed (report half): pad 0.970, sd198 0.961; not-skin photos "
                                "rejected: ood 0.66 (n=50), nonskin_free 0.67 (n=118); 5.9 ms")
-    head, sep, rejected, classifier = (line.strip("| ").split(" | ") for line in lines[1:])
+    assert lines[1] == ""  # a Markdown table starts after a blank line
+    head, sep, rejected, classifier = (line.strip("| ").split(" | ") for line in lines[2:])
     cats = capture["by_split"]["held_out"]
     assert head[1:] == [k + (" (flag)" if CATEGORIES[k].flagged_is_enough else "") for k in cats]
     r = cats["defocus"]["all"]["retake"]
