@@ -102,11 +102,11 @@ def pooled_report(folds: list[dict]) -> dict:
               "ece": metrics.expected_calibration_error(probs, y),
               "ci95": metrics.bootstrap_intervals(probs, y, malignant, groups=groups, pred=pred),
               "ci95_resamples": "groups"}
+    truth = malignant[y]
     for name in info.malignancy_thresholds:
         # each photo against its own fold's threshold: the alarm an app would have raised
-        alarm = np.concatenate([f["probs"] @ malignant.astype(np.float64) >= f["info"].malignancy_thresholds[name]
-                                for f in folds])
-        truth = malignant[y]
+        threshold = np.concatenate([np.full(len(f["y"]), f["info"].malignancy_thresholds[name]) for f in folds])
+        alarm = mal_score >= threshold
         report[f"malignancy_{name}"] = {"sensitivity": float(alarm[truth].mean()) if truth.any() else None,
                                         "specificity": float((~alarm[~truth]).mean()) if (~truth).any() else None}
     low = np.concatenate([f["probs"].max(axis=1) < f["info"].ood_threshold for f in folds
