@@ -255,16 +255,23 @@ def _quantile_int(tf, values, mask, q: int, bins: int):
 
 
 def _quantile_float(tf, values, mask, q: int):
-    """features._quantile of float values where mask, by a partial sort (TOPK_V2)."""
+    """features._quantile of float values where mask, by a partial sort (TOPK_V2) of the side the
+    percentile lies on: the smallest values for q <= 50, the largest for a high q (fewer to sort)."""
     v, m = tf.reshape(values, [-1]), tf.reshape(mask, [-1])
     size = int(v.shape[0])
     keep = _subsample(tf, m)
     n = tf.reduce_sum(keep)
     most = min(size, 2 * QUANTILE_MAX_N - 1)  # at most this many values survive the subsample
-    k = min(size, int(q / 100.0 * (most - 1)) + 2)
-    ascending = -tf.math.top_k(tf.where(keep > 0, -v, -3.0e38), k=k, sorted=True).values
     lo, hi, frac = _quantile_positions(tf, n, q)
-    at = tf.gather(ascending, tf.clip_by_value(tf.cast(tf.stack([lo, hi]), tf.int32), 0, k - 1))  # n = 0: unused
+    if q <= 50:
+        k = min(size, int(q / 100.0 * (most - 1)) + 2)
+        ordered = -tf.math.top_k(tf.where(keep > 0, -v, -3.0e38), k=k, sorted=True).values  # ascending
+        ranks = tf.stack([lo, hi])
+    else:
+        k = min(size, int((1.0 - q / 100.0) * (most - 1)) + 3)
+        ordered = tf.math.top_k(tf.where(keep > 0, v, -3.0e38), k=k, sorted=True).values  # descending
+        ranks = tf.stack([n - 1.0 - lo, n - 1.0 - hi])
+    at = tf.gather(ordered, tf.clip_by_value(tf.cast(ranks, tf.int32), 0, k - 1))  # n = 0: unused
     return at[0] + frac * (at[1] - at[0])
 
 
@@ -439,20 +446,6 @@ def _edge_blur(tf, d1s, d2s, roi, grid_valid, floor):
     return out
 
 
-def _quantile_float_high(tf, values, mask, q: int):
-    """_quantile_float for a high percentile q, by a partial sort of the largest values (fewer than the smallest)."""
-    v, m = tf.reshape(values, [-1]), tf.reshape(mask, [-1])
-    size = int(v.shape[0])
-    keep = _subsample(tf, m)
-    n = tf.reduce_sum(keep)
-    most = min(size, 2 * QUANTILE_MAX_N - 1)  # at most this many values survive the subsample
-    k = min(size, int((1.0 - q / 100.0) * (most - 1)) + 3)
-    descending = tf.math.top_k(tf.where(keep > 0, v, -3.0e38), k=k, sorted=True).values
-    lo, hi, frac = _quantile_positions(tf, n, q)
-    at = tf.gather(descending, tf.clip_by_value(tf.cast(tf.stack([n - 1.0 - lo, n - 1.0 - hi]), tf.int32), 0, k - 1))
-    return at[0] + frac * (at[1] - at[0])
-
-
 def _shake_blur(tf, signed, reblurred, roi, grid_valid, floor):
     """features._shake_blur: blur along the edges' least-gradient direction minus across it (px at this
     scale), from grid A's signed gradients before (signed) and after (reblurred) the re-blur, at every
@@ -477,7 +470,7 @@ def _shake_blur(tf, signed, reblurred, roi, grid_valid, floor):
     out = []
     for a, b in ((c, s), (-s, c)):  # across the path, then along it
         d1 = tf.abs(a * gx + b * gy)
-        thr = tf.maximum(_quantile_float_high(tf, d1, base, EDGE_PERCENTILE), floor)
+        thr = tf.maximum(_quantile_float(tf, d1, base, EDGE_PERCENTILE), floor)
         sel = _f(tf, d1 >= thr) * base
         rho = d1 / tf.maximum(tf.abs(a * reblurred[0] + b * reblurred[1]), 1e-3)
         sigma = REBLUR_SIGMA / tf.sqrt(tf.maximum(rho * rho - 1.0, 1e-4))
