@@ -36,7 +36,7 @@ from mobile_derm_quality import gate_twin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT,
                                           GLARE_SPOT_CONTRAST, GLARE_SPOT_WINDOW,
-                                          COLOURFUL_MIN_VAL, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
+                                          COLOURFUL_MIN_VAL, DETAIL_GRADIENT, DETAIL_GRID, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
                                           FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, HUE_BIN_WIDTH, HUE_ENTROPY_BINS,
                                           HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, LUMA_PERCENTILES, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
                                           NATIVE_CROP_SIZE, NOISE_MAX_GREY, NOISE_MIN_GREY, NOISE_MIN_PIXELS,
@@ -62,7 +62,7 @@ _RAW_KEYS = {
     "glare": ("glare_fraction", "glare_spots"),
     "colour_cast": ("cast_distance", "grey", "white_distance"),
     "noise": ("noise_sigma", "blockiness"),
-    "framing": ("skin_fraction", "roi_offset"),
+    "framing": ("skin_fraction", "roi_offset", "detail_offset"),
     "not_skin": ("typicality", "skin_fraction", "hue_entropy", "colourful_fraction"),
 }
 
@@ -480,6 +480,25 @@ def _shake_blur(tf, signed, reblurred, roi, grid_valid, floor):
     return tf.where(measurable, out[1] - out[0], 0.0)
 
 
+def _detail_offset(tf, grad, grid_b, h, w):
+    """features._detail_offset from grid B's |Sobel x| + |Sobel y| (``grad``): per cell (row and column
+    index * DETAIL_GRID // the photo's grid-B length), how many points are above DETAIL_GRADIENT against
+    how many there are (segment sums, exact), then the detailed cells' centroid."""
+    n = DETAIL_GRID * DETAIL_GRID
+    index = tf.range(grad.shape[0])
+    cell_y = tf.math.floordiv(index * DETAIL_GRID, tf.maximum((h - 1) // 2, 1))
+    cell_x = tf.math.floordiv(index * DETAIL_GRID, tf.maximum((w - 1) // 2, 1))
+    cells = tf.reshape(tf.where(grid_b > 0, cell_y[:, None] * DETAIL_GRID + cell_x[None, :], n), [-1])  # outside: dropped
+    above = tf.math.unsorted_segment_sum(tf.reshape(_f(tf, grad > DETAIL_GRADIENT) * grid_b, [-1]), cells, n + 1)[:n]
+    total = tf.math.unsorted_segment_sum(tf.reshape(grid_b, [-1]), cells, n + 1)[:n]
+    detailed = _f(tf, 2.0 * above > total)
+    centres = (np.arange(DETAIL_GRID) + 0.5) / DETAIL_GRID - 0.5
+    count = tf.reduce_sum(detailed)
+    mean_y = tf.reduce_sum(detailed * tf.constant(np.repeat(centres, DETAIL_GRID).astype(np.float32))) / tf.maximum(count, 1.0)
+    mean_x = tf.reduce_sum(detailed * tf.constant(np.tile(centres, DETAIL_GRID).astype(np.float32))) / tf.maximum(count, 1.0)
+    return tf.where(count > 0, tf.sqrt(mean_x * mean_x + mean_y * mean_y) / float(np.hypot(0.5, 0.5)), 0.0)
+
+
 def _noise_sigma(tf, inner, grad, r, roi, grid_valid):
     """features._noise_sigma: Immerkaer's estimate on the flattest half of the ROI (grid B)."""
     sel = roi * grid_valid
@@ -668,6 +687,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     white_u, white_v = _white_point(tf, tiny, tiny_valid_f)
 
     noise = _noise_sigma(tf, inner, grad, laplacian, roi_at(1, nb), grid_b)
+    detail_offset = _detail_offset(tf, grad, grid_b, h, w)
     blockiness = _blockiness(tf, _planes(tf, _f(tf, crop_u8)), ch, cw)
     if "typicality" in config.ramps.get("not_skin", {}):
         typicality = _typicality(tf, _describe(tf, _planes(tf, _f(tf, thumb_u8))), config)
@@ -683,7 +703,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "blur_v": blur_v * to_ref, "shake_blur": shake_blur * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
         "glare_fraction": glare_fraction, "glare_spots": glare_spots, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
         "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
-        "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v,
+        "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v, "detail_offset": detail_offset,
         "white_distance": _white_distance(tf, white_u, white_v, config.white_locus),
     }
 

@@ -21,6 +21,8 @@ held-out split are the out-of-sample ones). The rules, per detector:
   in small white lobes (``features._glare_spots``); it too fails only beyond the largest clean value.
 * shake blur (``sharpness.shake_blur``): WARN_QUANTILE and FAIL_QUANTILE of the clean photos' blur
   along the dominant shake direction minus across it (``features._shake_blur``).
+* detail offset (``framing.detail_offset``): WARN_QUANTILE and FAIL_QUANTILE of the clean photos' distance
+  of the detailed cells' centroid from the frame centre (``features._detail_offset``).
 """
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ FAIL_QUANTILE = 0.995  # ... and that may newly fail: 0.5%
 # white balance and glare need only a warning (the issue's target for them is "flagged"): their terms fail
 # only beyond every clean fit photo, so they cost the clean pass rate nothing on the fit half
 FLAG_ONLY_FAIL_QUANTILE = 1.0
-FIT_CATEGORIES = ("white_balance", "flash_glare", "motion_blur")
-NEW_TERMS = (("colour_cast", "white_distance"), ("glare", "glare_spots"), ("sharpness", "shake_blur"))
+FIT_CATEGORIES = ("white_balance", "flash_glare", "motion_blur", "off_centre", "distance")
+NEW_TERMS = (("colour_cast", "white_distance"), ("glare", "glare_spots"), ("sharpness", "shake_blur"),
+             ("framing", "detail_offset"))
 FIT_SEED = 21  # the issue's number: any fixed seed, so the fit is the same on every run
 
 
@@ -116,16 +119,23 @@ def fit(data: dict, config: GateConfig) -> dict:
     shake_warn_at = worst_source_quantile(shake, sources, WARN_QUANTILE)
     shake_fail_at = worst_source_quantile(shake, sources, FAIL_QUANTILE)
     shake_ramp = ramp_for(shake_warn_at, shake_fail_at, config.thresholds["sharpness"], config.warn_margin["sharpness"])
+    offset = np.array([c["m"].detail_offset for c in clean])
+    offset_warn_at = worst_source_quantile(offset, sources, WARN_QUANTILE)
+    offset_fail_at = worst_source_quantile(offset, sources, FAIL_QUANTILE)
+    offset_ramp = ramp_for(offset_warn_at, offset_fail_at, config.thresholds["framing"], config.warn_margin["framing"])
     fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus,
                                    "ramps": {"colour_cast": {"white_distance": white_ramp},
                                              "glare": {"glare_spots": spots_ramp},
-                                             "sharpness": {"shake_blur": shake_ramp}}})
+                                             "sharpness": {"shake_blur": shake_ramp},
+                                             "framing": {"detail_offset": offset_ramp}}})
     return {"white_locus": locus, "white_distance_ramp": white_ramp,
             "white_distance_warn_at": round(warn_at, 4), "white_distance_fail_at": round(fail_at, 4),
             "glare_spots_ramp": spots_ramp, "glare_spots_warn_at": round(spots_warn_at, 6),
             "glare_spots_fail_at": round(spots_fail_at, 6),
             "shake_blur_ramp": shake_ramp, "shake_blur_warn_at": round(shake_warn_at, 4),
             "shake_blur_fail_at": round(shake_fail_at, 4),
+            "detail_offset_ramp": offset_ramp, "detail_offset_warn_at": round(offset_warn_at, 4),
+            "detail_offset_fail_at": round(offset_fail_at, 4),
             "n_clean": len(clean), "fit_figures": figures(data, fitted),
             "fit_figures_without_them": figures(data, without_new_terms(config))}
 

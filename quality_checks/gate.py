@@ -146,7 +146,7 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey),
                         "white_distance": white_distance(m, config.white_locus)},
         "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness},
-        "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset},
+        "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset, "detail_offset": m.detail_offset},
         "not_skin": {
             "typicality": _typicality(m, config),
             "skin_check_distance": m.skin_check_distance,
@@ -172,6 +172,7 @@ _REASONS = {
     ("noise", "blockiness"): "compressed",
     ("framing", "skin_fraction"): "too_far",
     ("framing", "roi_offset"): "off_centre",
+    ("framing", "detail_offset"): "off_centre",
     ("not_skin", "typicality"): "not_skin",
     ("not_skin", "skin_check_distance"): "not_skin",
     ("not_skin", "skin_fraction"): "not_skin",

@@ -70,6 +70,7 @@ def test_parity_on_generated_photos(twin, tmp_path):
     assert rep["reason_agreement_min"] >= 0.98, rep["disagreements"][:5]
     assert rep["measurement_error"]["luma_median"]["max"] == 0.0  # integer arithmetic: exact
     assert rep["measurement_error"]["skin_fraction"]["max"] < 1e-6
+    assert rep["measurement_error"]["detail_offset"]["max"] < 1e-6  # the same cells by integer counts
     assert (tmp_path / "gate_parity.md").is_file() and (tmp_path / "gate_parity.json").is_file()
 
 

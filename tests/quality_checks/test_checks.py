@@ -180,6 +180,45 @@ def test_off_centre_reason(make_skin):
     assert c.reason in ("off_centre", "too_far") and not c.passed
 
 
+def _term_score(check, term: str) -> float:
+    gb = GateConfig.default().ramps[check.name][term]
+    return ramp(check.raw[term], gb["good"], gb["bad"])
+
+
+def test_detail_at_the_edge_gives_centre_the_spot(skin):
+    # the sharp skin and its lesion in the left 40% of the frame, the rest the same skin out of focus (more
+    # of the body, farther away): the skin colour is everywhere, so only where the detail lies tells it
+    body = cv2.GaussianBlur(skin, (0, 0), 6)
+    img = body.copy()
+    img[:, :160] = skin[:, 120:280]
+    v = assess(img)
+    c = v.check("framing")
+    thr = GateConfig.default().thresholds["framing"]
+    assert _term_score(c, "roi_offset") >= thr and _term_score(c, "skin_fraction") >= thr  # the skin-colour terms pass
+    assert c.raw["detail_offset"] > 0.3
+    assert not c.passed and c.reason == "off_centre" and GUIDANCE["off_centre"] in v.guidance
+
+
+def test_centred_detail_passes_framing(skin):
+    cfg = GateConfig.default()
+    c = assess(skin).check("framing")
+    assert c.raw["detail_offset"] < 0.05
+    assert _term_score(c, "detail_offset") >= cfg.thresholds["framing"] + cfg.warn_margin["framing"]  # not even a warning
+
+
+def test_detail_cells_are_those_whose_median_gradient_is_above_the_level():
+    from mobile_derm_quality.features import DETAIL_GRADIENT, DETAIL_GRID, _detail_offset, detail_cells
+
+    grad = np.zeros((4 * DETAIL_GRID, 4 * DETAIL_GRID), np.float32)
+    grad[:, : 2 * DETAIL_GRID] = DETAIL_GRADIENT + 1  # the left half of the frame is detailed
+    grad[:2, -4:] = DETAIL_GRADIENT + 1  # the top-right cell: half of its 16 points, not more than half
+    cells = detail_cells(grad)
+    assert cells[:, : DETAIL_GRID // 2].all() and not cells[:, DETAIL_GRID // 2 :].any()
+    # centroid at x = -0.25 of the frame, y = 0: 0.25 / the half-diagonal
+    assert _detail_offset(grad) == pytest.approx(0.25 / np.hypot(0.5, 0.5))
+    assert _detail_offset(np.zeros_like(grad)) == 0.0  # no detail: nothing to locate
+
+
 @pytest.mark.parametrize("colour", [(128, 128, 128), (40, 80, 200), (60, 160, 70)])
 def test_grey_blue_green_images_fail_not_skin(colour):
     rng = np.random.default_rng(0)
