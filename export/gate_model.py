@@ -483,7 +483,7 @@ def _shake_blur(tf, signed, reblurred, roi, grid_valid, floor):
 def _detail_offset(tf, grad, grid_b, h, w):
     """features._detail_offset from grid B's |Sobel x| + |Sobel y| (``grad``): per cell (row and column
     index * DETAIL_GRID // the photo's grid-B length), how many points are above DETAIL_GRADIENT against
-    how many there are (segment sums, exact), then the detailed cells' centroid."""
+    how many there are (segment sums, exact), then the centroid weighted by the squared shares."""
     n = DETAIL_GRID * DETAIL_GRID
     index = tf.range(grad.shape[0])
     cell_y = tf.math.floordiv(index * DETAIL_GRID, tf.maximum((h - 1) // 2, 1))
@@ -491,12 +491,12 @@ def _detail_offset(tf, grad, grid_b, h, w):
     cells = tf.reshape(tf.where(grid_b > 0, cell_y[:, None] * DETAIL_GRID + cell_x[None, :], n), [-1])  # outside: dropped
     above = tf.math.unsorted_segment_sum(tf.reshape(_f(tf, grad > DETAIL_GRADIENT) * grid_b, [-1]), cells, n + 1)[:n]
     total = tf.math.unsorted_segment_sum(tf.reshape(grid_b, [-1]), cells, n + 1)[:n]
-    detailed = _f(tf, 2.0 * above > total)
+    weight = tf.square(above / tf.maximum(total, 1.0))
     centres = (np.arange(DETAIL_GRID) + 0.5) / DETAIL_GRID - 0.5
-    count = tf.reduce_sum(detailed)
-    mean_y = tf.reduce_sum(detailed * tf.constant(np.repeat(centres, DETAIL_GRID).astype(np.float32))) / tf.maximum(count, 1.0)
-    mean_x = tf.reduce_sum(detailed * tf.constant(np.tile(centres, DETAIL_GRID).astype(np.float32))) / tf.maximum(count, 1.0)
-    return tf.where(count > 0, tf.sqrt(mean_x * mean_x + mean_y * mean_y) / float(np.hypot(0.5, 0.5)), 0.0)
+    weights = tf.reduce_sum(weight)
+    mean_y = tf.reduce_sum(weight * tf.constant(np.repeat(centres, DETAIL_GRID).astype(np.float32))) / tf.maximum(weights, 1e-12)
+    mean_x = tf.reduce_sum(weight * tf.constant(np.tile(centres, DETAIL_GRID).astype(np.float32))) / tf.maximum(weights, 1e-12)
+    return tf.where(weights > 0, tf.sqrt(mean_x * mean_x + mean_y * mean_y) / float(np.hypot(0.5, 0.5)), 0.0)
 
 
 def _noise_sigma(tf, inner, grad, r, roi, grid_valid):

@@ -35,8 +35,8 @@ WHITE_DISTANCE_RAMP = {"good": -7.605, "bad": 12.0245}
 GLARE_SPOTS_RAMP = {"good": -0.0854, "bad": 0.0597}
 # The shake-blur ramp warns from 0.290 px (at 600 px) and fails from 0.442.
 SHAKE_BLUR_RAMP = {"good": -0.6188, "bad": 0.896}
-# The detail-offset ramp warns from an offset of 0.191 (of the half-diagonal) and fails from 0.228.
-DETAIL_OFFSET_RAMP = {"good": -0.1089, "bad": 0.2658}
+# The detail-offset ramp warns from an offset of 0.212 (of the half-diagonal) and fails from 0.246.
+DETAIL_OFFSET_RAMP = {"good": -0.0605, "bad": 0.2803}
 # The clean photos' white points: mean (u = log R/G, v = log B/G) and inverse covariance [[a, b], [b, c]].
 _DEFAULT_WHITE_LOCUS = {"u": 0.08665, "v": -0.04223, "a": 153.8403, "b": 66.0572, "c": 212.8332}
 

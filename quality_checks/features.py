@@ -77,7 +77,7 @@ GLARE_SPOT_CONTRAST = 25  # ... by more than this many grey levels (a pale patch
 # parts (more of the body, clothes, a room: farther away, out of the depth of field) show little detail at
 # this scale, so the detailed part of the frame is where the photo's subject is.
 DETAIL_GRID = 8  # the frame in DETAIL_GRID x DETAIL_GRID cells, over grid B (every 2nd pixel, as _noise_sigma's)
-DETAIL_GRADIENT = 8.0  # |Sobel x| + |Sobel y| above this: at least one grey level per pixel (a ramp's Sobel is 8x its slope)
+DETAIL_GRADIENT = 12.0  # |Sobel x| + |Sobel y| above this: 1.5 grey levels per pixel or more (a ramp's Sobel is 8x its slope)
 
 # white point (_white_point, on the tiny copy): the light's colour, from the brightest unclipped pixels.
 # Specular reflection off skin has the colour of the light whatever the skin's own colour (the
@@ -179,7 +179,7 @@ class Measurements:
     glare_spots: float  # share of the frame in small specular lobes: white and brighter than their surroundings (_glare_spots)
     white_u: float  # white point: log((R99 + 1) / (G99 + 1)) of the tiny copy's unclipped pixels (_white_point)
     white_v: float  # log((B99 + 1) / (G99 + 1))
-    detail_offset: float  # distance of the detailed cells' centroid from the frame centre / half-diagonal (_detail_offset)
+    detail_offset: float  # distance of the centre of the frame's fine detail from the frame centre / half-diagonal (_detail_offset)
     descriptor: np.ndarray | None = None  # not_skin.describe() of the analysis copy (not in to_dict)
     skin_check_distance: float = 0.0  # not_skin.SkinCheck's distance, when the config has one (0: none)
 
@@ -365,31 +365,35 @@ def _shake_blur(g: np.ndarray, gr: np.ndarray, sx: np.ndarray, sy: np.ndarray, m
     return out[1] - out[0]
 
 
-def detail_cells(grad_b: np.ndarray) -> np.ndarray:
-    """DETAIL_GRID x DETAIL_GRID booleans: the cells (rows and columns of ``grad_b`` split as
-    ``index * DETAIL_GRID // length``) where more than half of the points have a gradient above
-    DETAIL_GRADIENT, i.e. whose median gradient is above it. Counts, so the twin gets the same cells."""
+def detail_shares(grad_b: np.ndarray) -> np.ndarray:
+    """DETAIL_GRID x DETAIL_GRID shares: per cell (rows and columns of ``grad_b`` split as
+    ``index * DETAIL_GRID // length``), the share of its points whose gradient is above
+    DETAIL_GRADIENT (0 for a cell without points). Whole-number counts, as the twin takes them."""
     ny, nx = grad_b.shape
     cells = ((np.arange(ny) * DETAIL_GRID // ny)[:, None] * DETAIL_GRID + (np.arange(nx) * DETAIL_GRID // nx)[None, :]).ravel()
     n = DETAIL_GRID * DETAIL_GRID
     above = np.bincount(cells, weights=(grad_b > DETAIL_GRADIENT).ravel(), minlength=n)
     total = np.bincount(cells, minlength=n)
-    return (2 * above > total).reshape(DETAIL_GRID, DETAIL_GRID)
+    return (above / np.maximum(total, 1)).reshape(DETAIL_GRID, DETAIL_GRID)
 
 
 def _detail_offset(grad_b: np.ndarray) -> float:
-    """How far from the frame centre the fine detail lies: the centroid of the detailed cells
-    (``detail_cells``) from the centre, over the half-diagonal (as roi_offset); 0 when no cell is
-    detailed (nothing to locate; the sharpness check judges such a photo). Off-centre framing puts
-    the close-up skin toward an edge and the less detailed rest of the scene in the frame's other part."""
+    """How far from the frame centre the fine detail lies: the centroid of the cell centres weighted by
+    the square of their detailed share (``detail_shares``), from the centre, over the half-diagonal (as
+    roi_offset); 0 when no point is detailed (nothing to locate; the sharpness check judges such a photo).
+    Squared so that densely detailed cells (the subject in focus) outweigh cells with scattered detail
+    (smooth skin's few strong pores, a furniture edge, a tile joint). Off-centre framing puts the close-up
+    skin toward an edge and the less detailed rest of the scene in the frame's other part."""
     if min(grad_b.shape) < 1:
         return 0.0
-    detailed = detail_cells(grad_b)
-    if not detailed.any():
+    weight = detail_shares(grad_b) ** 2
+    total = float(weight.sum())
+    if total <= 0.0:
         return 0.0
     centres = (np.arange(DETAIL_GRID) + 0.5) / DETAIL_GRID - 0.5
-    ys, xs = np.nonzero(detailed)
-    return float(np.hypot(centres[xs].mean(), centres[ys].mean()) / np.hypot(0.5, 0.5))
+    dx = float((weight.sum(axis=0) * centres).sum()) / total
+    dy = float((weight.sum(axis=1) * centres).sum()) / total
+    return float(np.hypot(dx, dy) / np.hypot(0.5, 0.5))
 
 
 def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:

@@ -206,16 +206,23 @@ def test_centred_detail_passes_framing(skin):
     assert _term_score(c, "detail_offset") >= cfg.thresholds["framing"] + cfg.warn_margin["framing"]  # not even a warning
 
 
-def test_detail_cells_are_those_whose_median_gradient_is_above_the_level():
-    from mobile_derm_quality.features import DETAIL_GRADIENT, DETAIL_GRID, _detail_offset, detail_cells
+def test_detail_offset_weighs_cells_by_their_squared_detailed_share():
+    from mobile_derm_quality.features import DETAIL_GRADIENT, DETAIL_GRID, _detail_offset, detail_shares
 
     grad = np.zeros((4 * DETAIL_GRID, 4 * DETAIL_GRID), np.float32)
     grad[:, : 2 * DETAIL_GRID] = DETAIL_GRADIENT + 1  # the left half of the frame is detailed
-    grad[:2, -4:] = DETAIL_GRADIENT + 1  # the top-right cell: half of its 16 points, not more than half
-    cells = detail_cells(grad)
-    assert cells[:, : DETAIL_GRID // 2].all() and not cells[:, DETAIL_GRID // 2 :].any()
+    shares = detail_shares(grad)
+    assert (shares[:, : DETAIL_GRID // 2] == 1.0).all() and (shares[:, DETAIL_GRID // 2 :] == 0.0).all()
     # centroid at x = -0.25 of the frame, y = 0: 0.25 / the half-diagonal
     assert _detail_offset(grad) == pytest.approx(0.25 / np.hypot(0.5, 0.5))
+    grad[:] = 0.0
+    grad[::2, : 2 * DETAIL_GRID] = DETAIL_GRADIENT  # at the level is not above it
+    assert _detail_offset(grad) == 0.0
+    # a densely detailed left half against a right half detailed at a quarter of its points: 16 to 1
+    grad[:, : 2 * DETAIL_GRID] = DETAIL_GRADIENT + 1
+    grad[::2, 2 * DETAIL_GRID :: 2] = DETAIL_GRADIENT + 1
+    assert detail_shares(grad)[0, -1] == 0.25
+    assert _detail_offset(grad) == pytest.approx((0.25 * 15 / 17) / np.hypot(0.5, 0.5))
     assert _detail_offset(np.zeros_like(grad)) == 0.0  # no detail: nothing to locate
 
 
