@@ -35,8 +35,9 @@ WHITE_DISTANCE_RAMP = {"good": -7.605, "bad": 12.0245}
 GLARE_SPOTS_RAMP = {"good": -0.0854, "bad": 0.0597}
 # The shake-blur ramp warns from 0.290 px (at 600 px) and fails from 0.442.
 SHAKE_BLUR_RAMP = {"good": -0.6188, "bad": 0.896}
-# The detail-offset ramp warns from an offset of 0.212 (of the half-diagonal) and fails from 0.246.
-DETAIL_OFFSET_RAMP = {"good": -0.0605, "bad": 0.2803}
+# The detail-offset ramp warns from an offset of 0.212 (of the half-diagonal) and never fails: its fail boundary
+# is the largest offset a frame can give (features.MAX_DETAIL_OFFSET, 0.875).
+DETAIL_OFFSET_RAMP = {"good": -5.0909, "bad": 1.5379}
 # The clean photos' white points: mean (u = log R/G, v = log B/G) and inverse covariance [[a, b], [b, c]].
 _DEFAULT_WHITE_LOCUS = {"u": 0.08665, "v": -0.04223, "a": 153.8403, "b": 66.0572, "c": 212.8332}
 
@@ -63,8 +64,8 @@ _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
     # noise: Immerkaer noise sigma (grey levels, analysis scale); JPEG 8x8 blockiness
     "noise": {"noise_sigma": {"good": 3.0, "bad": 9.0}, "blockiness": {"good": 0.45, "bad": 1.0}},
     # framing: skin share of the frame; distance of the skin centroid from the centre; distance of the
-    # detailed part of the frame from the centre (fit_checks: warns beyond the worst source's 97th percentile
-    # of the fit half, fails beyond its 99.5th)
+    # centre of the frame's fine detail from the centre (fit_checks: warns beyond the worst source's 97th
+    # percentile of the fit half, never fails)
     "framing": {"skin_fraction": {"good": 0.35, "bad": 0.05}, "roi_offset": {"good": 0.15, "bad": 0.5},
                 "detail_offset": DETAIL_OFFSET_RAMP},
     # not_skin: skin-coloured share, hue entropy (many colours), vivid non-skin colours;

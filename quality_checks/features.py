@@ -78,6 +78,8 @@ GLARE_SPOT_CONTRAST = 25  # ... by more than this many grey levels (a pale patch
 # this scale, so the detailed part of the frame is where the photo's subject is.
 DETAIL_GRID = 8  # the frame in DETAIL_GRID x DETAIL_GRID cells, over grid B (every 2nd pixel, as _noise_sigma's)
 DETAIL_GRADIENT = 12.0  # |Sobel x| + |Sobel y| above this: 1.5 grey levels per pixel or more (a ramp's Sobel is 8x its slope)
+# the largest detail_offset a frame can give: all its detail in a corner cell
+MAX_DETAIL_OFFSET = float(np.hypot(0.5 - 0.5 / DETAIL_GRID, 0.5 - 0.5 / DETAIL_GRID) / np.hypot(0.5, 0.5))
 
 # white point (_white_point, on the tiny copy): the light's colour, from the brightest unclipped pixels.
 # Specular reflection off skin has the colour of the light whatever the skin's own colour (the
