@@ -195,3 +195,54 @@ def test_integer_unfamiliarity_still_abstains_on_photos_unlike_every_calibration
     # int8 ranges set by familiar photos alone clipped every far photo to one score (0.71 here)
     assert np.abs(got - expected).mean() < 0.05
     assert np.mean((got > 0.5) == (expected > 0.5)) >= 0.95
+
+
+def _ops(model_bytes) -> list[tuple[str, str]]:
+    """(op name, output dtype) of every op of a .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model_bytes)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    return [(op["op_name"], tensors[op["outputs"][0]]["dtype"].__name__) for op in interp._get_ops_details()]
+
+
+def test_int8_keeps_in_float_only_the_layer_int8_cannot_represent(calibration):
+    """A first convolution whose weights are large and wide-ranging (as batch-norm folding makes
+    EfficientNet-Lite's stem) feeding a ReLU6 loses several steps of its int8 output grid to
+    weight rounding; it alone stays float32, the file keeps uint8 input and output, and its
+    outputs (a feature map) are closer to Keras than a fully integer conversion's."""
+    from mobile_derm.tf_setup import keras, tf
+    from mobile_derm_export.convert import _representative, keras_converter
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="wide_stem")(inputs)
+    x = keras.layers.ReLU(6.0)(x)
+    x = keras.layers.Conv2D(8, 1, name="ordinary")(x)
+    x = keras.layers.ReLU(6.0)(x)
+    model = keras.Model(inputs, x)  # the feature map: pooling and a softmax would average the error away
+    stem = model.get_layer("wide_stem")
+    kernel, bias = stem.get_weights()
+    scale = np.geomspace(0.2, 200.0, kernel.size).reshape(kernel.shape)  # rounding to 1/127 of the largest hurts
+    stem.set_weights([kernel * np.random.default_rng(0).permutation(scale.ravel()).reshape(kernel.shape), bias + 3.0])
+
+    ours_file = convert(model, "int8", calibration)
+    ops = _ops(ours_file)
+    float_convs = [name for name, dtype in ops if name == "CONV_2D" and dtype == "float32"]
+    integer_convs = [name for name, dtype in ops if name == "CONV_2D" and dtype == "int8"]
+    assert len(float_convs) == 1 and len(integer_convs) == 1  # the stem float, the ordinary one integer
+    assert ("DEQUANTIZE", "float32") in ops
+
+    converter = keras_converter(model)  # the fully integer file, for comparison
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(calibration)
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    fully_integer = converter.convert()
+    expected = model.predict(calibration[:16], verbose=0)
+    ours = np.stack([run(ours_file, x)[0] for x in calibration[:16]])
+    theirs = np.stack([run(fully_integer, x)[0] for x in calibration[:16]])
+    _, inp = run(ours_file, calibration[0])
+    assert inp["dtype"] == np.uint8
+    # rounding to the output's uint8 grid alone errs by a quarter step on average
+    step = 6.0 / 255
+    assert np.abs(ours - expected).mean() < 0.35 * step < np.abs(theirs - expected).mean()
