@@ -6,7 +6,7 @@ of each backbone, float32 vs int8, all measured in one run.
 
 For each backbone it builds the classifier the project trains (backbone +
 dropout + an N-class softmax head, ``mobile_derm.model.classifier.build_classifier``),
-converts it to float32 and full-integer int8 (uint8 I/O), writes
+converts it to float32 and int8 (``mobile_derm_export.convert``: uint8 I/O), writes
 each file with our metadata and measures on LiteRT, batch 1:
 
 * ``size_bytes`` of the file (metadata included),
@@ -347,7 +347,8 @@ def _notes(document: dict) -> list[str]:
         f"{document['environment']['loadavg_1min_before']} before, {document['environment']['loadavg_1min_after']} "
         "after: other work on the machine inflates the numbers). Ratios compare models measured in this same run.",
         "Sizes are of the written .tflite files, metadata (labels, mobile_derm.json) included.",
-        f"int8: full-integer, uint8 input/output, calibrated on {images['n_calibration']} images "
+        f"int8: the export's int8 (convolutions int8 cannot hold stay float32), uint8 input/output, "
+        f"calibrated on {images['n_calibration']} images "
         f"({images['source']}) plus a black and a white frame. Agreement and probability differences are "
         f"measured on {images['n_evaluation']} images, {where}.",
         f"Every {document['n_classes']}-class head is random (untrained), its bias centred on the calibration "
