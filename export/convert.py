@@ -69,6 +69,23 @@ def _representative(images: np.ndarray):
     return generate
 
 
+def quantization_debugger(converter, images: np.ndarray, options=None):
+    """TFLite's QuantizationDebugger for ``converter`` (its construction calibrates on the
+    converter's representative set and quantizes with ``options``), measuring on ``images``.
+    TFLite's documented route to selective quantization; the warnings its construction raises
+    are silenced: the deprecated tf.lite.Interpreter it runs on (the pinned TF 2.19 still has
+    it: revisit on upgrade) and the calibration's unused input statistics."""
+    import warnings
+
+    from mobile_derm.tf_setup import tf
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected.*")
+        return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=_representative(images),
+                                                         debug_options=options)
+
+
 def float_layers(debugger, max_error_steps: float, max_weight_share: float) -> list[str]:
     """Names of the convolutions (their output tensors) whose int8 error, measured by the
     ``QuantizationDebugger`` that ran on the probe images, exceeds ``max_error_steps`` steps
@@ -77,11 +94,11 @@ def float_layers(debugger, max_error_steps: float, max_weight_share: float) -> l
     import csv
     import io
 
+    from tensorflow.lite.tools import flatbuffer_utils
+
     text = io.StringIO()
     debugger.layer_statistics_dump(text)
     rows = [row for row in csv.DictReader(io.StringIO(text.getvalue())) if row["op_name"] in FLOAT_CANDIDATE_OPS]
-    from tensorflow.lite.tools import flatbuffer_utils
-
     # the instrumented model the statistics index (read from its flatbuffer: an interpreter
     # would show XNNPACK's delegate nodes in place of the convolutions)
     graph = flatbuffer_utils.convert_bytearray_to_object(debugger.quant_model).subgraphs[0]
@@ -114,23 +131,16 @@ def _integer_model(converter, representative: np.ndarray, io_type: str) -> bytes
     convolutions of blocks 0, 1, 2 and 4) 0.983 and 1.6 points, at 0.49x float32's latency
     instead of 0.43x.
 
-    The QuantizationDebugger (TFLite's documented route to selective quantization) measures
-    the errors; the model is then quantized from its calibrated model by the same MLIR call
-    TFLiteConverter makes, with the float layers deny-listed (the debugger's own
-    ``get_nondebug_quantized_model`` would leave float32 inputs and outputs). Both run on
-    the deprecated tf.lite.Interpreter, which the pinned TF 2.19 still has: revisit on upgrade."""
-    import warnings
-
+    The ``quantization_debugger`` measures the errors; the model is then quantized from its
+    calibrated model by the same MLIR call TFLiteConverter makes, with the float layers
+    deny-listed (the debugger's own ``get_nondebug_quantized_model`` would leave float32
+    inputs and outputs)."""
     from tensorflow.lite.python.convert import mlir_quantize
 
     from mobile_derm.tf_setup import tf
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected.*")
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=_representative(representative[:ERROR_PROBE_IMAGES]))
-        debugger.run()
+    debugger = quantization_debugger(converter, representative[:ERROR_PROBE_IMAGES])
+    debugger.run()
     io = getattr(tf, io_type)
     names = float_layers(debugger, MAX_INT8_ERROR_STEPS, MAX_FLOAT_WEIGHT_SHARE)
     return mlir_quantize(debugger.calibrated_model, disable_per_channel=False, input_data_type=io,

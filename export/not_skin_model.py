@@ -24,7 +24,6 @@ Why these choices (measured in the README): at 64 px, features scaled to unit le
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,29 +116,17 @@ def _convert(model, thumbs: np.ndarray, integer_backbone: bool) -> bytes:
     squares; measured: 57% median error), so the head and the residual sums stay float
     (measured: 4% median difference from float, the same accept/reject on every
     gate-eval photo; README)."""
-    from mobile_derm_export.convert import keras_converter
+    from mobile_derm_export.convert import _representative, keras_converter, quantization_debugger
     from mobile_derm.tf_setup import tf
 
     converter = keras_converter(model)
     if not integer_backbone:
         return converter.convert()
     sample = thumbs[:: max(1, len(thumbs) // 200)][:200].astype(np.float32)
-
-    def representative():
-        for t in sample:
-            yield [t[None]]
-
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    # TFLite's documented route to selective quantization. It runs on tf.lite.Interpreter,
-    # which TF announces for removal in 2.20: the pinned 2.19 has it; revisit on upgrade.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected.*")
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=representative,
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)))
-        return debugger.get_nondebug_quantized_model()
+    converter.representative_dataset = _representative(sample)
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+    return quantization_debugger(converter, sample, options).get_nondebug_quantized_model()
 
 
 def fit_skin_check(photos, out_dir: str | Path, source: str = "", weights="imagenet",
