@@ -11,6 +11,7 @@ into scores in [0, 1] with the parameters of the GateConfig.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -105,7 +106,11 @@ def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> floa
 
 def _u8_percentiles(values: np.ndarray, qs) -> list[float]:
     """Percentiles of uint8 values from a 256-bin histogram (lower value at each rank)."""
-    hist = np.bincount(values.ravel(), minlength=256)
+    return _counts_percentiles(np.bincount(values.ravel(), minlength=256), qs)
+
+
+def _counts_percentiles(hist: np.ndarray, qs) -> list[float]:
+    """``_u8_percentiles`` from the values' 256-bin histogram of whole-number counts (integer dtype)."""
     cdf = np.cumsum(hist)
     n = cdf[-1]
     return [float(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * n))))) for q in qs]
@@ -202,7 +207,7 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     Call it on a smoothed/shrunken image so sensor noise does not break the mask.
     """
     f = rgb.astype(np.float32)
-    s = f.sum(axis=2) + 1e-3
+    s = (f[:, :, 0] + f[:, :, 1] + f[:, :, 2]) + 1e-3  # f.sum(axis=2) bit for bit (same order), 9x cheaper
     r = f[:, :, 0] / s
     g = f[:, :, 1] / s
     b = 1.0 - r - g
@@ -214,16 +219,25 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
     return m.astype(np.uint8) * 255
 
 
-def _sobel_at(img: np.ndarray, y: np.ndarray, x: np.ndarray, along_x: int) -> np.ndarray:
-    """|3x3 Sobel| of ``img`` at pixels (y, x), none on the border: cv2.Sobel's value there."""
+def _grid_points(sel: np.ndarray, offset: int, step: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The True points of ``sel`` (a grid ``img[offset::step, offset::step]``, C-contiguous) as flat indices
+    into the grid and into ``img`` (``width`` columns): one flatnonzero, 1-D gathers after it."""
+    k = np.flatnonzero(sel)
+    gy, gx = np.divmod(k, sel.shape[1])
+    return k, (offset + step * gy) * width + (offset + step * gx)
+
+
+def _sobel_at(img: np.ndarray, i: np.ndarray, along_x: int) -> np.ndarray:
+    """|3x3 Sobel| of ``img`` at flat pixel indices ``i``, none on the border: cv2.Sobel's value there."""
+    f, w = img.ravel(), img.shape[1]
     if along_x:
-        d = (img[y - 1, x + 1] + 2 * img[y, x + 1] + img[y + 1, x + 1]) - (img[y - 1, x - 1] + 2 * img[y, x - 1] + img[y + 1, x - 1])
+        d = (f[i - w + 1] + 2 * f[i + 1] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - 1] + f[i + w - 1])
     else:
-        d = (img[y + 1, x - 1] + 2 * img[y + 1, x] + img[y + 1, x + 1]) - (img[y - 1, x - 1] + 2 * img[y - 1, x] + img[y - 1, x + 1])
+        d = (f[i + w - 1] + 2 * f[i + w] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - w] + f[i - w + 1])
     return np.abs(d)
 
 
-def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, reblur_sigma: float = REBLUR_SIGMA,
+def _edge_blur(g: np.ndarray, sx: np.ndarray, sy: np.ndarray, mask: np.ndarray, reblur_sigma: float = REBLUR_SIGMA,
                gr: np.ndarray | None = None) -> tuple[float, float]:
     """Blur radius (Gaussian sigma, px at this scale) of the strongest edges, per direction.
 
@@ -231,7 +245,7 @@ def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, 
     s_r lowers it to 1/sqrt(sigma^2 + s_r^2). The ratio rho of the two gradients at the
     strongest edges therefore gives sigma = s_r / sqrt(rho^2 - 1), independent of contrast.
     Horizontal and vertical gradients are measured apart, so motion blur along one axis shows.
-    ``g`` is the float32 grey image, ``ax``/``ay`` its absolute Sobel gradients, ``gr`` (optional) ``g``
+    ``g`` is the float32 grey image, ``sx``/``sy`` its Sobel gradients, ``gr`` (optional) ``g``
     re-blurred by ``reblur_sigma`` (BORDER_REFLECT).
     """
     if gr is None:
@@ -240,22 +254,22 @@ def _edge_blur(g: np.ndarray, ax: np.ndarray, ay: np.ndarray, mask: np.ndarray, 
     # does not matter), and among the strongest 10% of the ROI's gradients.
     floor = max(EDGE_FLOOR, EDGE_FLOOR_FRACTION * float(cv2.mean(g)[0]))
     # Evaluate on every 2nd pixel of every 2nd row: thousands of edge pixels remain.
-    m = mask[2:-2:2, 2:-2:2]
+    m = np.ascontiguousarray(mask[2:-2:2, 2:-2:2])  # contiguous: two boolean selections below
     use_mask = cv2.countNonZero(m.view(np.uint8)) >= SKIN_MIN_PIXELS // 4
     out = []
-    for d1_full, (dx, dy) in ((ax, (1, 0)), (ay, (0, 1))):
-        d1 = d1_full[2:-2:2, 2:-2:2]
+    for d1_full, (dx, dy) in ((sx, (1, 0)), (sy, (0, 1))):
+        d1 = np.abs(d1_full[2:-2:2, 2:-2:2])  # on the grid only: a quarter of the pixels
         v = d1[m] if use_mask else d1
         thr = max(_quantile(v, EDGE_PERCENTILE), floor)
         sel = d1 >= thr
         if use_mask:
             sel &= m
-        ys, xs = np.nonzero(sel)
-        if ys.size < MIN_EDGES:
+        k, i = _grid_points(sel, 2, 2, g.shape[1])
+        if k.size < MIN_EDGES:
             out.append(MAX_BLUR)  # no edges at all: nothing is in focus
             continue
-        d2 = _sobel_at(gr, 2 + 2 * ys, 2 + 2 * xs, dx)  # only where it is needed: ~10x fewer pixels
-        rho = d1[ys, xs] / np.maximum(d2, 1e-3)
+        d2 = _sobel_at(gr, i, dx)  # only where it is needed: ~10x fewer pixels
+        rho = d1.ravel()[k] / np.maximum(d2, 1e-3)
         sigma = reblur_sigma / np.sqrt(np.maximum(rho * rho - 1.0, 1e-4))
         # The sharpest edges (20th percentile) tell where the focus is; depth of field and
         # soft lesion borders make the rest blurrier on perfectly good photos.
@@ -305,10 +319,11 @@ def reblurred(g: np.ndarray, reblur_sigma: float = REBLUR_SIGMA) -> np.ndarray:
     return cv2.GaussianBlur(g, (0, 0), reblur_sigma, borderType=cv2.BORDER_REFLECT)
 
 
-def _sobel_pair_at(img: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Signed 3x3 Sobel x and y of ``img`` at pixels (y, x), none on the border."""
-    return ((img[y - 1, x + 1] + 2 * img[y, x + 1] + img[y + 1, x + 1]) - (img[y - 1, x - 1] + 2 * img[y, x - 1] + img[y + 1, x - 1]),
-            (img[y + 1, x - 1] + 2 * img[y + 1, x] + img[y + 1, x + 1]) - (img[y - 1, x - 1] + 2 * img[y - 1, x] + img[y - 1, x + 1]))
+def _sobel_pair_at(img: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed 3x3 Sobel x and y of ``img`` at flat pixel indices ``i``, none on the border."""
+    f, w = img.ravel(), img.shape[1]
+    return ((f[i - w + 1] + 2 * f[i + 1] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - 1] + f[i + w - 1]),
+            (f[i + w - 1] + 2 * f[i + w] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - w] + f[i - w + 1]))
 
 
 def shake_direction(gx: np.ndarray, gy: np.ndarray) -> tuple[float, float] | None:
@@ -356,12 +371,12 @@ def _shake_blur(g: np.ndarray, gr: np.ndarray, sx: np.ndarray, sy: np.ndarray, m
         sel = d1 >= thr
         if use_mask:
             sel &= m
-        ys, xs = np.nonzero(sel)
-        if ys.size < MIN_EDGES:
+        k, i = _grid_points(sel, 2, step, g.shape[1])
+        if k.size < MIN_EDGES:
             out.append(MAX_BLUR)
             continue
-        rx, ry = _sobel_pair_at(gr, 2 + step * ys, 2 + step * xs)
-        rho = d1[ys, xs] / np.maximum(np.abs(a * rx + b * ry), 1e-3)
+        rx, ry = _sobel_pair_at(gr, i)
+        rho = d1.ravel()[k] / np.maximum(np.abs(a * rx + b * ry), 1e-3)
         sigma = reblur_sigma / np.sqrt(np.maximum(rho * rho - 1.0, 1e-4))
         out.append(float(min(MAX_BLUR, _quantile(sigma, SHARP_EDGE_PERCENTILE))))
     return out[1] - out[0]
@@ -371,12 +386,17 @@ def detail_shares(grad_b: np.ndarray) -> np.ndarray:
     """DETAIL_GRID x DETAIL_GRID shares: per cell (rows and columns of ``grad_b`` split as
     ``index * DETAIL_GRID // length``), the share of its points whose gradient is above
     DETAIL_GRADIENT (0 for a cell without points). Whole-number counts, as the twin takes them."""
-    ny, nx = grad_b.shape
-    cells = ((np.arange(ny) * DETAIL_GRID // ny)[:, None] * DETAIL_GRID + (np.arange(nx) * DETAIL_GRID // nx)[None, :]).ravel()
-    n = DETAIL_GRID * DETAIL_GRID
-    above = np.bincount(cells, weights=(grad_b > DETAIL_GRADIENT).ravel(), minlength=n)
-    total = np.bincount(cells, minlength=n)
+    cells, total = _detail_cells(*grad_b.shape)
+    above = np.bincount(cells[(grad_b > DETAIL_GRADIENT).ravel()], minlength=DETAIL_GRID * DETAIL_GRID)
     return (above / np.maximum(total, 1)).reshape(DETAIL_GRID, DETAIL_GRID)
+
+
+@functools.lru_cache(maxsize=16)
+def _detail_cells(ny: int, nx: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each grid point's cell index (``detail_shares``) and each cell's number of points, per grid shape
+    (a camera gives a handful of shapes)."""
+    cells = ((np.arange(ny) * DETAIL_GRID // ny)[:, None] * DETAIL_GRID + (np.arange(nx) * DETAIL_GRID // nx)[None, :]).ravel()
+    return cells, np.bincount(cells, minlength=DETAIL_GRID * DETAIL_GRID)
 
 
 def _detail_offset(grad_b: np.ndarray) -> float:
@@ -398,11 +418,12 @@ def _detail_offset(grad_b: np.ndarray) -> float:
     return float(np.hypot(dx, dy) / np.hypot(0.5, 0.5))
 
 
-def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
-    """Immerkaer (1996) fast noise estimate, on the flattest half of the ROI (every 2nd pixel)."""
+def _noise_sigma(g: np.ndarray, grad_b: np.ndarray, mask: np.ndarray) -> float:
+    """Immerkaer (1996) fast noise estimate, on the flattest half of the ROI (every 2nd pixel: grid B,
+    ``[1:-1:2, 1:-1:2]``; ``grad_b`` is |Sobel x| + |Sobel y| there)."""
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = np.abs(cv2.filter2D(g, -1, k, borderType=cv2.BORDER_REFLECT))[1:-1:2, 1:-1:2]
-    gr = grad[1:-1:2, 1:-1:2]
+    r = np.abs(cv2.filter2D(g, -1, k, borderType=cv2.BORDER_REFLECT)[1:-1:2, 1:-1:2])
+    gr = grad_b
     inner = g[1:-1:2, 1:-1:2]
     sel = mask[1:-1:2, 1:-1:2]
     if int(sel.sum()) < SKIN_MIN_PIXELS:
@@ -421,15 +442,15 @@ def _noise_sigma(g: np.ndarray, grad: np.ndarray, mask: np.ndarray) -> float:
 def _blockiness(gray_native: np.ndarray) -> float:
     """Strength of 8x8 JPEG block edges: mean step across block borders minus the mean step
     elsewhere, relative to the mean step (0 for an unblocked image)."""
-    crop = native_crop(gray_native).astype(np.float32)
+    crop = native_crop(gray_native)
     if crop.shape[0] < BLOCKINESS_MIN_SIDE or crop.shape[1] < BLOCKINESS_MIN_SIDE:
         return 0.0
-    dx = np.abs(np.diff(crop, axis=1))
-    dy = np.abs(np.diff(crop, axis=0))
-    on_x = dx[:, JPEG_BLOCK - 1 :: JPEG_BLOCK].mean()
-    on_y = dy[JPEG_BLOCK - 1 :: JPEG_BLOCK, :].mean()
-    all_x = dx.mean()
-    all_y = dy.mean()
+    dx = cv2.absdiff(crop[:, 1:], crop[:, :-1])
+    dy = cv2.absdiff(crop[1:, :], crop[:-1, :])
+    # float32 means of whole-number steps: their sums are exact in float32 (< 2**24), so these are
+    # bit for bit numpy's float32 means, from exact integer sums
+    on_x, on_y, all_x, all_y = (np.float32(int(a.sum(dtype=np.int64))) / np.float32(a.size)
+                                for a in (dx[:, JPEG_BLOCK - 1 :: JPEG_BLOCK], dy[JPEG_BLOCK - 1 :: JPEG_BLOCK, :], dx, dy))
     denom = all_x + all_y + 1.0
     return float(max(0.0, (on_x - all_x) + (on_y - all_y)) / denom)
 
@@ -449,15 +470,14 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     )
     skin_t = skin_mask(tiny)
     skin = cv2.resize(skin_t, (w, h), interpolation=cv2.INTER_NEAREST) if skin_t.shape[:2] != (h, w) else skin_t
-    skin_b = skin > 0
-    n_skin = int(skin_b.sum())
+    n_skin = cv2.countNonZero(skin)
     skin_fraction = n_skin / float(h * w)
     cy0, cy1, cx0, cx1 = h // 4, h - h // 4, w // 4, w - w // 4
     if n_skin >= SKIN_MIN_PIXELS:
-        ys, xs = np.nonzero(skin_t)
         th, tw = skin_t.shape[:2]
-        dy = (ys.mean() + 0.5) / th - 0.5
-        dx = (xs.mean() + 0.5) / tw - 0.5
+        mo = cv2.moments(skin_t, binaryImage=True)  # exact whole-number sums: the mask pixels' mean row and column
+        dy = (mo["m01"] / mo["m00"] + 0.5) / th - 0.5
+        dx = (mo["m10"] / mo["m00"] + 0.5) / tw - 0.5
         roi_offset = float(np.hypot(dx, dy) / np.hypot(0.5, 0.5))
         # ROI: the skin region, closed so lesions, hairs and pen marks inside it count too.
         k = roi_close_kernel(min(th, tw))
@@ -480,8 +500,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     g32 = gray.astype(np.float32)
     sx = cv2.Sobel(g32, cv2.CV_32F, 1, 0, ksize=3)
     sy = cv2.Sobel(g32, cv2.CV_32F, 0, 1, ksize=3)
-    ax, ay = np.abs(sx), np.abs(sy)
-    grad = ax + ay
+    grad_b = np.abs(sx[1:-1:2, 1:-1:2]) + np.abs(sy[1:-1:2, 1:-1:2])  # grid B: the noise and detail checks'
     coloured = sat > COLOURED_MIN_SAT
     if int(coloured.sum()) >= HUE_ENTROPY_MIN_PIXELS:
         hist = np.bincount((hue[coloured] // HUE_BIN_WIDTH).ravel(), minlength=HUE_ENTROPY_BINS)[:HUE_ENTROPY_BINS].astype(np.float64)
@@ -490,7 +509,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     else:
         hue_entropy = 0.0
     g_reblurred = reblurred(g32)
-    blur_h, blur_v = _edge_blur(g32, ax, ay, roi, gr=g_reblurred)
+    blur_h, blur_v = _edge_blur(g32, sx, sy, roi, gr=g_reblurred)
     shake = _shake_blur(g32, g_reblurred, sx, sy, roi)
     to_ref = REFERENCE_SIZE / float(max(h, w))  # resolution-independent: px at 600 px
 
@@ -498,23 +517,25 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     # drop out of the skin mask (no colour left), so the mask alone would hide them.
     judge = roi.copy()
     judge[cy0:cy1, cx0:cx1] = True
-    luma = gray[judge]
-    med, p95 = _u8_percentiles(luma, LUMA_PERCENTILES)
-    bright_clip = float((luma >= CLIP_LEVEL).mean())
+    judge_u8 = judge.view(np.uint8)
+    luma_hist = cv2.calcHist([gray], [0], judge_u8, [256], [0, 256]).ravel().astype(np.int64)  # exact counts
+    n_judged = int(luma_hist.sum())
+    med, p95 = _counts_percentiles(luma_hist, LUMA_PERCENTILES)
+    bright_clip = float(luma_hist[CLIP_LEVEL:].sum()) / n_judged
     # Specular hot spots: every channel near saturation (white, not just bright skin).
     white_u8 = cv2.inRange(small, (GLARE_LEVEL,) * 3, (255, 255, 255))
-    white = white_u8 > 0
-    glare = white[judge]
-    glare_fraction = float(glare.mean()) if glare.size else 0.0
+    glare_fraction = float(cv2.countNonZero(cv2.bitwise_and(white_u8, judge_u8))) / n_judged
     glare_spots = _glare_spots(white_u8, gray, tiny)
 
-    means = tiny.reshape(-1, 3).astype(np.float32).mean(axis=0)
+    # the channels' float32 means: their whole-number sums are exact in float32 (< 2**24), so this is
+    # bit for bit numpy's float32 mean, from OpenCV's sums (30x cheaper)
+    means = np.array(cv2.sumElems(tiny)[:3], np.float32) / np.float32(tiny.shape[0] * tiny.shape[1])
     tot = float(means.sum()) + 1e-6
     cast_r, cast_g, cast_b = (float(means[i] / tot) for i in range(3))
     white_u, white_v = _white_point(tiny)
 
-    noise = _noise_sigma(g32, grad, roi)
-    detail_offset = _detail_offset(grad[1:-1:2, 1:-1:2])
+    noise = _noise_sigma(g32, grad_b, roi)
+    detail_offset = _detail_offset(grad_b)
     if (h0, w0) == (h, w):
         gray_native = gray
     else:

@@ -60,9 +60,10 @@ N_COMPONENTS = 24  # principal directions kept (of DESCRIPTOR_SIZE)
 def describe(rgb: np.ndarray) -> np.ndarray:
     """The descriptor of an RGB uint8 photo (any size; the gate passes its <= 320 px copy)."""
     t = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
-    s = t.sum(axis=2) + 1.0
+    total = t[..., 0] + t[..., 1] + t[..., 2]  # t.sum(axis=2) bit for bit (same order), several times cheaper
+    s = total + 1.0
     r, g = t[..., 0] / s, t[..., 1] / s
-    lum = t.mean(axis=2) / 255.0
+    lum = total / np.float32(3) / 255.0  # t.mean(axis=2) / 255.0 bit for bit
     local_contrast = np.sqrt(cv2.blur((lum - cv2.blur(lum, (5, 5))) ** 2, (3, 3)))
     # Where the colours and the detail are: skin photos are a smooth skin-coloured field,
     # everyday scenes have sky above, ground below and structure everywhere.
