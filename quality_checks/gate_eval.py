@@ -89,36 +89,47 @@ def classifier(predictor: Any):
     return classify
 
 
-def time_analysis(rgb_src: np.ndarray, config: GateConfig, repeats: int = 15) -> dict:
-    """ms to analyse an already-decoded 4000x3000 photo on one core (and to decode its JPEG)."""
-    big = cv2.resize(rgb_src, (4000, 3000), interpolation=cv2.INTER_CUBIC)
-    noise = np.random.default_rng(0).normal(0, 2.0, big.shape[:2] + (1,)).astype(np.float32)
-    big = np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)  # sensor grain
+TIMING_PHOTOS_PER_SET = 10  # clean photos per skin set that time_analysis times, each grown to 12 MP
+
+
+def time_analysis(photos: list[np.ndarray], config: GateConfig, repeats: int = 3) -> dict:
+    """ms to analyse an already-decoded 12 MP photo on one core, as the issue asks: each evaluation photo in
+    ``photos`` grown to 4000x3000 (with sensor grain), analysed ``repeats`` times after one warm-up; the
+    per-photo median, then the median over the photos. Wall time is the headline (``ms_per_image``), the
+    calling thread's CPU time beside it (what one core spends, less inflated when other processes share
+    the machine). Also the reduced JPEG decode of the first of them."""
     old = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    wall, cpu = [], []
     try:
-        assess(big, config)
-        times, cpu = [], []
-        for _ in range(repeats):
-            t0, c0 = time.perf_counter(), time.thread_time()
+        for i, src in enumerate(photos):
+            big = cv2.resize(src, (4000, 3000), interpolation=cv2.INTER_CUBIC)
+            noise = np.random.default_rng(i).normal(0, 2.0, big.shape[:2] + (1,)).astype(np.float32)
+            big = np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)  # sensor grain
             assess(big, config)
-            times.append((time.perf_counter() - t0) * 1000.0)
-            cpu.append((time.thread_time() - c0) * 1000.0)
-        ok, buf = cv2.imencode(".jpg", big[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-        data = buf.tobytes()
-        dtimes = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            dec = decode_image_bytes(data, "synthetic.jpg", config.max_pixels, config.decode_min_long_side)
-            dtimes.append((time.perf_counter() - t0) * 1000.0)
+            w, c = [], []
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                assess(big, config)
+                w.append((time.perf_counter() - t0) * 1000.0)
+                c.append((time.thread_time() - c0) * 1000.0)
+            wall.append(float(np.median(w)))
+            cpu.append(float(np.median(c)))
+            if i == 0:
+                ok, buf = cv2.imencode(".jpg", big[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+                data = buf.tobytes()
+                dtimes = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    dec = decode_image_bytes(data, "synthetic.jpg", config.max_pixels, config.decode_min_long_side)
+                    dtimes.append((time.perf_counter() - t0) * 1000.0)
     finally:
         cv2.setNumThreads(old)
     return {
-        # CPU time of the calling thread (OpenCV limited to 1 thread): what one core spends,
-        # unaffected by other processes on a shared machine; wall time beside it.
-        "ms_per_image": round(float(np.median(cpu)), 3),
-        "ms_per_image_wall": round(float(np.median(times)), 3),
-        "ms_per_image_p90": round(float(np.percentile(cpu, 90)), 3),
+        "ms_per_image": round(float(np.median(wall)), 3),
+        "ms_per_image_p90": round(float(np.percentile(wall, 90)), 3),
+        "ms_per_image_cpu": round(float(np.median(cpu)), 3),
+        "timing_photos": len(photos),
         "decode_ms_4000x3000_jpeg": round(float(np.median(dtimes)), 2),
         "decoded_size": [int(dec.shape[1]), int(dec.shape[0])],
         "threads": 1,
@@ -165,7 +176,7 @@ def gate_eval(
     clean_abstained: list[bool] = []  # classifier abstention on gate-accepted clean photos (its cost)
     clf_by_deg: dict[str, dict[str, list[bool]]] = {}
     unreadable: list[str] = []
-    timing_src = None
+    timing_photos: list[np.ndarray] = []  # the first TIMING_PHOTOS_PER_SET clean photos of each set
 
     for ds in CLEAN_SETS:
         folder = root / ds
@@ -191,8 +202,8 @@ def gate_eval(
             if min(rgb.shape[:2]) < CLEAN_MIN_SIDE:
                 stats["n_below_min_side"] += 1
                 continue
-            if timing_src is None and ds == "pad_ufes20_subset":
-                timing_src = rgb
+            if stats["n"] < TIMING_PHOTOS_PER_SET:  # before this photo is counted: the first few clean ones
+                timing_photos.append(rgb)
             v = verdict(rgb)
             stats["n"] += 1
             stats["accepted"] += v.decision != "reject"
@@ -327,7 +338,7 @@ def gate_eval(
     capture = (phone_capture_eval(root, config, phone_capture_per_set, seed, progress, unreadable,
                                   classify=classify, labels=labels)
                if phone_capture_per_set else None)
-    timing = time_analysis(timing_src if timing_src is not None else np.full((300, 300, 3), 150, np.uint8), config)
+    timing = time_analysis(timing_photos or [np.full((300, 300, 3), 150, np.uint8)], config)
 
     report: dict = {
         "config_version": config.version,
@@ -641,8 +652,9 @@ def render_markdown(rep: dict) -> str:
               f"the second non-skin set; {per_label}; reasons {free['reasons']})", ""]
         L += _with_classifier(free)
     L += [
-        f"**ms_per_image: {rep['ms_per_image']}** (analysis of an already-decoded 4000x3000 photo, 1 thread, median CPU time; "
-        f"p90 {rep['ms_per_image_p90']}; wall {rep['ms_per_image_wall']}); reduced JPEG decode of it: {rep['decode_ms_4000x3000_jpeg']} ms -> {rep['decoded_size']}",
+        f"**ms_per_image: {rep['ms_per_image']}** (analysis of an already-decoded 4000x3000 photo, 1 thread, wall time, median over "
+        f"{rep.get('timing_photos')} evaluation photos grown to that size; p90 {rep['ms_per_image_p90']}; CPU time {rep.get('ms_per_image_cpu')}); "
+        f"reduced JPEG decode of one: {rep['decode_ms_4000x3000_jpeg']} ms -> {rep['decoded_size']}",
         "",
     ]
     if rep.get("phone_capture"):
@@ -751,7 +763,7 @@ def render_readme_table(rep: dict) -> str:
     line = ("Clean photos passed (report half): " + ", ".join(f"{_short(ds)} {_f(s['pass_rate'], 3)}" for ds, s in rep["clean"].items())
             + f"; not-skin photos rejected: ood {_f(rep['ood_reject_rate'], 2)} (n={(rep.get('ood') or {}).get('n')}), "
             + (f"nonskin_free {_f(rep['nonskin_free_reject_rate'], 2)} (n={free['n']})" if "n" in free else "nonskin_free not measured")
-            + f"; {_f(rep['ms_per_image'], 1)} ms per decoded 4000x3000 photo (1 core). Phone captures, held-out ranges, "
+            + f"; {_f(rep['ms_per_image'], 1)} ms per decoded 4000x3000 photo (1 core, wall time, median over photos). Phone captures, held-out ranges, "
             f"{pc['photos_per_source']} photos per source:")
     cats = pc["by_split"][README_SPLIT]
     flagged_enough = set(pc["targets"]["flagged_is_enough"])
