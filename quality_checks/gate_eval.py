@@ -763,7 +763,9 @@ def render_readme_table(rep: dict) -> str:
     line = ("Clean photos passed (report half): " + ", ".join(f"{_short(ds)} {_f(s['pass_rate'], 3)}" for ds, s in rep["clean"].items())
             + f"; not-skin photos rejected: ood {_f(rep['ood_reject_rate'], 2)} (n={(rep.get('ood') or {}).get('n')}), "
             + (f"nonskin_free {_f(rep['nonskin_free_reject_rate'], 2)} (n={free['n']})" if "n" in free else "nonskin_free not measured")
-            + f"; {_f(rep['ms_per_image'], 1)} ms per decoded 4000x3000 photo (1 core, wall time, median over photos). Phone captures, held-out ranges, "
+            + f"; {_f(rep['ms_per_image'], 1)} ms per decoded 4000x3000 photo (1 core, "
+            + (f"wall time, median over {rep['timing_photos']} photos" if "timing_photos" in rep else "CPU time, one photo")
+            + "). Phone captures, held-out ranges, "
             f"{pc['photos_per_source']} photos per source:")
     cats = pc["by_split"][README_SPLIT]
     flagged_enough = set(pc["targets"]["flagged_is_enough"])
