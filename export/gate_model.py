@@ -37,7 +37,9 @@ from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT,
                                           GLARE_SPOT_CONTRAST, GLARE_SPOT_WINDOW,
                                           COLOURFUL_MIN_VAL, DETAIL_GRADIENT, DETAIL_GRID, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
-                                          FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, HUE_BIN_WIDTH, HUE_ENTROPY_BINS,
+                                          FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, GRID_BELOW_GAP, GRID_HIGHPASS,
+                                          GRID_LOW, GRID_MAX_PERIOD, GRID_MEAN_FLOOR, GRID_MIN_PERIOD, GRID_MIN_SIDE,
+                                          GRID_SMOOTH, HUE_BIN_WIDTH, HUE_ENTROPY_BINS,
                                           HUE_ENTROPY_MIN_PIXELS, JPEG_BLOCK, LUMA_PERCENTILES, MAX_BLUR, MIN_ANALYSIS_SIDE, MIN_EDGES,
                                           NATIVE_CROP_SIZE, NOISE_MAX_GREY, NOISE_MIN_GREY, NOISE_MIN_PIXELS,
                                           QUANTILE_MAX_N, REBLUR_SIGMA, REFERENCE_SIZE, ROI_CLOSE_DIVISOR, ROI_CLOSE_MIN,
@@ -61,7 +63,7 @@ _RAW_KEYS = {
     "sharpness": ("blur", "blur_h", "blur_v", "shake_blur"),
     "glare": ("glare_fraction", "glare_spots"),
     "colour_cast": ("cast_distance", "grey", "white_distance"),
-    "noise": ("noise_sigma", "blockiness"),
+    "noise": ("noise_sigma", "blockiness", "jpeg_grid"),
     "framing": ("skin_fraction", "roi_offset", "detail_offset"),
     "not_skin": ("typicality", "skin_fraction", "hue_entropy", "colourful_fraction"),
 }
@@ -511,14 +513,21 @@ def _noise_sigma(tf, inner, grad, r, roi, grid_valid):
     return tf.where(tf.logical_or(tf.reduce_sum(sel) < float(NOISE_MIN_PIXELS), tf.reduce_sum(flat) < 1.0), 0.0, sigma)
 
 
-def _blockiness(tf, crop_rgb, ch, cw):
-    """features._blockiness on the native crop (valid ch x cw): steps across 8x8 block borders
-    against all steps; the masked means as matrix products."""
+def _crop_steps(tf, crop_rgb):
+    """The native crop's grey |horizontal| (c x c - 1) and |vertical| (c - 1 x c) steps, whole numbers;
+    past the valid size they are garbage (steps into the zero padding), which the readers mask."""
     g = _image(tf, _grey(tf, crop_rgb))
     c = NATIVE_CROP_SIZE
     step = np.array([-1.0, 1.0], np.float32)
     dx = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(1, 2, 1, 1)), 1, "VALID"), [c, c - 1]))
     dy = tf.abs(tf.reshape(tf.nn.conv2d(g, tf.constant(step.reshape(2, 1, 1, 1)), 1, "VALID"), [c - 1, c]))
+    return dx, dy
+
+
+def _blockiness(tf, dx, dy, ch, cw):
+    """features._blockiness on the native crop's steps (valid ch x cw): steps across 8x8 block borders
+    against all steps; the masked means as matrix products."""
+    c = NATIVE_CROP_SIZE
     rows, cols = tf.range(c), tf.range(c - 1)
     border = _f(tf, tf.equal(tf.math.floormod(cols, JPEG_BLOCK), JPEG_BLOCK - 1))
     x_rows, x_cols = _f(tf, rows < ch), _f(tf, cols < cw - 1)  # dx is ch x (cw - 1)
@@ -532,6 +541,68 @@ def _blockiness(tf, crop_rgb, ch, cw):
     on_y = tf.reduce_sum(row_sums * y_rows * border) / tf.maximum(n_y * tf.reduce_sum(y_rows * border), 1.0)
     value = tf.maximum(0.0, (on_x - all_x) + (on_y - all_y)) / (all_x + all_y + 1.0)
     return tf.where(tf.logical_or(ch < BLOCKINESS_MIN_SIDE, cw < BLOCKINESS_MIN_SIDE), 0.0, value)
+
+
+def _grid_profile(tf, p, n):
+    """features._grid_profile of a profile ``p`` (static length, valid length n, n >= GRID_MIN_SIDE - 1):
+    minus its running mean (borders reflected at n), minus the mean of each 8 px phase over the whole
+    blocks (a matrix product with the phases' one-hot), then the circular mean over GRID_SMOOTH px at n.
+    Zero from n on."""
+    size = p.shape[0]
+    pad = GRID_HIGHPASS // 2
+    padded = tf.gather(p, _reflect_index(tf, n, size, pad, "reflect101"))
+    running = padded[0:size]
+    for k in range(1, GRID_HIGHPASS):
+        running = running + padded[k : k + size]
+    running = running * (1.0 / GRID_HIGHPASS)
+    h = p - running
+    i = tf.range(size)
+    phase = tf.math.floormod(i, JPEG_BLOCK)
+    whole = n // JPEG_BLOCK * JPEG_BLOCK
+    phase_means = tf.math.unsorted_segment_sum(h * _f(tf, i < whole), phase, JPEG_BLOCK) / _f(tf, whole // JPEG_BLOCK)
+    h = h - tf.gather(phase_means, phase)
+    half = GRID_SMOOTH // 2
+    smooth = h
+    for k in (k for k in range(-half, half + 1) if k):
+        smooth = smooth + tf.gather(h, tf.math.floormod(i + k, n))
+    smooth = smooth * (1.0 / GRID_SMOOTH)
+    return tf.where(i < n, smooth, 0.0)
+
+
+def _grid_autocovariance(tf, h, n):
+    """sum(h[i] * h[i + lag]) / (n - lag) at lags GRID_LOW..GRID_MAX_PERIOD, directly (h is 0 from n on):
+    the zero-padded profile's shifted copies as slices (an index table would add 44 kB to the file)."""
+    size = h.shape[0]
+    lags = np.arange(GRID_LOW, GRID_MAX_PERIOD + 1)
+    padded = tf.concat([h, tf.zeros([GRID_MAX_PERIOD], tf.float32)], 0)
+    shifted = tf.stack([padded[lag : lag + size] for lag in lags])
+    return tf.reduce_sum(shifted * h[None, :], axis=1) / (_f(tf, n) - tf.constant(lags.astype(np.float32)))
+
+
+def _jpeg_grid(tf, dx, dy, ch, cw):
+    """features._jpeg_grid on the native crop's steps (valid ch x cw): the column and row profiles of
+    mean step (whole-number sums, exact, times the reciprocal of the count as cv2.reduce's average),
+    their autocovariance by direct masked sums instead of an FFT, and the excess of each coarse lag
+    over every finer one (a constant lower-triangular mask)."""
+    c = NATIVE_CROP_SIZE
+    rows = tf.range(c)
+    nx, ny = cw - 1, ch - 1  # the profiles' valid lengths
+    px = tf.linalg.matvec(tf.transpose(dx), _f(tf, rows < ch)) * (1.0 / _f(tf, ch))  # per column of dx
+    py = tf.linalg.matvec(dy, _f(tf, rows < cw)) * (1.0 / _f(tf, cw))  # per row of dy
+    valid = tf.range(c - 1)
+    mean_x = tf.reduce_sum(tf.where(valid < nx, px, 0.0)) / _f(tf, nx)
+    mean_y = tf.reduce_sum(tf.where(valid < ny, py, 0.0)) / _f(tf, ny)
+    nx_safe, ny_safe = tf.maximum(nx, GRID_MIN_SIDE - 1), tf.maximum(ny, GRID_MIN_SIDE - 1)  # a too small crop gives 0 below
+    r = (_grid_autocovariance(tf, _grid_profile(tf, px, nx_safe), nx_safe) / ((mean_x + GRID_MEAN_FLOOR) * (mean_x + GRID_MEAN_FLOOR))
+         + _grid_autocovariance(tf, _grid_profile(tf, py, ny_safe), ny_safe) / ((mean_y + GRID_MEAN_FLOOR) * (mean_y + GRID_MEAN_FLOOR))) * 0.5
+    lags = np.arange(GRID_LOW, GRID_MAX_PERIOD + 1)
+    coarse = np.arange(GRID_MIN_PERIOD, GRID_MAX_PERIOD + 1)
+    finer = tf.constant(lags[None, :] <= coarse[:, None] - GRID_BELOW_GAP)  # [coarse lag, lag]
+    below = tf.reduce_max(tf.where(finer, tf.nn.relu(r)[None, :], 0.0), axis=1)
+    max_lag = tf.minimum(tf.minimum(GRID_MAX_PERIOD, nx // 3), ny // 3)
+    excess = tf.where(tf.constant(coarse.astype(np.int32)) <= max_lag, r[GRID_MIN_PERIOD - GRID_LOW :] - below, 0.0)
+    small = tf.logical_or(tf.minimum(ch, cw) < GRID_MIN_SIDE, max_lag < GRID_MIN_PERIOD)
+    return tf.where(small, 0.0, tf.maximum(0.0, tf.reduce_max(excess)))
 
 
 def _describe(tf, t):
@@ -688,7 +759,9 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
 
     noise = _noise_sigma(tf, inner, grad, laplacian, roi_at(1, nb), grid_b)
     detail_offset = _detail_offset(tf, grad, grid_b, h, w)
-    blockiness = _blockiness(tf, _planes(tf, _f(tf, crop_u8)), ch, cw)
+    dx, dy = _crop_steps(tf, _planes(tf, _f(tf, crop_u8)))
+    blockiness = _blockiness(tf, dx, dy, ch, cw)
+    jpeg_grid = _jpeg_grid(tf, dx, dy, ch, cw)
     if "typicality" in config.ramps.get("not_skin", {}):
         typicality = _typicality(tf, _describe(tf, _planes(tf, _f(tf, thumb_u8))), config)
     else:
@@ -704,6 +777,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "glare_fraction": glare_fraction, "glare_spots": glare_spots, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
         "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
         "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v, "detail_offset": detail_offset,
+        "jpeg_grid": jpeg_grid,
         "white_distance": _white_distance(tf, white_u, white_v, config.white_locus),
     }
 

@@ -66,6 +66,20 @@ NOISE_MIN_PIXELS = 16  # fewer usable pixels: noise 0 (too few to estimate it)
 JPEG_BLOCK = 8  # JPEG's block size: block edges every 8 px
 BLOCKINESS_MIN_SIDE = 32  # a native crop smaller than this: blockiness 0 (too few blocks)
 
+# _jpeg_grid: a photo shrunk, compressed hard and grown back shows its 8 px JPEG blocks every
+# 8 / scale native px, a grid _blockiness (native 8 px) cannot see; clean photos are JPEGs too, with
+# their own 8 px grid, which is taken out before the coarse one is looked for.
+GRID_MIN_PERIOD = 20  # block period in native px, from: 8 px blocks of a copy at 0.4 of the size, grown back ...
+GRID_MAX_PERIOD = 48  # ... to: a copy at 1/6 of the size
+GRID_LOW = 6  # lags below this are not looked at: the interpolation's own ripple, one period per small-copy px (2.5-6 px)
+# a lag counts by what it exceeds every finer lag by, up to this many px short of it: a multiple of a finer
+# period is as strong as that period
+GRID_BELOW_GAP = 5
+GRID_HIGHPASS = 9  # the profiles minus their running mean over this many px: shading and the lesion's outline out
+GRID_SMOOTH = 3  # then averaged over this many px (circular): a period that is no whole number of px lines up with itself
+GRID_MEAN_FLOOR = 0.5  # grey levels added to the mean step it is relative to: finite for a flat crop (mean step 0)
+GRID_MIN_SIDE = 64  # a smaller crop: 0 (the profile must hold GRID_MIN_PERIOD at least 3 times: lags up to a third of it)
+
 # exposure and glare
 LUMA_PERCENTILES = (50, 95)  # luma_median and luma_p95
 CLIP_LEVEL = 250  # luma at or above this counts as clipped (bright_clip)
@@ -182,6 +196,7 @@ class Measurements:
     cast_b: float
     noise_sigma: float  # estimated Gaussian noise sigma (grey levels) at the analysis scale
     blockiness: float  # JPEG 8x8 block-edge strength at native resolution (centre crop)
+    jpeg_grid: float  # strength of a coarser block grid (the JPEG blocks of a smaller copy, grown back) in the crop (_jpeg_grid)
     grey: bool  # the photo has no colour at all
     glare_spots: float  # share of the frame in small specular lobes: white and brighter than their surroundings (_glare_spots)
     white_u: float  # white point: log((R99 + 1) / (G99 + 1)) of the tiny copy's unclipped pixels (_white_point)
@@ -455,6 +470,47 @@ def _blockiness(gray_native: np.ndarray) -> float:
     return float(max(0.0, (on_x - all_x) + (on_y - all_y)) / denom)
 
 
+def _grid_profile(p: np.ndarray) -> np.ndarray:
+    """A column or row profile of mean |difference| for _jpeg_grid: minus its GRID_HIGHPASS px running
+    mean (borders reflected, as BORDER_REFLECT_101), minus its 8 px-periodic part (the photo's own JPEG
+    grid, whatever its phase: the mean of each phase over the whole blocks), then its GRID_SMOOTH px mean
+    (circular)."""
+    p = p.ravel().astype(np.float64)
+    h = p - cv2.blur(p[None, :], (GRID_HIGHPASS, 1), borderType=cv2.BORDER_REFLECT_101).ravel()
+    whole = len(h) // JPEG_BLOCK * JPEG_BLOCK
+    h = h - np.resize(h[:whole].reshape(-1, JPEG_BLOCK).mean(axis=0), len(h))
+    return sum(np.roll(h, k) for k in range(-(GRID_SMOOTH // 2), GRID_SMOOTH // 2 + 1)) / GRID_SMOOTH
+
+
+def _autocovariance(h: np.ndarray, max_lag: int) -> np.ndarray:
+    """sum(h[i] * h[i + lag]) / (n - lag) for lag 0..max_lag (zero-padded FFT: no wrap-around)."""
+    n = len(h)
+    f = np.fft.rfft(h, 2 * n)
+    return np.fft.irfft(f * np.conj(f), 2 * n)[: max_lag + 1] / (n - np.arange(max_lag + 1))
+
+
+def _jpeg_grid(gray_native: np.ndarray) -> float:
+    """Strength of a coarse block grid in the native crop: the 8x8 JPEG blocks of a much smaller copy,
+    grown back (period 8 / scale = GRID_MIN_PERIOD..GRID_MAX_PERIOD px). The crop's column and row profiles
+    of mean |horizontal| and |vertical difference| (``_grid_profile``); their autocovariance relative to the
+    squared mean step, averaged over x and y; the largest excess at a lag >= GRID_MIN_PERIOD over the
+    largest (positive) value at every finer lag from GRID_LOW to lag - GRID_BELOW_GAP: a grid's multiples
+    are as strong as its period, and texture's short correlations fall off. 0: no coarse grid."""
+    crop = np.ascontiguousarray(native_crop(gray_native))
+    if min(crop.shape[:2]) < GRID_MIN_SIDE:
+        return 0.0
+    px = cv2.reduce(cv2.absdiff(crop[:, 1:], crop[:, :-1]), 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
+    py = cv2.reduce(cv2.absdiff(crop[1:, :], crop[:-1, :]), 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
+    max_lag = min(GRID_MAX_PERIOD, px.size // 3, py.size // 3)
+    if max_lag < GRID_MIN_PERIOD:
+        return 0.0
+    r = (_autocovariance(_grid_profile(px), max_lag) / (float(px.mean()) + GRID_MEAN_FLOOR) ** 2
+         + _autocovariance(_grid_profile(py), max_lag) / (float(py.mean()) + GRID_MEAN_FLOOR) ** 2) / 2.0
+    below = np.maximum.accumulate(np.maximum(r[GRID_LOW:], 0.0))  # below[k]: the largest at lags GRID_LOW..GRID_LOW + k
+    lags = np.arange(GRID_MIN_PERIOD, max_lag + 1)
+    return float(max(0.0, np.max(r[lags] - below[lags - GRID_BELOW_GAP - GRID_LOW])))
+
+
 def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descriptor: bool = True) -> Measurements:
     """All raw measurements for one RGB uint8 image (any size >= 1x1). ``skin_check``
     (a not_skin.SkinCheck) adds its distance; ``descriptor=False`` skips the hand-made
@@ -541,6 +597,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     else:
         gray_native = cv2.cvtColor(np.ascontiguousarray(native_crop(rgb)), cv2.COLOR_RGB2GRAY)
     blockiness = _blockiness(gray_native)
+    jpeg_grid = _jpeg_grid(gray_native)
 
     return Measurements(
         width=int(w0),
@@ -564,6 +621,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         cast_b=cast_b,
         noise_sigma=noise,
         blockiness=blockiness,
+        jpeg_grid=jpeg_grid,
         grey=grey_photo,
         white_u=white_u,
         white_v=white_v,

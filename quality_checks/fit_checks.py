@@ -25,6 +25,8 @@ held-out split are the out-of-sample ones). The rules, per detector:
   centre of the frame's fine detail from the frame centre (``features._detail_offset``); it warns only: its
   fail boundary is the largest offset a frame can give (``features.MAX_DETAIL_OFFSET``), because failing at
   FAIL_QUANTILE rejected more than 1% of the report half's clean PAD-UFES-20 photos (docs/gate.md).
+* JPEG grid (``noise.jpeg_grid``): JPEG_GRID_WARN_QUANTILE and FAIL_QUANTILE of the clean photos' strength of
+  a coarse block grid in the native crop (``features._jpeg_grid``).
 """
 from __future__ import annotations
 
@@ -46,9 +48,13 @@ FAIL_QUANTILE = 0.995  # ... and that may newly fail: 0.5%
 # white balance and glare need only a warning (the issue's target for them is "flagged"): their terms fail
 # only beyond every clean fit photo, so they cost the clean pass rate nothing on the fit half
 FLAG_ONLY_FAIL_QUANTILE = 1.0
-FIT_CATEGORIES = ("white_balance", "flash_glare", "motion_blur", "off_centre", "distance")
+# the JPEG grid warns from a higher quantile than the others: a mildly resampled photo the issue calls
+# acceptable shows a faint grid, and at the 97th percentile about a sixth of the fit split's acceptable
+# jpeg samples warned (at the 99th about a twentieth; runs/i21_jpeg, fit split only)
+JPEG_GRID_WARN_QUANTILE = 0.99
+FIT_CATEGORIES = ("white_balance", "flash_glare", "motion_blur", "off_centre", "distance", "jpeg_resample")
 NEW_TERMS = (("colour_cast", "white_distance"), ("glare", "glare_spots"), ("sharpness", "shake_blur"),
-             ("framing", "detail_offset"))
+             ("framing", "detail_offset"), ("noise", "jpeg_grid"))
 FIT_SEED = 21  # the issue's number: any fixed seed, so the fit is the same on every run
 
 
@@ -91,12 +97,13 @@ def fit_white_locus(clean: list[dict]) -> dict:
             "a": round(float(inv[0, 0]), 4), "b": round(float(inv[0, 1]), 4), "c": round(float(inv[1, 1]), 4)}
 
 
-def ramp_for(warn_at: float, fail_at: float, threshold: float, warn_margin: float) -> dict:
+def ramp_for(warn_at: float, fail_at: float, threshold: float, warn_margin: float, digits: int = 4) -> dict:
     """A distance ramp (score 1 at ``good``, 0 at ``bad``) whose score crosses threshold +
-    warn_margin at ``warn_at`` and threshold at ``fail_at`` (fail_at > warn_at)."""
+    warn_margin at ``warn_at`` and threshold at ``fail_at`` (fail_at > warn_at), its ends rounded
+    to ``digits`` decimals (more for a measure whose values are small)."""
     width = (fail_at - warn_at) / warn_margin  # the score falls warn_margin over fail_at - warn_at
     bad = fail_at + threshold * width
-    return {"good": round(bad - width, 4), "bad": round(bad, 4)}
+    return {"good": round(bad - width, digits), "bad": round(bad, digits)}
 
 
 def worst_source_quantile(values: np.ndarray, sources: np.ndarray, q: float) -> float:
@@ -125,11 +132,16 @@ def fit(data: dict, config: GateConfig) -> dict:
     offset_warn_at = worst_source_quantile(offset, sources, WARN_QUANTILE)
     offset_fail_at = MAX_DETAIL_OFFSET
     offset_ramp = ramp_for(offset_warn_at, offset_fail_at, config.thresholds["framing"], config.warn_margin["framing"])
+    grid = np.array([c["m"].jpeg_grid for c in clean])
+    grid_warn_at = worst_source_quantile(grid, sources, JPEG_GRID_WARN_QUANTILE)
+    grid_fail_at = worst_source_quantile(grid, sources, FAIL_QUANTILE)
+    grid_ramp = ramp_for(grid_warn_at, grid_fail_at, config.thresholds["noise"], config.warn_margin["noise"], digits=6)
     fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus,
                                    "ramps": {"colour_cast": {"white_distance": white_ramp},
                                              "glare": {"glare_spots": spots_ramp},
                                              "sharpness": {"shake_blur": shake_ramp},
-                                             "framing": {"detail_offset": offset_ramp}}})
+                                             "framing": {"detail_offset": offset_ramp},
+                                             "noise": {"jpeg_grid": grid_ramp}}})
     return {"white_locus": locus, "white_distance_ramp": white_ramp,
             "white_distance_warn_at": round(warn_at, 4), "white_distance_fail_at": round(fail_at, 4),
             "glare_spots_ramp": spots_ramp, "glare_spots_warn_at": round(spots_warn_at, 6),
@@ -138,6 +150,8 @@ def fit(data: dict, config: GateConfig) -> dict:
             "shake_blur_fail_at": round(shake_fail_at, 4),
             "detail_offset_ramp": offset_ramp, "detail_offset_warn_at": round(offset_warn_at, 4),
             "detail_offset_fail_at": round(offset_fail_at, 4),
+            "jpeg_grid_ramp": grid_ramp, "jpeg_grid_warn_at": round(grid_warn_at, 6),
+            "jpeg_grid_fail_at": round(grid_fail_at, 6),
             "n_clean": len(clean), "fit_figures": figures(data, fitted),
             "fit_figures_without_them": figures(data, without_new_terms(config))}
 

@@ -145,7 +145,7 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "glare": {"glare_fraction": m.glare_fraction, "glare_spots": m.glare_spots},
         "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey),
                         "white_distance": white_distance(m, config.white_locus)},
-        "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness},
+        "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness, "jpeg_grid": m.jpeg_grid},
         "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset, "detail_offset": m.detail_offset},
         "not_skin": {
             "typicality": _typicality(m, config),
@@ -170,6 +170,7 @@ _REASONS = {
     ("colour_cast", "white_distance"): "colour_cast",
     ("noise", "noise_sigma"): "noisy",
     ("noise", "blockiness"): "compressed",
+    ("noise", "jpeg_grid"): "compressed",
     ("framing", "skin_fraction"): "too_far",
     ("framing", "roi_offset"): "off_centre",
     ("framing", "detail_offset"): "off_centre",

@@ -58,7 +58,7 @@ INPUT_NAMES = ("analysis", "tiny", "thumbnail", "native_crop", "sizes")
 MEASUREMENT_NAMES = ("width", "height", "analysis_long_side", "skin_fraction", "roi_offset", "colourful_fraction",
                      "hue_entropy", "blur", "blur_h", "blur_v", "shake_blur", "luma_median", "luma_p95", "bright_clip",
                      "glare_fraction", "glare_spots", "cast_r", "cast_g", "cast_b", "noise_sigma", "blockiness", "grey",
-                     "white_u", "white_v", "detail_offset", "typicality", "cast_distance", "white_distance")
+                     "white_u", "white_v", "detail_offset", "jpeg_grid", "typicality", "cast_distance", "white_distance")
 # the names above that are gate.raw_values' values derived from the measurements, not Measurements fields
 DERIVED_NAMES = ("typicality", "cast_distance", "white_distance")
 OUTPUT_NAMES = ("measurements", "scores", "passed", "warn", "applicable", "reason", "reason_flags", "decision")

@@ -71,7 +71,31 @@ def test_parity_on_generated_photos(twin, tmp_path):
     assert rep["measurement_error"]["luma_median"]["max"] == 0.0  # integer arithmetic: exact
     assert rep["measurement_error"]["skin_fraction"]["max"] < 1e-6
     assert rep["measurement_error"]["detail_offset"]["max"] < 1e-6  # the same cells by integer counts
+    assert rep["measurement_error"]["jpeg_grid"]["max"] < 1e-7  # float32 sums against float64 (values up to ~0.05)
     assert (tmp_path / "gate_parity.md").is_file() and (tmp_path / "gate_parity.json").is_file()
+
+
+def test_jpeg_grid_parity_on_a_resampled_jpeg(twin):
+    """The coarse JPEG grid (features._jpeg_grid) in the graph: the same value within float32 round-off
+    and the same verdict, on a photo shrunk, compressed hard and grown back, its clean original and
+    crops of odd sizes down to under the measure's 64 px."""
+    from mobile_derm_quality.features import _jpeg_grid
+    from mobile_derm_quality.gate import assess
+
+    rng = np.random.default_rng(3)
+    clean = cv2.GaussianBlur(rng.normal(170, 30, (450, 600, 3)), (0, 0), 1.2).clip(0, 255).astype(np.uint8)
+    clean[150:300, 220:380] = (clean[150:300, 220:380] * np.array([0.6, 0.45, 0.45])).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", cv2.resize(clean, (200, 150), interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 10])
+    resampled = cv2.resize(cv2.imdecode(buf, cv2.IMREAD_COLOR), (600, 450), interpolation=cv2.INTER_LINEAR)
+    index = MEASUREMENT_NAMES.index("jpeg_grid")
+    values = []
+    for img in (resampled, clean, resampled[:70, :301], resampled[:63, :200], resampled[:257, :129]):
+        out = twin.run(twin_inputs(img, twin.config.analysis_size, twin.config.min_model_input))
+        ref = _jpeg_grid(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY))
+        assert float(out["measurements"][index]) == pytest.approx(ref, rel=1e-5, abs=1e-8)
+        assert twin.verdict(out, twin.config.min_model_input).decision == assess(img, twin.config).decision
+        values.append(ref)
+    assert values[0] > 10 * max(values[1], 1e-4) and values[3] == 0.0
 
 
 def test_parity_report_counts_a_disagreement():

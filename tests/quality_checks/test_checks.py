@@ -156,6 +156,47 @@ def test_heavy_jpeg_is_compressed(skin):
     assert not c.passed and c.reason == "compressed"
 
 
+def _resampled_jpeg(img: np.ndarray, scale: float, quality: int) -> np.ndarray:
+    """Shrunk by ``scale``, JPEG-compressed hard and grown back: the small copy's 8 px blocks every 8 * scale px."""
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (round(w / scale), round(h / scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(degrade.jpeg(small, quality), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _fail_point(check: str, term: str) -> float:
+    """The raw value where the term's score falls to the check's threshold."""
+    cfg = GateConfig.default()
+    gb = cfg.ramps[check][term]
+    return gb["bad"] + cfg.thresholds[check] * (gb["good"] - gb["bad"])
+
+
+def test_resampled_jpeg_is_compressed(make_skin):
+    # 3x smaller, quality 10, grown back: 24 px blocks, which the native 8 px blockiness does not see
+    big = make_skin(900, 1200)
+    v = assess(_resampled_jpeg(big, 3, 10))
+    c = v.check("noise")
+    fail_at = _fail_point("noise", "jpeg_grid")
+    assert c.raw["jpeg_grid"] > 2 * fail_at
+    assert _term_score(c, "blockiness") >= GateConfig.default().thresholds["noise"]  # not what rejects it
+    assert not c.passed and c.reason == "compressed" and v.decision == "reject"
+    assert measure(big).jpeg_grid < 0.1 * fail_at  # the clean photo-like image: no coarse grid
+
+
+@pytest.mark.parametrize("quality", [90, 40, 10])
+def test_a_jpegs_own_8px_grid_is_not_a_coarse_grid(make_skin, quality):
+    # a photo compressed at its own size, even hard, has its blocks every 8 px: blockiness's business
+    m = measure(degrade.jpeg(make_skin(900, 1200), quality))
+    assert m.jpeg_grid < 0.1 * _fail_point("noise", "jpeg_grid")
+
+
+def test_jpeg_grid_needs_a_crop_of_64_px():
+    from mobile_derm_quality.features import GRID_MIN_SIDE, _jpeg_grid
+
+    rng = np.random.default_rng(0)
+    assert _jpeg_grid(rng.integers(0, 255, (GRID_MIN_SIDE - 1, 300), np.uint8)) == 0.0
+    assert _jpeg_grid(np.zeros((300, 300), np.uint8)) == 0.0  # flat: no steps at all
+
+
 def test_resolution_uses_model_input(skin):
     small = cv2.resize(skin, (200, 150), interpolation=cv2.INTER_AREA)
     v = assess(small, min_model_input=224)
@@ -191,7 +232,11 @@ def test_detail_at_the_edge_gives_centre_the_spot(skin):
     body = cv2.GaussianBlur(skin, (0, 0), 6)
     img = body.copy()
     img[:, :160] = skin[:, 120:280]
-    v = assess(img)
+    # the strip's sharp border and the lesion's outline, 23 px apart in the native crop, read as a coarse JPEG
+    # grid (jpeg_grid's limit, docs/gate.md): that term is left out, this test is framing's
+    cfg = GateConfig.default()
+    del cfg.ramps["noise"]["jpeg_grid"]
+    v = assess(img, cfg)
     c = v.check("framing")
     thr = GateConfig.default().thresholds["framing"]
     assert _term_score(c, "roi_offset") >= thr and _term_score(c, "skin_fraction") >= thr  # the skin-colour terms pass
@@ -280,9 +325,11 @@ def test_assess_rejects_bad_arrays():
         assess(np.zeros((10, 10, 5), np.uint8))
 
 
-def test_warn_only_and_warn_margin(skin):
+def test_warn_only_and_warn_margin(skin, make_skin):
     cfg = GateConfig.default()
-    small = cv2.resize(skin, (200, 150))
+    # made at this size: the 400 px image halved puts two of its straight, high-contrast hairs 39 px apart, which
+    # read as a coarse JPEG grid (jpeg_grid's limit, docs/gate.md) and would reject it as compressed as well
+    small = make_skin(150, 200)
     cfg.warn_only = ["resolution"]
     v = assess(small, cfg)
     assert v.decision == "warn" and "too_small" in v.reasons
