@@ -34,7 +34,7 @@ import numpy as np
 
 from mobile_derm_quality import gate_twin
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
-from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT,
+from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOURED_MIN_SAT, COLOURFUL_MIN_SAT, COOL_LIGHT_DIRECTION,
                                           GLARE_SPOT_CONTRAST, GLARE_SPOT_WINDOW,
                                           COLOURFUL_MIN_VAL, DETAIL_GRADIENT, DETAIL_GRID, EDGE_FLOOR, EDGE_FLOOR_FRACTION, EDGE_PERCENTILE,
                                           FAR_HUE_RANGE, GLARE_LEVEL, GREY_TOLERANCE, GRID_BELOW_GAP, GRID_HIGHPASS,
@@ -62,7 +62,7 @@ _RAW_KEYS = {
     "exposure": ("luma_p95", "luma_median", "bright_clip"),
     "sharpness": ("blur", "blur_h", "blur_v", "shake_blur"),
     "glare": ("glare_fraction", "glare_spots"),
-    "colour_cast": ("cast_distance", "grey", "white_distance"),
+    "colour_cast": ("cast_distance", "grey", "white_distance", "white_cool"),
     "noise": ("noise_sigma", "blockiness", "jpeg_grid"),
     "framing": ("skin_fraction", "roi_offset", "detail_offset"),
     "not_skin": ("typicality", "skin_fraction", "hue_entropy", "colourful_fraction"),
@@ -297,6 +297,12 @@ def _white_distance(tf, u, v, locus: dict):
     """gate.white_distance: the Mahalanobis distance of the white point from the clean photos' locus."""
     du, dv = u - locus["u"], v - locus["v"]
     return tf.sqrt(tf.maximum(0.0, locus["a"] * du * du + 2.0 * locus["b"] * du * dv + locus["c"] * dv * dv))
+
+
+def _white_cool(tf, u, v, locus: dict):
+    """gate.white_cool_shift: the white point's offset from the locus's mean along features.COOL_LIGHT_DIRECTION."""
+    cu, cv = COOL_LIGHT_DIRECTION
+    return (u - locus["u"]) * cu + (v - locus["v"]) * cv
 
 
 def _masked_mean(tf, x, mask):
@@ -779,6 +785,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v, "detail_offset": detail_offset,
         "jpeg_grid": jpeg_grid,
         "white_distance": _white_distance(tf, white_u, white_v, config.white_locus),
+        "white_cool": _white_cool(tf, white_u, white_v, config.white_locus),
     }
 
 

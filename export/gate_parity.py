@@ -130,7 +130,7 @@ def compare(twin: GateTwin, items, progress: bool = True, total: int | None = No
 def _measurement_values(m: Measurements, config: GateConfig, mmi: int) -> np.ndarray:
     raws = raw_values(m, config, mmi)
     extra = {"typicality": raws["not_skin"]["typicality"], "cast_distance": raws["colour_cast"]["cast_distance"],
-             "white_distance": raws["colour_cast"]["white_distance"]}
+             "white_distance": raws["colour_cast"]["white_distance"], "white_cool": raws["colour_cast"]["white_cool"]}
     return np.array([float(extra[k]) if k in extra else float(getattr(m, k)) for k in MEASUREMENT_NAMES])
 
 

@@ -31,6 +31,10 @@ CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "n
 # colour_cast threshold and warn margin below; its "good" end lies below 0 because the warn band is a
 # tenth of the ramp (a white point at the locus's mean scores 0.61).
 WHITE_DISTANCE_RAMP = {"good": -7.605, "bad": 12.0245}
+# The cool-white-point ramp warns from a shift of 0.1388 towards bluer light (log chromaticity along
+# features.COOL_LIGHT_DIRECTION; the worst source's 99th percentile) and fails only from 0.2401 (every clean fit
+# photo below).
+WHITE_COOL_RAMP = {"good": -0.4691, "bad": 0.5441}
 # The glare-spots ramp warns from a share of 0.00167 and fails only from 0.0162 (every clean fit photo below).
 GLARE_SPOTS_RAMP = {"good": -0.0854, "bad": 0.0597}
 # The shake-blur ramp warns from 0.290 px (at 600 px) and fails from 0.442.
@@ -62,8 +66,10 @@ _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
     "glare": {"glare_fraction": {"good": 0.005, "bad": 0.06}, "glare_spots": GLARE_SPOTS_RAMP},
     # colour_cast: how far the frame's mean chromaticity lies outside the skin-photo region
     # and how far the white point lies from clean skin photos' (fit_checks: warns beyond the worst
-    # source's 97th percentile of the fit half, fails only beyond every clean fit photo)
-    "colour_cast": {"cast_distance": {"good": 0.0, "bad": 0.06}, "white_distance": WHITE_DISTANCE_RAMP},
+    # source's 97th percentile of the fit half, fails only beyond every clean fit photo), and how far
+    # towards bluer light (warns beyond the 99th, fails only beyond every clean fit photo)
+    "colour_cast": {"cast_distance": {"good": 0.0, "bad": 0.06}, "white_distance": WHITE_DISTANCE_RAMP,
+                    "white_cool": WHITE_COOL_RAMP},
     # noise: Immerkaer noise sigma (grey levels, analysis scale); JPEG 8x8 blockiness; the block grid of a
     # smaller JPEG copy grown back (fit_checks: warns beyond the worst source's 99th percentile of the fit
     # half, fails beyond its 99.5th)

@@ -101,6 +101,11 @@ MAX_DETAIL_OFFSET = float(np.hypot(0.5 - 0.5 / DETAIL_GRID, 0.5 - 0.5 / DETAIL_G
 # dichromatic model), so the brightest pixels tell a tungsten-orange light from dark skin in daylight.
 WHITE_PERCENTILE = 99  # per channel, over the pixels whose brightest channel is below CLIP_LEVEL
 WHITE_MIN_PIXELS = 16  # fewer unclipped pixels: the percentile is taken over every pixel
+# Where light bluer than the phone's assumed daylight (shade, overcast sky) moves the white point: the CIE
+# Planckian locus from 6500 K to 15000 K through linear sRGB, as a unit vector in (log R/G, log B/G). The locus
+# is nearly straight there: 3000 -> 6500 K and 6500 -> 20000 K point within 1 degree of it; a power-law encoding
+# scales the shift and keeps its direction. (gate.white_cool_shift; docs/gate.md gives the computation.)
+COOL_LIGHT_DIRECTION = (-0.5115, 0.8593)
 
 
 def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.decode import DecodedPhoto, read_photo
 from mobile_derm_quality.errors import ImageReadError
-from mobile_derm_quality.features import Measurements, measure
+from mobile_derm_quality.features import COOL_LIGHT_DIRECTION, Measurements, measure
 
 # reason code -> what the person should do
 GUIDANCE = {
@@ -129,6 +129,15 @@ def white_distance(m: Measurements, locus: dict) -> float:
     return float(np.sqrt(max(0.0, locus["a"] * du * du + 2.0 * locus["b"] * du * dv + locus["c"] * dv * dv)))
 
 
+def white_cool_shift(m: Measurements, locus: dict) -> float:
+    """How far the photo's white point lies towards bluer light (shade, an overcast sky) than clean skin photos':
+    its offset from the locus's mean along features.COOL_LIGHT_DIRECTION. white_distance is symmetric, yet clean
+    photos spread much further towards warm light (indoor lamps) than towards cool, so a shade cast as far off as
+    a tolerated warm one stays inside it; one-sided, this term can stop at the clean photos' cool edge."""
+    cu, cv = COOL_LIGHT_DIRECTION
+    return float((m.white_u - locus["u"]) * cu + (m.white_v - locus["v"]) * cv)
+
+
 def _typicality(m: Measurements, config: GateConfig) -> float:
     """Distance from the skin-photo model (about 1 for a typical skin photo; 0 without a model)."""
     model = config.skin_photo_model()
@@ -144,7 +153,8 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "sharpness": {"blur": m.blur, "blur_h": m.blur_h, "blur_v": m.blur_v, "shake_blur": m.shake_blur},
         "glare": {"glare_fraction": m.glare_fraction, "glare_spots": m.glare_spots},
         "colour_cast": {"cast_distance": cast_distance(m, config.cast_box), "grey": float(m.grey),
-                        "white_distance": white_distance(m, config.white_locus)},
+                        "white_distance": white_distance(m, config.white_locus),
+                        "white_cool": white_cool_shift(m, config.white_locus)},
         "noise": {"noise_sigma": m.noise_sigma, "blockiness": m.blockiness, "jpeg_grid": m.jpeg_grid},
         "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset, "detail_offset": m.detail_offset},
         "not_skin": {
@@ -168,6 +178,7 @@ _REASONS = {
     ("glare", "glare_spots"): "glare",
     ("colour_cast", "cast_distance"): "colour_cast",
     ("colour_cast", "white_distance"): "colour_cast",
+    ("colour_cast", "white_cool"): "colour_cast",
     ("noise", "noise_sigma"): "noisy",
     ("noise", "blockiness"): "compressed",
     ("noise", "jpeg_grid"): "compressed",

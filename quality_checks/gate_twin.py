@@ -58,9 +58,10 @@ INPUT_NAMES = ("analysis", "tiny", "thumbnail", "native_crop", "sizes")
 MEASUREMENT_NAMES = ("width", "height", "analysis_long_side", "skin_fraction", "roi_offset", "colourful_fraction",
                      "hue_entropy", "blur", "blur_h", "blur_v", "shake_blur", "luma_median", "luma_p95", "bright_clip",
                      "glare_fraction", "glare_spots", "cast_r", "cast_g", "cast_b", "noise_sigma", "blockiness", "grey",
-                     "white_u", "white_v", "detail_offset", "jpeg_grid", "typicality", "cast_distance", "white_distance")
+                     "white_u", "white_v", "detail_offset", "jpeg_grid", "typicality", "cast_distance", "white_distance",
+                     "white_cool")
 # the names above that are gate.raw_values' values derived from the measurements, not Measurements fields
-DERIVED_NAMES = ("typicality", "cast_distance", "white_distance")
+DERIVED_NAMES = ("typicality", "cast_distance", "white_distance", "white_cool")
 OUTPUT_NAMES = ("measurements", "scores", "passed", "warn", "applicable", "reason", "reason_flags", "decision")
 DECISIONS = ("accept", "warn", "reject")
 # every reason a check can give ("transparent" is the decoder's, not a check's)

@@ -137,6 +137,37 @@ def test_warm_tungsten_cast_fails_colour_cast(skin):
     assert not c.passed and c.reason == "colour_cast"
 
 
+def test_shade_cast_moves_white_cool_and_warns_colour_cast(skin):
+    # light bluer than the phone assumed (shade) multiplies each channel alike everywhere: the white point's log
+    # chromaticity moves by the log gains, along COOL_LIGHT_DIRECTION for a colour-temperature error
+    import dataclasses
+
+    from mobile_derm_quality.features import COOL_LIGHT_DIRECTION
+    from mobile_derm_quality.gate import verdict_from_measurements, white_distance
+
+    def lit(shift):
+        gains = np.exp(np.array([COOL_LIGHT_DIRECTION[0], 0.0, COOL_LIGHT_DIRECTION[1]]) * shift)
+        return np.clip(skin.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+
+    base = assess(skin).check("colour_cast")
+    assert base.reason is None
+    assert assess(lit(0.25)).check("colour_cast").raw["white_cool"] == pytest.approx(base.raw["white_cool"] + 0.25, abs=0.02)
+    assert assess(lit(-0.25)).check("colour_cast").raw["white_cool"] == pytest.approx(base.raw["white_cool"] - 0.25, abs=0.02)
+    # a white point 0.19 from clean photos' towards blue (beyond their 99th percentile, 0.139, below the fail
+    # point) warns; the symmetric white_distance alone lets it through, because clean photos spread far
+    # further towards warm light
+    cfg = GateConfig.default()
+    locus = cfg.white_locus
+    m = dataclasses.replace(measure(skin), white_u=locus["u"] + 0.19 * COOL_LIGHT_DIRECTION[0],
+                            white_v=locus["v"] + 0.19 * COOL_LIGHT_DIRECTION[1])
+    assert white_distance(m, locus) < 4.17
+    c = verdict_from_measurements(m, cfg).check("colour_cast")
+    assert c.passed and c.warn and c.reason == "colour_cast"
+    without = GateConfig.default()
+    without.ramps["colour_cast"].pop("white_cool")
+    assert verdict_from_measurements(m, without).check("colour_cast").reason is None
+
+
 def test_dark_skin_in_daylight_is_not_rejected_as_colour_cast(make_skin):
     # matte dark skin, no highlight: its brightest pixels are skin-coloured, not the light's colour. The
     # white point may warn (docs/gate.md says so) but must not reject.
