@@ -43,8 +43,9 @@ SHAKE_BLUR_RAMP = {"good": -0.6188, "bad": 0.896}
 # is the largest offset a frame can give (features.MAX_DETAIL_OFFSET, 0.875).
 DETAIL_OFFSET_RAMP = {"good": -5.0909, "bad": 1.5379}
 # The JPEG-grid ramp warns from a coarse grid's strength of 0.00116 (features._jpeg_grid; the worst source's 99th
-# percentile, not the 97th: mildly resampled photos the issue accepts show a faint grid) and fails from 0.00193.
-JPEG_GRID_RAMP = {"good": -0.001916, "bad": 0.005774}
+# percentile, not the 97th: mildly resampled photos the issue accepts show a faint grid) and fails only from 0.002203
+# (every clean fit photo below).
+JPEG_GRID_RAMP = {"good": -0.003012, "bad": 0.007418}
 # The clean photos' white points: mean (u = log R/G, v = log B/G) and inverse covariance [[a, b], [b, c]].
 _DEFAULT_WHITE_LOCUS = {"u": 0.08665, "v": -0.04223, "a": 153.8403, "b": 66.0572, "c": 212.8332}
 
@@ -72,7 +73,7 @@ _DEFAULT_RAMPS: dict[str, dict[str, dict[str, float]]] = {
                     "white_cool": WHITE_COOL_RAMP},
     # noise: Immerkaer noise sigma (grey levels, analysis scale); JPEG 8x8 blockiness; the block grid of a
     # smaller JPEG copy grown back (fit_checks: warns beyond the worst source's 99th percentile of the fit
-    # half, fails beyond its 99.5th)
+    # half, fails only beyond every clean fit photo)
     "noise": {"noise_sigma": {"good": 3.0, "bad": 9.0}, "blockiness": {"good": 0.45, "bad": 1.0},
               "jpeg_grid": JPEG_GRID_RAMP},
     # framing: skin share of the frame; distance of the skin centroid from the centre; distance of the
