@@ -278,7 +278,7 @@ def _quantile_float(tf, values, mask, q: int):
 
 
 def _u8_percentile(tf, values, mask, q: int):
-    """features._u8_percentiles (the lower value at rank ceil(q n / 100)) of whole numbers 0..255 where mask."""
+    """features._hist_percentile (the lower value at rank ceil(q n / 100)) of whole numbers 0..255 where mask."""
     hist = tf.math.unsorted_segment_sum(tf.reshape(mask, [-1]), tf.reshape(tf.cast(values, tf.int32), [-1]), 256)
     cdf = tf.cumsum(hist)
     target = tf.maximum(1.0, tf.math.ceil(float(q) * cdf[-1] / 100.0))

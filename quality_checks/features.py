@@ -123,16 +123,6 @@ def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> floa
     return float(part[lo] + (pos - lo) * (part[hi] - part[lo]))
 
 
-def _u8_percentiles(values: np.ndarray, qs) -> list[float]:
-    """Percentiles of uint8 values from a 256-bin histogram (lower value at each rank)."""
-    return _counts_percentiles(np.bincount(values.ravel(), minlength=256), qs)
-
-
-def _counts_percentiles(hist: np.ndarray, qs) -> list[float]:
-    """``_u8_percentiles`` from the values' 256-bin histogram of whole-number counts (integer dtype)."""
-    cdf = np.cumsum(hist)
-    n = cdf[-1]
-    return [float(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * n))))) for q in qs]
 MAX_BLUR = 12.0  # px at the analysis scale; reported when there are no edges at all
 REFERENCE_SIZE = 600  # blur is reported in px of a photo whose longer side is 600 px
 
@@ -300,8 +290,8 @@ def _edge_blur(g: np.ndarray, sx: np.ndarray, sy: np.ndarray, mask: np.ndarray, 
 def _white_point(tiny: np.ndarray) -> tuple[float, float]:
     """The light's colour as log chromaticity (log R/G, log B/G) of each channel's
     WHITE_PERCENTILE-th percentile over the tiny copy's unclipped pixels (a clipped channel has
-    lost the light's colour); whole-number percentiles from histograms (``_u8_percentiles``'
-    rank rule), as the twin takes them."""
+    lost the light's colour); whole-number percentiles from histograms (``_hist_percentile``), as the twin
+    takes them."""
     unclipped = cv2.inRange(tiny, (0, 0, 0), (CLIP_LEVEL - 1,) * 3)  # every channel below CLIP_LEVEL
     mask = unclipped if cv2.countNonZero(unclipped) >= WHITE_MIN_PIXELS else None
     r, g, b = (_hist_percentile(cv2.calcHist([tiny], [c], mask, [256], [0, 256]).ravel(), WHITE_PERCENTILE) + 1.0
@@ -329,7 +319,7 @@ def _glare_spots(white: np.ndarray, gray: np.ndarray, tiny: np.ndarray) -> float
 
 
 def _hist_percentile(hist: np.ndarray, q: float) -> float:
-    """``_u8_percentiles``' percentile (the lower value at rank ceil(q n / 100)) from a 256-bin histogram."""
+    """Percentile ``q`` of uint8 values from their 256-bin histogram: the lower value at rank ceil(q n / 100)."""
     cdf = np.cumsum(hist)
     return float(np.searchsorted(cdf, max(1, int(np.ceil(q / 100.0 * cdf[-1])))))
 
@@ -459,14 +449,21 @@ def _noise_sigma(g: np.ndarray, grad_b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(vals) * np.sqrt(np.pi / 2.0) / 6.0)
 
 
-def _blockiness(gray_native: np.ndarray) -> float:
-    """Strength of 8x8 JPEG block edges: mean step across block borders minus the mean step
-    elsewhere, relative to the mean step (0 for an unblocked image)."""
+def native_steps(gray_native: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """|horizontal| and |vertical| grey steps of the native crop (uint8), which _blockiness and _jpeg_grid both
+    read, as the twin's graph shares them; None for a crop under BLOCKINESS_MIN_SIDE px (both measure 0)."""
     crop = native_crop(gray_native)
     if crop.shape[0] < BLOCKINESS_MIN_SIDE or crop.shape[1] < BLOCKINESS_MIN_SIDE:
+        return None
+    return cv2.absdiff(crop[:, 1:], crop[:, :-1]), cv2.absdiff(crop[1:, :], crop[:-1, :])
+
+
+def _blockiness(steps: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """Strength of 8x8 JPEG block edges in the native crop's ``steps`` (``native_steps``): mean step across
+    block borders minus the mean step elsewhere, relative to the mean step (0 for an unblocked image)."""
+    if steps is None:
         return 0.0
-    dx = cv2.absdiff(crop[:, 1:], crop[:, :-1])
-    dy = cv2.absdiff(crop[1:, :], crop[:-1, :])
+    dx, dy = steps
     # float32 means of whole-number steps: their sums are exact in float32 (< 2**24), so these are
     # bit for bit numpy's float32 means, from exact integer sums
     on_x, on_y, all_x, all_y = (np.float32(int(a.sum(dtype=np.int64))) / np.float32(a.size)
@@ -494,18 +491,18 @@ def _autocovariance(h: np.ndarray, max_lag: int) -> np.ndarray:
     return np.fft.irfft(f * np.conj(f), 2 * n)[: max_lag + 1] / (n - np.arange(max_lag + 1))
 
 
-def _jpeg_grid(gray_native: np.ndarray) -> float:
-    """Strength of a coarse block grid in the native crop: the 8x8 JPEG blocks of a much smaller copy,
+def _jpeg_grid(steps: tuple[np.ndarray, np.ndarray] | None) -> float:
+    """Strength of a coarse block grid in the native crop (its ``native_steps``): the 8x8 JPEG blocks of a much smaller copy,
     grown back (period 8 / scale = GRID_MIN_PERIOD..GRID_MAX_PERIOD px). The crop's column and row profiles
     of mean |horizontal| and |vertical difference| (``_grid_profile``); their autocovariance relative to the
     squared mean step, averaged over x and y; the largest excess at a lag >= GRID_MIN_PERIOD over the
     largest (positive) value at every finer lag from GRID_LOW to lag - GRID_BELOW_GAP: a grid's multiples
     are as strong as its period, and texture's short correlations fall off. 0: no coarse grid."""
-    crop = np.ascontiguousarray(native_crop(gray_native))
-    if min(crop.shape[:2]) < GRID_MIN_SIDE:
+    if steps is None or min(steps[0].shape[0], steps[1].shape[1]) < GRID_MIN_SIDE:  # the crop's height, width
         return 0.0
-    px = cv2.reduce(cv2.absdiff(crop[:, 1:], crop[:, :-1]), 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
-    py = cv2.reduce(cv2.absdiff(crop[1:, :], crop[:-1, :]), 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
+    dx, dy = steps
+    px = cv2.reduce(dx, 0, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
+    py = cv2.reduce(dy, 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F)
     max_lag = min(GRID_MAX_PERIOD, px.size // 3, py.size // 3)
     if max_lag < GRID_MIN_PERIOD:
         return 0.0
@@ -581,7 +578,7 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     judge_u8 = judge.view(np.uint8)
     luma_hist = cv2.calcHist([gray], [0], judge_u8, [256], [0, 256]).ravel().astype(np.int64)  # exact counts
     n_judged = int(luma_hist.sum())
-    med, p95 = _counts_percentiles(luma_hist, LUMA_PERCENTILES)
+    med, p95 = (_hist_percentile(luma_hist, q) for q in LUMA_PERCENTILES)
     bright_clip = float(luma_hist[CLIP_LEVEL:].sum()) / n_judged
     # Specular hot spots: every channel near saturation (white, not just bright skin).
     white_u8 = cv2.inRange(small, (GLARE_LEVEL,) * 3, (255, 255, 255))
@@ -601,8 +598,9 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
         gray_native = gray
     else:
         gray_native = cv2.cvtColor(np.ascontiguousarray(native_crop(rgb)), cv2.COLOR_RGB2GRAY)
-    blockiness = _blockiness(gray_native)
-    jpeg_grid = _jpeg_grid(gray_native)
+    steps = native_steps(gray_native)
+    blockiness = _blockiness(steps)
+    jpeg_grid = _jpeg_grid(steps)
 
     return Measurements(
         width=int(w0),

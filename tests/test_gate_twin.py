@@ -79,7 +79,7 @@ def test_jpeg_grid_parity_on_a_resampled_jpeg(twin):
     """The coarse JPEG grid (features._jpeg_grid) in the graph: the same value within float32 round-off
     and the same verdict, on a photo shrunk, compressed hard and grown back, its clean original and
     crops of odd sizes down to under the measure's 64 px."""
-    from mobile_derm_quality.features import _jpeg_grid
+    from mobile_derm_quality.features import _jpeg_grid, native_steps
     from mobile_derm_quality.gate import assess
 
     rng = np.random.default_rng(3)
@@ -91,7 +91,7 @@ def test_jpeg_grid_parity_on_a_resampled_jpeg(twin):
     values = []
     for img in (resampled, clean, resampled[:70, :301], resampled[:63, :200], resampled[:257, :129]):
         out = twin.run(twin_inputs(img, twin.config.analysis_size, twin.config.min_model_input))
-        ref = _jpeg_grid(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY))
+        ref = _jpeg_grid(native_steps(cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)))
         assert float(out["measurements"][index]) == pytest.approx(ref, rel=1e-5, abs=1e-8)
         assert twin.verdict(out, twin.config.min_model_input).decision == assess(img, twin.config).decision
         values.append(ref)

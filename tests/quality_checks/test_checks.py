@@ -221,11 +221,11 @@ def test_a_jpegs_own_8px_grid_is_not_a_coarse_grid(make_skin, quality):
 
 
 def test_jpeg_grid_needs_a_crop_of_64_px():
-    from mobile_derm_quality.features import GRID_MIN_SIDE, _jpeg_grid
+    from mobile_derm_quality.features import GRID_MIN_SIDE, _jpeg_grid, native_steps
 
     rng = np.random.default_rng(0)
-    assert _jpeg_grid(rng.integers(0, 255, (GRID_MIN_SIDE - 1, 300), np.uint8)) == 0.0
-    assert _jpeg_grid(np.zeros((300, 300), np.uint8)) == 0.0  # flat: no steps at all
+    assert _jpeg_grid(native_steps(rng.integers(0, 255, (GRID_MIN_SIDE - 1, 300), np.uint8))) == 0.0
+    assert _jpeg_grid(native_steps(np.zeros((300, 300), np.uint8))) == 0.0  # flat: no steps at all
 
 
 def test_resolution_uses_model_input(skin):
