@@ -28,7 +28,7 @@ from mobile_derm_quality.config import CHECK_NAMES, GateConfig
 from mobile_derm_quality.errors import ImageReadError
 from mobile_derm_quality.features import Measurements
 from mobile_derm_quality.gate import measure_for, raw_values, read_photo_for, verdict_from_measurements
-from mobile_derm_quality.gate_twin import MEASUREMENT_NAMES, REASON_CODES, GateTwin, twin_inputs
+from mobile_derm_quality.gate_twin import DERIVED_NAMES, MEASUREMENT_NAMES, REASON_CODES, GateTwin, twin_inputs
 from mobile_derm_quality.photo_sets import CLEAN_SETS, LOWRES_SET, OOD_SET, read_rows
 
 BORDERLINE = 0.01  # a score this close to its threshold (or threshold + warn margin) is borderline
@@ -128,9 +128,8 @@ def compare(twin: GateTwin, items, progress: bool = True, total: int | None = No
 
 
 def _measurement_values(m: Measurements, config: GateConfig, mmi: int) -> np.ndarray:
-    raws = raw_values(m, config, mmi)
-    extra = {"typicality": raws["not_skin"]["typicality"], "cast_distance": raws["colour_cast"]["cast_distance"],
-             "white_distance": raws["colour_cast"]["white_distance"], "white_cool": raws["colour_cast"]["white_cool"]}
+    # the derived values, from whichever check's raw values hold them
+    extra = {k: v for raws in raw_values(m, config, mmi).values() for k, v in raws.items() if k in DERIVED_NAMES}
     return np.array([float(extra[k]) if k in extra else float(getattr(m, k)) for k in MEASUREMENT_NAMES])
 
 

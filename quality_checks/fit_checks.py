@@ -123,50 +123,32 @@ def fit(data: dict, config: GateConfig) -> dict:
     clean = data["clean"]
     sources = np.array([c["source"] for c in clean])
     locus = fit_white_locus(clean)
-    d = np.array([white_distance(c["m"], locus) for c in clean])
-    thr, margin = config.thresholds["colour_cast"], config.warn_margin["colour_cast"]
-    warn_at = worst_source_quantile(d, sources, WARN_QUANTILE)
-    fail_at = worst_source_quantile(d, sources, CLEAN_MAX_QUANTILE)
-    white_ramp = ramp_for(warn_at, fail_at, thr, margin)
-    cool = np.array([white_cool_shift(c["m"], locus) for c in clean])
-    cool_warn_at = worst_source_quantile(cool, sources, NARROW_WARN_QUANTILE)
-    cool_fail_at = worst_source_quantile(cool, sources, CLEAN_MAX_QUANTILE)
-    cool_ramp = ramp_for(cool_warn_at, cool_fail_at, thr, margin)
-    spots = np.array([c["m"].glare_spots for c in clean])
-    spots_warn_at = worst_source_quantile(spots, sources, WARN_QUANTILE)
-    spots_fail_at = worst_source_quantile(spots, sources, CLEAN_MAX_QUANTILE)
-    spots_ramp = ramp_for(spots_warn_at, spots_fail_at, config.thresholds["glare"], config.warn_margin["glare"])
-    shake = np.array([c["m"].shake_blur for c in clean])
-    shake_warn_at = worst_source_quantile(shake, sources, WARN_QUANTILE)
-    shake_fail_at = worst_source_quantile(shake, sources, FAIL_QUANTILE)
-    shake_ramp = ramp_for(shake_warn_at, shake_fail_at, config.thresholds["sharpness"], config.warn_margin["sharpness"])
-    offset = np.array([c["m"].detail_offset for c in clean])
-    offset_warn_at = worst_source_quantile(offset, sources, WARN_QUANTILE)
-    offset_fail_at = MAX_DETAIL_OFFSET
-    offset_ramp = ramp_for(offset_warn_at, offset_fail_at, config.thresholds["framing"], config.warn_margin["framing"])
-    grid = np.array([c["m"].jpeg_grid for c in clean])
-    grid_warn_at = worst_source_quantile(grid, sources, NARROW_WARN_QUANTILE)
-    grid_fail_at = worst_source_quantile(grid, sources, CLEAN_MAX_QUANTILE)
-    grid_ramp = ramp_for(grid_warn_at, grid_fail_at, config.thresholds["noise"], config.warn_margin["noise"], digits=6)
-    fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus,
-                                   "ramps": {"colour_cast": {"white_distance": white_ramp, "white_cool": cool_ramp},
-                                             "glare": {"glare_spots": spots_ramp},
-                                             "sharpness": {"shake_blur": shake_ramp},
-                                             "framing": {"detail_offset": offset_ramp},
-                                             "noise": {"jpeg_grid": grid_ramp}}})
-    return {"white_locus": locus, "white_distance_ramp": white_ramp,
-            "white_distance_warn_at": round(warn_at, 4), "white_distance_fail_at": round(fail_at, 4),
-            "white_cool_ramp": cool_ramp, "white_cool_warn_at": round(cool_warn_at, 4),
-            "white_cool_fail_at": round(cool_fail_at, 4),
-            "glare_spots_ramp": spots_ramp, "glare_spots_warn_at": round(spots_warn_at, 6),
-            "glare_spots_fail_at": round(spots_fail_at, 6),
-            "shake_blur_ramp": shake_ramp, "shake_blur_warn_at": round(shake_warn_at, 4),
-            "shake_blur_fail_at": round(shake_fail_at, 4),
-            "detail_offset_ramp": offset_ramp, "detail_offset_warn_at": round(offset_warn_at, 4),
-            "detail_offset_fail_at": round(offset_fail_at, 4),
-            "jpeg_grid_ramp": grid_ramp, "jpeg_grid_warn_at": round(grid_warn_at, 6),
-            "jpeg_grid_fail_at": round(grid_fail_at, 6),
-            "n_clean": len(clean), "fit_figures": figures(data, fitted),
+    ramps: dict[str, dict[str, dict]] = {}
+    out: dict = {"white_locus": locus}
+
+    def fit_term(check: str, term: str, value, warn_quantile: float, fail_quantile: float | None = None,
+                 fail_at: float | None = None, digits: int = 4, ramp_digits: int = 4) -> None:
+        """One term's ramp: warns beyond ``warn_quantile`` of the clean photos' ``value`` (of the source where
+        it is largest), fails beyond ``fail_quantile`` of them or at a fixed ``fail_at``; the two points are
+        reported to ``digits`` decimals, the ramp's ends rounded to ``ramp_digits`` (more for small values)."""
+        values = np.array([value(c["m"]) for c in clean])
+        warn_at = worst_source_quantile(values, sources, warn_quantile)
+        if fail_at is None:
+            fail_at = worst_source_quantile(values, sources, fail_quantile)
+        ramp = ramp_for(warn_at, fail_at, config.thresholds[check], config.warn_margin[check],
+                        digits=ramp_digits)
+        ramps.setdefault(check, {})[term] = ramp
+        out.update({f"{term}_ramp": ramp, f"{term}_warn_at": round(warn_at, digits),
+                    f"{term}_fail_at": round(fail_at, digits)})
+
+    fit_term("colour_cast", "white_distance", lambda m: white_distance(m, locus), WARN_QUANTILE, CLEAN_MAX_QUANTILE)
+    fit_term("colour_cast", "white_cool", lambda m: white_cool_shift(m, locus), NARROW_WARN_QUANTILE, CLEAN_MAX_QUANTILE)
+    fit_term("glare", "glare_spots", lambda m: m.glare_spots, WARN_QUANTILE, CLEAN_MAX_QUANTILE, digits=6)
+    fit_term("sharpness", "shake_blur", lambda m: m.shake_blur, WARN_QUANTILE, FAIL_QUANTILE)
+    fit_term("framing", "detail_offset", lambda m: m.detail_offset, WARN_QUANTILE, fail_at=MAX_DETAIL_OFFSET)
+    fit_term("noise", "jpeg_grid", lambda m: m.jpeg_grid, NARROW_WARN_QUANTILE, CLEAN_MAX_QUANTILE, digits=6, ramp_digits=6)
+    fitted = GateConfig.from_dict({**config.to_dict(), "white_locus": locus, "ramps": ramps})
+    return {**out, "n_clean": len(clean), "fit_figures": figures(data, fitted),
             "fit_figures_without_them": figures(data, without_new_terms(config))}
 
 
