@@ -924,11 +924,12 @@ def metadata(config: GateConfig) -> dict:
                    gate_twin.input_shapes(config.analysis_size).items()},
         "size_fields": list(SIZE_FIELDS),
         "input_rule": {
-            "analysis": f"features.shrink(photo, {config.analysis_size}): nearest-neighbour step by k = long // (2 * "
-                        f"{config.analysis_size}) when k >= 2, then exact 2x INTER_LINEAR halvings while the long side >= "
+            "analysis": f"features.shrink(photo, {config.analysis_size}): never enlarged; with a long side >= "
+                        f"{4 * config.analysis_size}: INTER_NEAREST to (2 * fw, 2 * fh), fw = round(width * "
+                        f"{config.analysis_size} / long side) (fh alike, half to even, at least 1), then INTER_LINEAR "
+                        f"to (fw, fh); otherwise exact 2x INTER_LINEAR halvings while the long side >= "
                         f"{2 * config.analysis_size}, then one INTER_AREA resize to a long side of {config.analysis_size} "
-                        f"(round(side * scale)); never enlarged; then INTER_NEAREST up to at least "
-                        f"{MIN_ANALYSIS_SIDE} px per side",
+                        f"(round(side * scale)); then INTER_NEAREST up to at least {MIN_ANALYSIS_SIDE} px per side",
             "tiny": f"the same shrink of the analysis copy to {TINY_SIZE}",
             "thumbnail": f"cv2.resize(analysis copy, ({THUMBNAIL_SIZE}, {THUMBNAIL_SIZE}), INTER_AREA)",
             "native_crop": f"the decoded photo at y0 = max(0, (height - {NATIVE_CROP_SIZE}) // 2) // {JPEG_BLOCK} * "

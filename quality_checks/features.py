@@ -133,12 +133,17 @@ def shrink(rgb: np.ndarray, size: int) -> np.ndarray:
     long_side = max(h, w)
     if long_side <= size:
         return rgb
+    if long_side >= 4 * size:
+        # A large photo (a phone camera's 12 MP frame): point samples straight to twice the final
+        # size (~0.75 ms on 12 MP), then one exact bilinear halving (= 2x2 box average, anti-aliased).
+        # No resampling step after it: the final size is reached exactly (an INTER_AREA step to
+        # it cost 0.7 ms). Smaller photos, every photo the gate's numbers were fitted on among
+        # them, take the path below.
+        fw, fh = max(1, round(w * size / long_side)), max(1, round(h * size / long_side))
+        x = cv2.resize(rgb, (2 * fw, 2 * fh), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(x, (fw, fh), interpolation=cv2.INTER_LINEAR)
     x = rgb
-    # One nearest-neighbour step by an integer factor down to 2-4x the target (point samples;
-    # ~1 ms on 12 MP), then exact bilinear halvings (= 2x2 box average, anti-aliased).
-    k = int(long_side // (2 * size))
-    if k >= 2:
-        x = cv2.resize(x, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_NEAREST)
+    # exact bilinear halvings (= 2x2 box average) while at least twice the target, then one area step
     while max(x.shape[:2]) >= 2 * size:
         x = cv2.resize(x, (max(1, x.shape[1] // 2), max(1, x.shape[0] // 2)), interpolation=cv2.INTER_LINEAR)
     h, w = x.shape[:2]

@@ -9,9 +9,10 @@ The input contract (also written into the file's metadata, ``gate.json``). The t
 the copies of the photo that the OpenCV gate itself makes before it measures anything, each
 top-left in a zero-padded fixed-size uint8 RGB tensor, and their sizes:
 
-* ``analysis`` (A x A, A = the config's analysis_size): ``features.shrink(photo, A)`` (an
-  integer nearest-neighbour step, exact 2x bilinear halvings, one INTER_AREA step), grown by
-  nearest neighbour to at least 16 px on the shorter side;
+* ``analysis`` (A x A, A = the config's analysis_size): ``features.shrink(photo, A)`` (a photo
+  of at least 4A px: nearest neighbour to twice the final size, then one exact bilinear halving;
+  a smaller one: exact 2x bilinear halvings, then one INTER_AREA step), grown by nearest
+  neighbour to at least 16 px on the shorter side;
 * ``tiny`` (96 x 96): ``shrink(analysis, 96)``, the copy the colour decisions use;
 * ``thumbnail`` (64 x 64): ``cv2.resize(analysis, (64, 64), INTER_AREA)``, the not-skin
   descriptor's copy;
@@ -45,7 +46,7 @@ from mobile_derm_quality.gate import (GUIDANCE, CheckResult, Verdict, _as_rgb, r
                                       reasons_and_guidance, with_photo_facts)
 from mobile_derm_quality.not_skin import INPUT_SIZE as THUMBNAIL_SIZE
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 METADATA_FILENAME = "gate.json"  # packed in gate.tflite: contract, config, reason codes, guidance
 MODEL_FILENAME = "gate.tflite"
 SIGNATURE = "gate"  # the file's one signature

@@ -255,6 +255,7 @@ def test_browser_site_refuses_a_gate_twin_that_does_not_fit(models, tmp_path, ca
 
     from mobile_derm.cli import main
     from mobile_derm_quality import GateConfig
+    from mobile_derm_quality.gate_twin import CONTRACT_VERSION
 
     folder = tmp_path / "models"
     folder.mkdir()
@@ -262,7 +263,7 @@ def test_browser_site_refuses_a_gate_twin_that_does_not_fit(models, tmp_path, ca
     with zipfile.ZipFile(folder / "gate.tflite", "w") as packed:  # only the metadata is read before refusing
         if gate_json is not None:
             config = {**GateConfig.default().to_dict(), **gate_json}
-            packed.writestr("gate.json", json.dumps({"contract_version": 1, "config": config}))
+            packed.writestr("gate.json", json.dumps({"contract_version": CONTRACT_VERSION, "config": config}))
     assert main(["web-app", "--models", str(folder), "--out", str(tmp_path / "site")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {folder / 'gate.tflite'}: ") and words in err

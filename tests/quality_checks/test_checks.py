@@ -340,6 +340,29 @@ def test_ramp_and_shrink():
     assert shrink(small, 320) is small
 
 
+@pytest.mark.parametrize("h, w", [(3000, 4000), (4001, 1333), (1280, 1280), (5, 2000)])
+def test_shrink_of_a_large_photo_is_point_samples_then_one_2x2_mean(h, w):
+    """At least 4x the target: nearest neighbour to exactly twice the final size, then the 2x2 box
+    mean (round half up), nothing after it; the final size is the photo's shape scaled, rounded."""
+    rgb = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    fw, fh = max(1, round(w * 320 / max(h, w))), max(1, round(h * 320 / max(h, w)))
+    rows = (np.arange(2 * fh) * h // (2 * fh))[:, None]  # OpenCV's INTER_NEAREST: floor(d * src / dst)
+    cols = (np.arange(2 * fw) * w // (2 * fw))[None, :]
+    samples = rgb[rows, cols].astype(np.int32)
+    box = samples[0::2, 0::2] + samples[1::2, 0::2] + samples[0::2, 1::2] + samples[1::2, 1::2]
+    got = shrink(rgb, 320)
+    assert got.shape == (fh, fw, 3) and max(got.shape[:2]) == 320
+    assert np.array_equal(got, ((box + 2) // 4).astype(np.uint8))
+
+
+def test_shrink_below_4x_halves_then_takes_one_area_step():
+    """Under 4x the target (every photo the gate's thresholds were fitted on): exact halvings, then INTER_AREA."""
+    rgb = np.random.default_rng(0).integers(0, 256, (750, 1000, 3), dtype=np.uint8)
+    half = cv2.resize(rgb, (500, 375), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(shrink(rgb, 320), cv2.resize(half, (320, 240), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(shrink(half, 320), cv2.resize(half, (320, 240), interpolation=cv2.INTER_AREA))
+
+
 def test_sharpness_is_resolution_independent(skin):
     a = measure(skin).blur
     b = measure(cv2.resize(skin, (1600, 1200), interpolation=cv2.INTER_CUBIC)).blur

@@ -431,11 +431,11 @@ export function shrink(image, size) {
   let {rgb, width: w, height: h} = image;
   const longSide = Math.max(h, w);
   if (longSide <= size) return image;
-  const k = Math.floor(longSide / (2 * size));
-  if (k >= 2) {
-    const nw = Math.max(1, Math.floor(w / k)), nh = Math.max(1, Math.floor(h / k));
-    rgb = cvResize(rgb, w, h, nw, nh, 'nearest');
-    w = nw; h = nh;
+  if (longSide >= 4 * size) {
+    // a large photo: point samples to twice the final size, then one exact halving
+    const fw = Math.max(1, roundHalfEven(w * size / longSide)), fh = Math.max(1, roundHalfEven(h * size / longSide));
+    const half = cvResize(rgb, w, h, 2 * fw, 2 * fh, 'nearest');
+    return {rgb: cvResize(half, 2 * fw, 2 * fh, fw, fh, 'linear'), width: fw, height: fh};
   }
   while (Math.max(w, h) >= 2 * size) {
     const nw = Math.max(1, Math.floor(w / 2)), nh = Math.max(1, Math.floor(h / 2));
