@@ -109,7 +109,8 @@ def read_twin_metadata(path_or_bytes) -> dict:
         raise GateTwinError(name, f"not a gate model: no readable {METADATA_FILENAME} packed in it") from None
     if not isinstance(meta, dict) or meta.get("contract_version") != CONTRACT_VERSION:
         raise GateTwinError(name, f"gate model contract {meta.get('contract_version') if isinstance(meta, dict) else '?'} "
-                                  f"is not this code's ({CONTRACT_VERSION}); rebuild it with mobile-derm export-gate")
+                                  f"is not this code's ({CONTRACT_VERSION}): its inputs are made another way; export the "
+                                  f"model again, or rebuild the twin with mobile-derm export-gate from the same gate config")
     return meta
 
 

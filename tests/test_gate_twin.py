@@ -157,6 +157,24 @@ def test_not_a_gate_model_is_refused(tmp_path):
         read_twin_metadata(tmp_path / "missing.tflite")
 
 
+def test_a_twin_of_another_input_contract_is_refused(default_gate_model, tmp_path):
+    """A gate.tflite whose inputs were made by an older recipe (contract 1: another shrink of
+    large photos) would give other numbers than the OpenCV gate: refused, saying what to do."""
+    import zipfile
+
+    from mobile_derm_quality.gate_twin import CONTRACT_VERSION
+
+    old = tmp_path / "gate.tflite"
+    with zipfile.ZipFile(default_gate_model) as src, zipfile.ZipFile(old, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == METADATA_FILENAME:
+                data = json.dumps({**json.loads(data), "contract_version": CONTRACT_VERSION - 1}).encode()
+            dst.writestr(item, data)
+    with pytest.raises(GateTwinError, match=f"contract {CONTRACT_VERSION - 1} is not this code's .*export the model again"):
+        GateTwin(old)
+
+
 def test_grey_and_hsv_as_opencv():
     """The twin's integer formulas for OpenCV's RGB->grey and RGB->HSV, on random colours."""
     from mobile_derm_export.gate_model import _grey, _hsv
