@@ -760,7 +760,7 @@ def render_readme_table(rep: dict) -> str:
     if not pc or README_SPLIT not in pc["by_split"]:
         raise QualityCheckError(None, "gate_eval report has no phone-capture section (run gate-eval with --phone-capture N)")
     free = rep.get(NONSKIN_SET) or {}
-    line = ("Clean photos passed (report half; target " + f"{TARGET_CLEAN_PASS}): "
+    line = (f"Clean photos passed (report half; target {TARGET_CLEAN_PASS}): "
             # four decimals: three would print 0.9495 as 0.950, over the target it misses
             + ", ".join(f"{_short(ds)} {_f(s['pass_rate'], 4)}" for ds, s in rep["clean"].items())
             + f"; not-skin photos rejected: ood {_f(rep['ood_reject_rate'], 2)} (n={(rep.get('ood') or {}).get('n')}), "
