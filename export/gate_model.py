@@ -47,7 +47,7 @@ from mobile_derm_quality.features import (BLOCKINESS_MIN_SIDE, CLIP_LEVEL, COLOU
                                           SKIN_B_OVER_G, SKIN_G_OVER_R, SKIN_G_RANGE, SKIN_MAX_DARKEST, SKIN_MIN_PIXELS,
                                           SKIN_MIN_SUM, SKIN_MIN_SUM_FRACTION, SKIN_R_MINUS_B, SKIN_R_RANGE, TINY_SIZE,
                                           WHITE_MIN_PIXELS, WHITE_PERCENTILE, roi_close_kernel)
-from mobile_derm_quality.gate import _DEPENDENT, _REASONS, GUIDANCE, MOTION_BLUR_RATIO, ramp
+from mobile_derm_quality.gate import _DEPENDENT, _REASONS, DESCRIPTOR_TERMS, GUIDANCE, MOTION_BLUR_RATIO, ramp
 from mobile_derm_quality.gate_twin import (DECISIONS, INPUT_NAMES, MEASUREMENT_NAMES, OUTPUT_NAMES, REASON_CODES,
                                            SIZE_FIELDS, THUMBNAIL_SIZE, GateTwinError)
 from mobile_derm_quality.not_skin import CHROMA_BINS, GRID, HUE_BINS, ORIENTATION_BINS
@@ -65,7 +65,7 @@ _RAW_KEYS = {
     "colour_cast": ("cast_distance", "grey", "white_distance", "white_cool"),
     "noise": ("noise_sigma", "blockiness", "jpeg_grid"),
     "framing": ("skin_fraction", "roi_offset", "detail_offset"),
-    "not_skin": ("typicality", "skin_fraction", "hue_entropy", "colourful_fraction"),
+    "not_skin": ("typicality", "nonskin_logit", "skin_fraction", "hue_entropy", "colourful_fraction"),
 }
 
 
@@ -668,6 +668,14 @@ def _typicality(tf, descriptor, config: GateConfig):
     return d / float(model.n_directions + 1)
 
 
+def _nonskin_logit(tf, descriptor, config: GateConfig):
+    """NonSkinContrast.logit of the descriptor (0 without a contrast model, as gate._nonskin_logit)."""
+    model = config.nonskin_contrast_model()
+    if model is None:
+        return tf.constant(0.0)
+    return tf.reduce_sum(descriptor * tf.constant(model.weights.astype(np.float32))) + float(model.bias)
+
+
 def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateConfig) -> dict:
     """features.measure on the contract's inputs: every measurement, as float32 scalars."""
     h0, w0, h, w, th, tw, ch, cw = (sizes[i] for i in range(8))
@@ -768,10 +776,11 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
     dx, dy = _crop_steps(tf, _planes(tf, _f(tf, crop_u8)))
     blockiness = _blockiness(tf, dx, dy, ch, cw)
     jpeg_grid = _jpeg_grid(tf, dx, dy, ch, cw)
-    if "typicality" in config.ramps.get("not_skin", {}):
-        typicality = _typicality(tf, _describe(tf, _planes(tf, _f(tf, thumb_u8))), config)
+    if DESCRIPTOR_TERMS & set(config.ramps.get("not_skin", {})):
+        descriptor = _describe(tf, _planes(tf, _f(tf, thumb_u8)))
+        typicality, nonskin_logit = _typicality(tf, descriptor, config), _nonskin_logit(tf, descriptor, config)
     else:
-        typicality = tf.constant(0.0)
+        typicality, nonskin_logit = tf.constant(0.0), tf.constant(0.0)
     box = config.cast_box
     cast_distance = tf.reduce_max(tf.stack([0.0, box["r_minus_b_min"] - (cast_r - cast_b), box["g_min"] - cast_g,
                                             cast_g - box["g_max"], cast_b - box["b_max"]]))
@@ -782,6 +791,7 @@ def _measure(tf, analysis_u8, tiny_u8, thumb_u8, crop_u8, sizes, config: GateCon
         "blur_v": blur_v * to_ref, "shake_blur": shake_blur * to_ref, "luma_median": luma_median, "luma_p95": luma_p95, "bright_clip": bright_clip,
         "glare_fraction": glare_fraction, "glare_spots": glare_spots, "cast_r": cast_r, "cast_g": cast_g, "cast_b": cast_b,
         "noise_sigma": noise, "blockiness": blockiness, "grey": _f(tf, grey_photo), "typicality": typicality,
+        "nonskin_logit": nonskin_logit,
         "cast_distance": cast_distance, "white_u": white_u, "white_v": white_v, "detail_offset": detail_offset,
         "jpeg_grid": jpeg_grid,
         "white_distance": _white_distance(tf, white_u, white_v, config.white_locus),

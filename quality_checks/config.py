@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mobile_derm_quality.errors import GateConfigError
 from mobile_derm_quality.files import atomic_write_text, read_json_object
-from mobile_derm_quality.not_skin import SkinCheck, SkinPhotoModel, default_ramp, load_skin_check
+from mobile_derm_quality.not_skin import NonSkinContrast, SkinCheck, SkinPhotoModel, default_ramp, load_skin_check
 
 SCHEMA_VERSION = 1
 CHECK_NAMES = ("resolution", "exposure", "sharpness", "glare", "colour_cast", "noise", "framing", "not_skin")
@@ -108,7 +108,19 @@ _DEFAULT_THRESHOLDS = {
 _DEFAULT_CAST_BOX = {"r_minus_b_min": 0.01, "g_min": 0.27, "g_max": 0.35, "b_max": 0.345}
 
 
+DEFAULT_WARN_MARGIN = 0.1  # every check's, unless a config says otherwise
+
 SKIN_MODEL_FILE = Path(__file__).parent / "data" / "skin_model.json"
+NONSKIN_CONTRAST_FILE = Path(__file__).parent / "data" / "nonskin_contrast.json"
+
+
+def ramp_for(warn_at: float, fail_at: float, threshold: float, warn_margin: float, digits: int = 4) -> dict:
+    """A distance ramp (score 1 at ``good``, 0 at ``bad``) whose score crosses threshold +
+    warn_margin at ``warn_at`` and threshold at ``fail_at`` (fail_at > warn_at), its ends rounded
+    to ``digits`` decimals (more for a measure whose values are small)."""
+    width = (fail_at - warn_at) / warn_margin  # the score falls warn_margin over fail_at - warn_at
+    bad = fail_at + threshold * width
+    return {"good": round(bad - width, digits), "bad": round(bad, digits)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -133,6 +145,19 @@ def _shipped_typicality_ramp() -> tuple[tuple[str, float], ...] | None:
     return tuple(default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)).items())
 
 
+@functools.lru_cache(maxsize=1)
+def _read_shipped_contrast() -> dict | None:
+    """data/nonskin_contrast.json, read once per process; None if it is not shipped."""
+    if not NONSKIN_CONTRAST_FILE.is_file():
+        return None
+    return read_json_object(NONSKIN_CONTRAST_FILE, GateConfigError, "not-skin contrast")
+
+
+def _shipped_contrast() -> dict | None:
+    """The default not-skin contrast (not_skin.NonSkinContrast), or None; every config gets its own copy."""
+    return copy.deepcopy(_read_shipped_contrast())
+
+
 def _default_ramps() -> dict:
     ramps = copy.deepcopy(_DEFAULT_RAMPS)
     typicality_ramp = _shipped_typicality_ramp()
@@ -146,6 +171,11 @@ def _default_ramps() -> dict:
             "typicality": dict(typicality_ramp),
             "skin_fraction": dict(ramps["not_skin"]["skin_fraction"]),
         }
+    contrast = _read_shipped_contrast()
+    if contrast is not None:
+        # fails beyond the clean photos' cross-fitted 99.5th percentile (worst source), warns beyond the 97th
+        c = NonSkinContrast.from_dict(contrast, NONSKIN_CONTRAST_FILE)
+        ramps["not_skin"]["nonskin_logit"] = ramp_for(c.warn_at, c.fail_at, _DEFAULT_THRESHOLDS["not_skin"], DEFAULT_WARN_MARGIN)
     return ramps
 
 
@@ -154,7 +184,7 @@ class GateConfig:
     version: str = "1.0.0"
     schema_version: int = SCHEMA_VERSION
     thresholds: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_THRESHOLDS))
-    warn_margin: dict[str, float] = field(default_factory=lambda: {k: 0.1 for k in CHECK_NAMES})
+    warn_margin: dict[str, float] = field(default_factory=lambda: {k: DEFAULT_WARN_MARGIN for k in CHECK_NAMES})
     ramps: dict[str, dict[str, dict[str, float]]] = field(default_factory=_default_ramps)
     cast_box: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_CAST_BOX))
     # where clean skin photos' white points lie (gate.white_distance)
@@ -168,6 +198,8 @@ class GateConfig:
     calibration: dict | None = None  # provenance written by calibrate()
     # one-class model of skin photos for the not_skin check (not_skin.SkinPhotoModel.to_dict())
     skin_model: dict | None = field(default_factory=_shipped_skin_model)
+    # the not-skin contrast (not_skin.NonSkinContrast.to_dict()), scored by ramps["not_skin"]["nonskin_logit"]
+    nonskin_contrast: dict | None = field(default_factory=_shipped_contrast)
     # the learned not-skin check (not_skin.SkinCheck): a .tflite from `mobile-derm fit-skin-check`,
     # scored by ramps["not_skin"]["skin_check_distance"]; a relative path is relative to the
     # config file (GateConfig.load) or to the model file whose metadata carries the config
@@ -181,6 +213,16 @@ class GateConfig:
         if cached is None or cached[0] is not self.skin_model:
             cached = (self.skin_model, SkinPhotoModel.from_dict(self.skin_model))
             self._parsed_skin_model = cached
+        return cached[1]
+
+    def nonskin_contrast_model(self) -> NonSkinContrast | None:
+        """The parsed nonskin_contrast (cached), or None."""
+        if self.nonskin_contrast is None:
+            return None
+        cached = getattr(self, "_parsed_contrast", None)
+        if cached is None or cached[0] is not self.nonskin_contrast:
+            cached = (self.nonskin_contrast, NonSkinContrast.from_dict(self.nonskin_contrast))
+            self._parsed_contrast = cached
         return cached[1]
 
     def skin_check(self) -> SkinCheck | None:
@@ -215,6 +257,7 @@ class GateConfig:
             "decode_min_long_side": self.decode_min_long_side,
             "calibration": copy.deepcopy(self.calibration),
             "skin_model": copy.deepcopy(self.skin_model),
+            "nonskin_contrast": copy.deepcopy(self.nonskin_contrast),
             "skin_check_model": self.skin_check_model,
         }
 
@@ -257,6 +300,7 @@ class GateConfig:
                 decode_min_long_side=int(d.get("decode_min_long_side", base.decode_min_long_side)),
                 calibration=d.get("calibration"),
                 skin_model=d.get("skin_model", base.skin_model),
+                nonskin_contrast=d.get("nonskin_contrast", base.nonskin_contrast),
                 skin_check_model=None if d.get("skin_check_model") is None else str(d["skin_check_model"]),
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -283,6 +327,8 @@ class GateConfig:
             raise GateConfigError(source, "white_locus's inverse covariance [[a, b], [b, c]] must be positive definite")
         if self.skin_model is not None:
             SkinPhotoModel.from_dict(self.skin_model, source)
+        if self.nonskin_contrast is not None:
+            NonSkinContrast.from_dict(self.nonskin_contrast, source)
         if ("skin_check_distance" in self.ramps.get("not_skin", {})) != (self.skin_check_model is not None):
             raise GateConfigError(source, "skin_check_model and the not_skin ramp skin_check_distance come together (both or neither)")
         if self.min_model_input < 1 or self.max_pixels < 1 or self.analysis_size < 32:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from mobile_derm_quality import phone_capture
-from mobile_derm_quality.config import GateConfig
+from mobile_derm_quality.config import GateConfig, ramp_for
 from mobile_derm_quality.errors import ImageReadError
 from mobile_derm_quality.features import MAX_DETAIL_OFFSET, measure
 from mobile_derm_quality.gate import read_photo_for, verdict_from_measurements, white_cool_shift, white_distance
@@ -103,15 +103,6 @@ def fit_white_locus(clean: list[dict]) -> dict:
     inv = np.linalg.inv(np.cov(uv.T))
     return {"u": round(float(uv[:, 0].mean()), 5), "v": round(float(uv[:, 1].mean()), 5),
             "a": round(float(inv[0, 0]), 4), "b": round(float(inv[0, 1]), 4), "c": round(float(inv[1, 1]), 4)}
-
-
-def ramp_for(warn_at: float, fail_at: float, threshold: float, warn_margin: float, digits: int = 4) -> dict:
-    """A distance ramp (score 1 at ``good``, 0 at ``bad``) whose score crosses threshold +
-    warn_margin at ``warn_at`` and threshold at ``fail_at`` (fail_at > warn_at), its ends rounded
-    to ``digits`` decimals (more for a measure whose values are small)."""
-    width = (fail_at - warn_at) / warn_margin  # the score falls warn_margin over fail_at - warn_at
-    bad = fail_at + threshold * width
-    return {"good": round(bad - width, digits), "bad": round(bad, digits)}
 
 
 def worst_source_quantile(values: np.ndarray, sources: np.ndarray, q: float) -> float:

@@ -30,6 +30,8 @@ GUIDANCE = {
     "transparent": "Send the photo as the camera took it, not a cut-out with transparent parts",
 }
 
+# not_skin ramp terms computed from the hand-made descriptor (not_skin.describe)
+DESCRIPTOR_TERMS = frozenset({"typicality", "nonskin_logit"})
 # Checks whose verdict depends on brightness being sane; when exposure fails, their failure is
 # reported as inconclusive (applicable=False) instead of adding a misleading reason.
 _DEPENDENT = ("framing", "not_skin")
@@ -146,6 +148,14 @@ def _typicality(m: Measurements, config: GateConfig) -> float:
     return model.distance(m.descriptor)
 
 
+def _nonskin_logit(m: Measurements, config: GateConfig) -> float:
+    """The not-skin contrast's log-odds that the photo is not skin (0 without a contrast model)."""
+    model = config.nonskin_contrast_model()
+    if model is None or m.descriptor is None:
+        return 0.0
+    return model.logit(m.descriptor)
+
+
 def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dict[str, dict[str, float]]:
     return {
         "resolution": {"min_side": float(min(m.width, m.height)), "min_model_input": float(min_model_input)},
@@ -159,6 +169,7 @@ def raw_values(m: Measurements, config: GateConfig, min_model_input: int) -> dic
         "framing": {"skin_fraction": m.skin_fraction, "roi_offset": m.roi_offset, "detail_offset": m.detail_offset},
         "not_skin": {
             "typicality": _typicality(m, config),
+            "nonskin_logit": _nonskin_logit(m, config),
             "skin_check_distance": m.skin_check_distance,
             "skin_fraction": m.skin_fraction,
             "hue_entropy": m.hue_entropy,
@@ -186,6 +197,7 @@ _REASONS = {
     ("framing", "roi_offset"): "off_centre",
     ("framing", "detail_offset"): "off_centre",
     ("not_skin", "typicality"): "not_skin",
+    ("not_skin", "nonskin_logit"): "not_skin",
     ("not_skin", "skin_check_distance"): "not_skin",
     ("not_skin", "skin_fraction"): "not_skin",
     ("not_skin", "hue_entropy"): "not_skin",
@@ -320,7 +332,7 @@ def measure_for(rgb: np.ndarray, config: GateConfig) -> Measurements:
     """The measurements ``config`` needs: with its learned skin check if it has one, and
     the hand-made descriptor only if a ramp still uses it."""
     return measure(rgb, config.analysis_size, skin_check=config.skin_check(),
-                   descriptor="typicality" in config.ramps.get("not_skin", {}))
+                   descriptor=bool(DESCRIPTOR_TERMS & set(config.ramps.get("not_skin", {}))))
 
 
 def assess(rgb: np.ndarray, config: GateConfig | None = None, min_model_input: int | None = None, path: str | None = None) -> Verdict:

@@ -60,9 +60,11 @@ MEASUREMENT_NAMES = ("width", "height", "analysis_long_side", "skin_fraction", "
                      "hue_entropy", "blur", "blur_h", "blur_v", "shake_blur", "luma_median", "luma_p95", "bright_clip",
                      "glare_fraction", "glare_spots", "cast_r", "cast_g", "cast_b", "noise_sigma", "blockiness", "grey",
                      "white_u", "white_v", "detail_offset", "jpeg_grid", "typicality", "cast_distance", "white_distance",
-                     "white_cool")
+                     "white_cool", "nonskin_logit")
 # the names above that are gate.raw_values' values derived from the measurements, not Measurements fields
-DERIVED_NAMES = ("typicality", "cast_distance", "white_distance", "white_cool")
+DERIVED_NAMES = ("typicality", "cast_distance", "white_distance", "white_cool", "nonskin_logit")
+# the derived values only the graph can give (they need the descriptor, which it does not output)
+DESCRIPTOR_VALUES = ("typicality", "nonskin_logit")
 OUTPUT_NAMES = ("measurements", "scores", "passed", "warn", "applicable", "reason", "reason_flags", "decision")
 DECISIONS = ("accept", "warn", "reject")
 # every reason a check can give ("transparent" is the decoder's, not a check's)
@@ -180,10 +182,15 @@ class GateTwin:
     def verdict(self, out: dict[str, np.ndarray], min_model_input: int, path: str | None = None) -> Verdict:
         """The Verdict from the twin's outputs: decision, per-check results and reasons all come
         from the graph; only the reasons' order (failing checks first, then warnings) is laid out here."""
-        m = measurements_from(out["measurements"])
+        # by the names the file lists (gate.json): a file made before a measurement was added lacks it
+        values = dict(zip(self.metadata["outputs"]["measurements"], (float(v) for v in out["measurements"])))
+        m = measurements_from(values)
         raws = raw_values(m, self.config, min_model_input)
-        values = dict(zip(MEASUREMENT_NAMES, (float(v) for v in out["measurements"])))
-        raws["not_skin"]["typicality"] = values["typicality"]
+        for key in DESCRIPTOR_VALUES:
+            if key in values:
+                raws["not_skin"][key] = values[key]
+            else:
+                raws["not_skin"].pop(key, None)
         results = []
         for i, name in enumerate(CHECK_NAMES):
             reason = REASON_CODES[int(out["reason"][i])] if int(out["reason"][i]) >= 0 else None
@@ -199,9 +206,8 @@ class GateTwin:
                        width=m.width, height=m.height, config_version=self.config.version, path=path)
 
 
-def measurements_from(values: np.ndarray) -> Measurements:
-    """features.Measurements from the twin's measurements output (no descriptor)."""
-    v = dict(zip(MEASUREMENT_NAMES, (float(x) for x in values)))
+def measurements_from(v: dict[str, float]) -> Measurements:
+    """features.Measurements from the twin's measurements output, by name (no descriptor)."""
     ints = ("width", "height", "analysis_long_side")
     fields = {k: (int(round(v[k])) if k in ints else v[k]) for k in MEASUREMENT_NAMES if k not in DERIVED_NAMES}
     fields["grey"] = bool(fields["grey"])

@@ -1,4 +1,4 @@
-"""Does this look like a photo of skin at all? The gate's not-skin check, both ways.
+"""Does this look like a photo of skin at all? The gate's not-skin check, every way it is made.
 
 Colour rules alone cannot tell a close-up of skin from a brick wall, a cat or a cup
 of coffee: all of them are skin-coloured. And there is no set of "every photo that
@@ -7,7 +7,7 @@ features of a photo, standardised and whitened along their main directions of
 variation over skin photos (``whitened_distance.fit_one_class``). The squared distance
 from the skin-photo mean in that space, plus the distance from the subspace of those
 directions, divided by the number of directions plus one (so a typical skin photo
-scores about 1), says how unlike a skin photo a picture is. Two kinds of features:
+scores about 1), says how unlike a skin photo a picture is. Three models:
 
 * The hand-made model (the gate's default; ramp ``typicality``): ``describe`` makes a
   small descriptor of colour layout, colour spread and texture, and ``SkinPhotoModel``
@@ -17,6 +17,13 @@ scores about 1), says how unlike a skin photo a picture is. Two kinds of feature
   (data/skin_model.json) is fitted on the fit half of each skin set in ``../shared/data``
   (``photo_sets.fit_half``: by patient, case or lesion; ``python -m mobile_derm_quality.photo_sets``);
   gate-eval reports the pass rate on the other, the report half.
+
+* The contrast with non-skin photos (the default too; ramp ``nonskin_logit``): the same
+  descriptor, with a second set of everyday photos that are not skin (``photo_sets.NONSKIN_SET``,
+  built for this and never reported as the final figure), gives a linear log-odds that a
+  photo is not skin (``NonSkinContrast``, data/nonskin_contrast.json; ``python -m
+  mobile_derm_quality.photo_sets --contrast``). The one-class distance says "unlike skin
+  photos"; this says "like the others", which catches skin-coloured walls and portraits.
 
 * The learned check (ramp ``skin_check_distance``): the hand-made descriptor sees a
   brick wall, a cat or a cup of coffee as skin-like and lets about a quarter of everyday
@@ -44,7 +51,7 @@ import cv2
 import numpy as np
 
 from mobile_derm_quality.errors import GateConfigError
-from mobile_derm_quality.whitened_distance import WhitenedDistance, fit_one_class
+from mobile_derm_quality.whitened_distance import MIN_SCALE, WhitenedDistance, fit_one_class
 
 # ---------------------------------------------------------------- the hand-made descriptor
 
@@ -208,6 +215,129 @@ def ramp_from_quantiles(q: dict[str, float]) -> dict[str, float]:
     good = q.get("q95", 2.0)
     bad = max(1.2 * q.get("q99.5", 4.0), good * 1.5)
     return {"good": round(good, 4), "bad": round(bad, 4)}
+
+
+# ---------------------------------------------------------------- the contrast with non-skin photos
+
+# The one-class model above learns what skin photos look like and nothing of what else there is; with a set of
+# everyday photos that are not skin (photo_sets.NONSKIN_SET) the same descriptor can also learn which way the
+# others lie. A logistic regression, each class weighted to half, L2 penalty CONTRAST_L2 on the standardised
+# descriptor: its log-odds that a photo is not skin is the ramp term ``nonskin_logit``. The penalty was chosen
+# by cross-validation on those building photos (docs/gate.md, "The not-skin contrast").
+CONTRAST_L2 = 100.0
+CONTRAST_FOLDS = 5  # cross-fitting folds: skin photos by their group, non-skin photos by source repository
+CONTRAST_WARN_QUANTILE = 0.97  # the clean photos' out-of-fold scores, worst source: where the term warns ...
+CONTRAST_FAIL_QUANTILE = 0.995  # ... and where it fails (as fit_checks' terms)
+_NEWTON_STEPS = 100
+
+
+@dataclass
+class NonSkinContrast:
+    """The log-odds that a photo is not skin, linear in the hand-made descriptor (standardisation folded
+    into ``weights``), and where it warns and fails (``warn_at``, ``fail_at``: quantiles of the clean
+    photos' cross-fitted scores)."""
+
+    weights: np.ndarray  # (DESCRIPTOR_SIZE,)
+    bias: float
+    warn_at: float
+    fail_at: float
+    n_skin: int = 0
+    n_nonskin: int = 0
+    source: str = ""
+    cross_fitted: dict = field(default_factory=dict)  # what the out-of-fold scores gave on the fitting photos
+
+    def logits(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(rows, np.float64) @ self.weights + self.bias
+
+    def logit(self, features: np.ndarray) -> float:
+        return float(self.logits(np.asarray(features)[None])[0])
+
+    def to_dict(self) -> dict:
+        return {"weights": [round(float(x), 6) for x in self.weights], "bias": round(float(self.bias), 6),
+                "warn_at": round(float(self.warn_at), 4), "fail_at": round(float(self.fail_at), 4),
+                "n_skin": int(self.n_skin), "n_nonskin": int(self.n_nonskin), "source": self.source,
+                "cross_fitted": self.cross_fitted}
+
+    @classmethod
+    def from_dict(cls, d: dict, source=None) -> "NonSkinContrast":
+        try:
+            weights = np.asarray(d["weights"], np.float64)
+            bias, warn_at, fail_at = float(d["bias"]), float(d["warn_at"]), float(d["fail_at"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GateConfigError(source, f"bad nonskin_contrast ({exc})") from None
+        if weights.shape != (DESCRIPTOR_SIZE,) or not (np.all(np.isfinite(weights)) and np.isfinite(bias)):
+            raise GateConfigError(source, f"nonskin_contrast needs {DESCRIPTOR_SIZE} finite weights and a finite bias")
+        if not (np.isfinite(warn_at) and np.isfinite(fail_at) and fail_at > warn_at):
+            raise GateConfigError(source, "nonskin_contrast needs finite warn_at < fail_at")
+        return cls(weights, bias, warn_at, fail_at, n_skin=int(d.get("n_skin", 0)), n_nonskin=int(d.get("n_nonskin", 0)),
+                   source=str(d.get("source", "")), cross_fitted=dict(d.get("cross_fitted") or {}))
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Weights (raw features) and bias of a logistic regression of ``y`` (1: not skin) on ``x``, each class
+    weighted to half, L2 penalty ``l2`` on the standardised weights; Newton's method (the loss is convex)."""
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), MIN_SCALE)
+    z = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    sample_weight = np.where(y == 1, 0.5 / max(y.mean(), 1e-12), 0.5 / max(1.0 - y.mean(), 1e-12))
+    penalty = np.r_[np.full(z.shape[1] - 1, l2), 0.0]
+    w = np.zeros(z.shape[1])
+    for _ in range(_NEWTON_STEPS):
+        p = 1.0 / (1.0 + np.exp(-(z @ w)))
+        grad = z.T @ (sample_weight * (p - y)) + penalty * w
+        hess = (z * (sample_weight * p * (1.0 - p))[:, None]).T @ z + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-9:
+            break
+    weights = w[:-1] / scale
+    return weights, float(w[-1] - weights @ mean)
+
+
+
+def contrast_folds(groups: list[str], n_folds: int = CONTRAST_FOLDS) -> np.ndarray:
+    """Each photo's cross-fitting fold: its group (a patient, case or lesion; a non-skin photo's source
+    repository) dealt round-robin into the folds in sorted order, so no group is on both sides and a handful of
+    groups (five repositories) still spreads over every fold."""
+    order = {g: i for i, g in enumerate(sorted(set(groups)))}
+    return np.array([order[g] % n_folds for g in groups])
+
+
+def fit_contrast(skin: np.ndarray, nonskin: np.ndarray, skin_groups: list[str], nonskin_groups: list[str],
+                 clean_sources: list[str | None], l2: float = CONTRAST_L2, source: str = "") -> NonSkinContrast:
+    """Fit NonSkinContrast on descriptors of skin photos (rows of ``skin``) and of photos that are not skin.
+    Where it warns and fails comes from cross-fitted scores (each fold scored by a model fitted on the others):
+    the CONTRAST_WARN/FAIL_QUANTILE of the clean photos' scores, of the source (``clean_sources``; None for a skin
+    photo that is not a clean-set photo, e.g. a thumbnail) where they are largest."""
+    skin, nonskin = np.asarray(skin, np.float64), np.asarray(nonskin, np.float64)
+    if skin.ndim != 2 or nonskin.ndim != 2 or skin.shape[1:] != (DESCRIPTOR_SIZE,) or nonskin.shape[1:] != (DESCRIPTOR_SIZE,):
+        raise GateConfigError(None, f"descriptors must be (n, {DESCRIPTOR_SIZE})")
+    if len(skin) < MIN_PHOTOS_TO_FIT or len(nonskin) < MIN_PHOTOS_TO_FIT:
+        raise GateConfigError(None, f"need at least {MIN_PHOTOS_TO_FIT} skin and {MIN_PHOTOS_TO_FIT} non-skin photos, "
+                                    f"got {len(skin)} and {len(nonskin)}")
+    x = np.vstack([skin, nonskin])
+    y = np.r_[np.zeros(len(skin)), np.ones(len(nonskin))]
+    fold = np.r_[contrast_folds(list(skin_groups)), contrast_folds(list(nonskin_groups))]  # each class dealt apart
+    scores = np.empty(len(x))
+    for f in range(CONTRAST_FOLDS):
+        held = fold == f
+        if held.any():
+            w, b = _logistic(x[~held], y[~held], l2)
+            scores[held] = x[held] @ w + b
+    clean = np.array([s is not None for s in clean_sources])
+    names = np.array([s or "" for s in clean_sources])
+    skin_scores = scores[: len(skin)]
+
+    def worst(q: float) -> float:
+        return float(max(np.quantile(skin_scores[clean & (names == s)], q) for s in sorted(set(names[clean]))))
+
+    warn_at, fail_at = worst(CONTRAST_WARN_QUANTILE), worst(CONTRAST_FAIL_QUANTILE)
+    weights, bias = _logistic(x, y, l2)
+    failed = scores > fail_at
+    return NonSkinContrast(weights, bias, warn_at, fail_at, n_skin=len(skin), n_nonskin=len(nonskin), source=source,
+                           cross_fitted={"l2": l2, "folds": CONTRAST_FOLDS,
+                                         "nonskin_failed": round(float(failed[len(skin):].mean()), 4),
+                                         "clean_failed": {str(s): round(float(failed[: len(skin)][clean & (names == s)].mean()), 4)
+                                                          for s in sorted(set(names[clean]))}})
 
 
 # ---------------------------------------------------------------- the learned check

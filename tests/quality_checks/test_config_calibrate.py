@@ -61,7 +61,7 @@ def test_white_locus_fit_and_distance():
 
 
 def test_ramp_for_puts_warn_and_fail_where_asked():
-    from mobile_derm_quality.fit_checks import ramp_for
+    from mobile_derm_quality.config import ramp_for
     from mobile_derm_quality.gate import ramp
 
     r = ramp_for(4.0, 6.0, threshold=0.3, warn_margin=0.1)
