@@ -30,9 +30,9 @@ def test_ham10000_copies_fail_resolution(data_root):
 def test_ood_mostly_rejected_by_some_check(data_root):
     vs = [check_photo(p) for p in _paths(data_root, "ood", 50)]
     rate = np.mean([v.decision == "reject" for v in vs])
-    # Measured 0.42 with the default config (see runs/gate_eval): colour/texture statistics
-    # do not separate atlas photos with backgrounds from everyday scenes well; this guards
-    # against regressions, it is not the acceptance target (0.9).
-    assert rate >= 0.3, rate
+    # Measured 0.88 with the default config (docs/results/gate_eval.json; 0.70 before the not-skin
+    # contrast, 0.42 with colour rules alone): this guards the not-skin check against regressions,
+    # it is not the acceptance target (0.9).
+    assert rate >= 0.8, rate
     grey = [v for p, v in zip(_paths(data_root, "ood", 50), vs) if "skimage_brick" in p.name or "gravel" in p.name]
     assert all(v.decision == "reject" for v in grey)
