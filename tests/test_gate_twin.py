@@ -175,6 +175,24 @@ def test_a_twin_of_another_input_contract_is_refused(default_gate_model, tmp_pat
         GateTwin(old)
 
 
+def test_a_twin_listing_fewer_measurements_still_judges(default_gate_model):
+    """A gate.tflite made before a measurement was added lists fewer in its gate.json (and outputs fewer):
+    GateTwin reads the measurements by the names the file lists, so its verdicts stand and the missing
+    value is left out of the raw values instead of being taken from the wrong position."""
+    from mobile_derm_export.gate_parity import synthetic_photos
+
+    img = next(iter(synthetic_photos(1)))[1]
+    new = GateTwin(default_gate_model).assess(img)
+    older = GateTwin(default_gate_model)
+    names = older.metadata["outputs"]["measurements"]
+    assert names == list(MEASUREMENT_NAMES) and names[-1] == "nonskin_logit"
+    older.metadata["outputs"]["measurements"] = names[:-1]  # as the file's gate.json said before the term
+    old = older.assess(img)
+    assert old.decision == new.decision and old.reasons == new.reasons
+    assert "nonskin_logit" in new.check("not_skin").raw and "nonskin_logit" not in old.check("not_skin").raw
+    assert old.check("not_skin").raw["typicality"] == new.check("not_skin").raw["typicality"]
+
+
 def test_grey_and_hsv_as_opencv():
     """The twin's integer formulas for OpenCV's RGB->grey and RGB->HSV, on random colours."""
     from mobile_derm_export.gate_model import _grey, _hsv
