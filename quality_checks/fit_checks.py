@@ -44,10 +44,10 @@ from mobile_derm_quality.config import GateConfig, ramp_for
 from mobile_derm_quality.errors import ImageReadError
 from mobile_derm_quality.features import MAX_DETAIL_OFFSET, measure
 from mobile_derm_quality.gate import read_photo_for, verdict_from_measurements, white_cool_shift, white_distance
-from mobile_derm_quality.photo_sets import CLEAN_MIN_SIDE, CLEAN_SETS, default_data_root, fit_half, read_rows
+# WARN_QUANTILE, FAIL_QUANTILE: clean fit-half photos of the worst source that may newly warn (3%) and fail (0.5%)
+from mobile_derm_quality.photo_sets import (CLEAN_MIN_SIDE, CLEAN_SETS, FAIL_QUANTILE, WARN_QUANTILE, default_data_root,
+                                            fit_half, read_rows)
 
-WARN_QUANTILE = 0.97  # clean fit-half photos of the worst source that may newly warn: 3%
-FAIL_QUANTILE = 0.995  # ... and that may newly fail: 0.5%
 # fail only beyond every clean fit photo, so the term costs the clean pass rate nothing on the fit half: white
 # balance and glare, because a warning is all the issue asks of them ("flagged"); the JPEG grid, because its
 # retakes lie far beyond the clean photos (0.983 of the fit split's past the largest clean value against 0.987

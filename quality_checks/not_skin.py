@@ -226,8 +226,6 @@ def ramp_from_quantiles(q: dict[str, float]) -> dict[str, float]:
 # by cross-validation on those building photos (docs/gate.md, "The not-skin contrast").
 CONTRAST_L2 = 100.0
 CONTRAST_FOLDS = 5  # cross-fitting folds: skin photos by their group, non-skin photos by source repository
-CONTRAST_WARN_QUANTILE = 0.97  # the clean photos' out-of-fold scores, worst source: where the term warns ...
-CONTRAST_FAIL_QUANTILE = 0.995  # ... and where it fails (as fit_checks' terms)
 _NEWTON_STEPS = 100
 
 
@@ -293,7 +291,6 @@ def _logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, floa
     return weights, float(w[-1] - weights @ mean)
 
 
-
 def contrast_folds(groups: list[str], n_folds: int = CONTRAST_FOLDS) -> np.ndarray:
     """Each photo's cross-fitting fold: its group (a patient, case or lesion; a non-skin photo's source
     repository) dealt round-robin into the folds in sorted order, so no group is on both sides and a handful of
@@ -303,11 +300,12 @@ def contrast_folds(groups: list[str], n_folds: int = CONTRAST_FOLDS) -> np.ndarr
 
 
 def fit_contrast(skin: np.ndarray, nonskin: np.ndarray, skin_groups: list[str], nonskin_groups: list[str],
-                 clean_sources: list[str | None], l2: float = CONTRAST_L2, source: str = "") -> NonSkinContrast:
+                 clean_sources: list[str | None], warn_quantile: float, fail_quantile: float, l2: float = CONTRAST_L2,
+                 source: str = "") -> NonSkinContrast:
     """Fit NonSkinContrast on descriptors of skin photos (rows of ``skin``) and of photos that are not skin.
     Where it warns and fails comes from cross-fitted scores (each fold scored by a model fitted on the others):
-    the CONTRAST_WARN/FAIL_QUANTILE of the clean photos' scores, of the source (``clean_sources``; None for a skin
-    photo that is not a clean-set photo, e.g. a thumbnail) where they are largest."""
+    the ``warn_quantile`` and ``fail_quantile`` of the clean photos' scores, of the source (``clean_sources``; None
+    for a skin photo that is not a clean-set photo, e.g. a thumbnail) where they are largest."""
     skin, nonskin = np.asarray(skin, np.float64), np.asarray(nonskin, np.float64)
     if skin.ndim != 2 or nonskin.ndim != 2 or skin.shape[1:] != (DESCRIPTOR_SIZE,) or nonskin.shape[1:] != (DESCRIPTOR_SIZE,):
         raise GateConfigError(None, f"descriptors must be (n, {DESCRIPTOR_SIZE})")
@@ -330,7 +328,7 @@ def fit_contrast(skin: np.ndarray, nonskin: np.ndarray, skin_groups: list[str], 
     def worst(q: float) -> float:
         return float(max(np.quantile(skin_scores[clean & (names == s)], q) for s in sorted(set(names[clean]))))
 
-    warn_at, fail_at = worst(CONTRAST_WARN_QUANTILE), worst(CONTRAST_FAIL_QUANTILE)
+    warn_at, fail_at = worst(warn_quantile), worst(fail_quantile)
     weights, bias = _logistic(x, y, l2)
     failed = scores > fail_at
     return NonSkinContrast(weights, bias, warn_at, fail_at, n_skin=len(skin), n_nonskin=len(nonskin), source=source,

@@ -39,6 +39,10 @@ LOWRES_SET = "ham10000_200px"
 OOD_SET = "ood"
 NONSKIN_SET = "nonskin_free"  # freely licensed non-skin photos (not skin close-ups), a folder under the data root
 CLEAN_MIN_SIDE = 300
+# How a term fitted on the clean fit-half photos is cut (fit_checks' terms, the not-skin contrast): it warns beyond
+# this quantile of its values on the source where they are largest, so no source newly warns on more than 3% ...
+WARN_QUANTILE = 0.97
+FAIL_QUANTILE = 0.995  # ... and fails beyond this one: at most 0.5% newly failed
 # Sets the default skin-photo model is fitted on, half of each.
 SKIN_MODEL_SETS = CLEAN_SETS + (LOWRES_SET,)
 MAX_PHOTOS_PER_SET = 1000  # so HAM10000's thousands of dermoscopy images do not outvote the phone photos
@@ -118,7 +122,7 @@ def fit_contrast_model(root) -> not_skin.NonSkinContrast:
     used = {ds: sum(clean[i] == ds for i in keep) for ds in CLEAN_SETS}
     return not_skin.fit_contrast(np.stack([not_skin.describe(photos[i]) for i in keep]),
                                  np.stack([not_skin.describe(p) for p in others]), [groups[i] for i in keep], other_groups,
-                                 [clean[i] for i in keep],
+                                 [clean[i] for i in keep], WARN_QUANTILE, FAIL_QUANTILE,
                                  source="fit half of " + ", ".join(f"{k} ({v})" for k, v in used.items())
                                         + f" against {NONSKIN_SET} ({len(others)})")
 
