@@ -123,39 +123,43 @@ def ramp_for(warn_at: float, fail_at: float, threshold: float, warn_margin: floa
     return {"good": round(bad - width, digits), "bad": round(bad, digits)}
 
 
-@functools.lru_cache(maxsize=1)
-def _read_shipped_skin_model() -> dict | None:
-    """data/skin_model.json, read once per process; None if it is not shipped."""
-    if not SKIN_MODEL_FILE.is_file():
+@functools.lru_cache(maxsize=4)
+def _read_shipped(path: Path, what: str) -> dict | None:
+    """A model file shipped in data/ (``what``: its name in an error), read once per process; None if it is
+    not shipped."""
+    if not path.is_file():
         return None
-    return read_json_object(SKIN_MODEL_FILE, GateConfigError, "skin model")
+    return read_json_object(path, GateConfigError, what)
 
 
 def _shipped_skin_model() -> dict | None:
     """The default one-class skin-photo model (not_skin.SkinPhotoModel), or None if not
     shipped; every config gets its own copy."""
-    return copy.deepcopy(_read_shipped_skin_model())
+    return copy.deepcopy(_read_shipped(SKIN_MODEL_FILE, "skin model"))
+
+
+def _shipped_contrast() -> dict | None:
+    """The default not-skin contrast (not_skin.NonSkinContrast), or None; every config gets its own copy."""
+    return copy.deepcopy(_read_shipped(NONSKIN_CONTRAST_FILE, "not-skin contrast"))
 
 
 @functools.lru_cache(maxsize=1)
 def _shipped_typicality_ramp() -> tuple[tuple[str, float], ...] | None:
-    model = _read_shipped_skin_model()
+    model = _read_shipped(SKIN_MODEL_FILE, "skin model")
     if model is None:
         return None
     return tuple(default_ramp(SkinPhotoModel.from_dict(model, SKIN_MODEL_FILE)).items())
 
 
 @functools.lru_cache(maxsize=1)
-def _read_shipped_contrast() -> dict | None:
-    """data/nonskin_contrast.json, read once per process; None if it is not shipped."""
-    if not NONSKIN_CONTRAST_FILE.is_file():
+def _shipped_contrast_ramp() -> tuple[tuple[str, float], ...] | None:
+    """The nonskin_logit ramp of the shipped contrast: fails beyond the clean photos' cross-fitted 99.5th
+    percentile (worst source), warns beyond the 97th, at the default not_skin threshold and warn margin."""
+    contrast = _read_shipped(NONSKIN_CONTRAST_FILE, "not-skin contrast")
+    if contrast is None:
         return None
-    return read_json_object(NONSKIN_CONTRAST_FILE, GateConfigError, "not-skin contrast")
-
-
-def _shipped_contrast() -> dict | None:
-    """The default not-skin contrast (not_skin.NonSkinContrast), or None; every config gets its own copy."""
-    return copy.deepcopy(_read_shipped_contrast())
+    c = NonSkinContrast.from_dict(contrast, NONSKIN_CONTRAST_FILE)
+    return tuple(ramp_for(c.warn_at, c.fail_at, _DEFAULT_THRESHOLDS["not_skin"], DEFAULT_WARN_MARGIN).items())
 
 
 def _default_ramps() -> dict:
@@ -171,11 +175,9 @@ def _default_ramps() -> dict:
             "typicality": dict(typicality_ramp),
             "skin_fraction": dict(ramps["not_skin"]["skin_fraction"]),
         }
-    contrast = _read_shipped_contrast()
-    if contrast is not None:
-        # fails beyond the clean photos' cross-fitted 99.5th percentile (worst source), warns beyond the 97th
-        c = NonSkinContrast.from_dict(contrast, NONSKIN_CONTRAST_FILE)
-        ramps["not_skin"]["nonskin_logit"] = ramp_for(c.warn_at, c.fail_at, _DEFAULT_THRESHOLDS["not_skin"], DEFAULT_WARN_MARGIN)
+    contrast_ramp = _shipped_contrast_ramp()
+    if contrast_ramp is not None:
+        ramps["not_skin"]["nonskin_logit"] = dict(contrast_ramp)
     return ramps
 
 
@@ -205,25 +207,23 @@ class GateConfig:
     # config file (GateConfig.load) or to the model file whose metadata carries the config
     skin_check_model: str | None = None
 
+    def _parsed(self, attr: str, data: dict | None, parse):
+        """``parse(data)``, kept on the config under ``attr`` until ``data`` is replaced; None for no data."""
+        if data is None:
+            return None
+        cached = getattr(self, attr, None)
+        if cached is None or cached[0] is not data:
+            cached = (data, parse(data))
+            setattr(self, attr, cached)
+        return cached[1]
+
     def skin_photo_model(self) -> SkinPhotoModel | None:
         """The parsed skin_model (cached), or None."""
-        if self.skin_model is None:
-            return None
-        cached = getattr(self, "_parsed_skin_model", None)
-        if cached is None or cached[0] is not self.skin_model:
-            cached = (self.skin_model, SkinPhotoModel.from_dict(self.skin_model))
-            self._parsed_skin_model = cached
-        return cached[1]
+        return self._parsed("_parsed_skin_model", self.skin_model, SkinPhotoModel.from_dict)
 
     def nonskin_contrast_model(self) -> NonSkinContrast | None:
         """The parsed nonskin_contrast (cached), or None."""
-        if self.nonskin_contrast is None:
-            return None
-        cached = getattr(self, "_parsed_contrast", None)
-        if cached is None or cached[0] is not self.nonskin_contrast:
-            cached = (self.nonskin_contrast, NonSkinContrast.from_dict(self.nonskin_contrast))
-            self._parsed_contrast = cached
-        return cached[1]
+        return self._parsed("_parsed_contrast", self.nonskin_contrast, NonSkinContrast.from_dict)
 
     def skin_check(self) -> SkinCheck | None:
         """The loaded learned skin check (one per file and process), or None."""

@@ -73,7 +73,7 @@ def test_shipped_model_missing_means_none_and_broken_is_a_typed_error(tmp_path, 
 
     def use_shipped_file(path):
         monkeypatch.setattr(config, "SKIN_MODEL_FILE", path)
-        config._read_shipped_skin_model.cache_clear()
+        config._read_shipped.cache_clear()
         config._shipped_typicality_ramp.cache_clear()
 
     try:
