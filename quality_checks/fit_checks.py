@@ -46,7 +46,7 @@ from mobile_derm_quality.features import MAX_DETAIL_OFFSET, measure
 from mobile_derm_quality.gate import read_photo_for, verdict_from_measurements, white_cool_shift, white_distance
 # WARN_QUANTILE, FAIL_QUANTILE: clean fit-half photos of the worst source that may newly warn (3%) and fail (0.5%)
 from mobile_derm_quality.photo_sets import (CLEAN_MIN_SIDE, CLEAN_SETS, FAIL_QUANTILE, WARN_QUANTILE, default_data_root,
-                                            fit_half, read_rows)
+                                            fit_half, read_rows, worst_source_quantile)
 
 # fail only beyond every clean fit photo, so the term costs the clean pass rate nothing on the fit half: white
 # balance and glare, because a warning is all the issue asks of them ("flagged"); the JPEG grid, because its
@@ -103,10 +103,6 @@ def fit_white_locus(clean: list[dict]) -> dict:
     inv = np.linalg.inv(np.cov(uv.T))
     return {"u": round(float(uv[:, 0].mean()), 5), "v": round(float(uv[:, 1].mean()), 5),
             "a": round(float(inv[0, 0]), 4), "b": round(float(inv[0, 1]), 4), "c": round(float(inv[1, 1]), 4)}
-
-
-def worst_source_quantile(values: np.ndarray, sources: np.ndarray, q: float) -> float:
-    return float(max(np.quantile(values[sources == s], q) for s in np.unique(sources)))
 
 
 def fit(data: dict, config: GateConfig) -> dict:

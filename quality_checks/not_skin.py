@@ -300,12 +300,10 @@ def contrast_folds(groups: list[str], n_folds: int = CONTRAST_FOLDS) -> np.ndarr
 
 
 def fit_contrast(skin: np.ndarray, nonskin: np.ndarray, skin_groups: list[str], nonskin_groups: list[str],
-                 clean_sources: list[str | None], warn_quantile: float, fail_quantile: float, l2: float = CONTRAST_L2,
-                 source: str = "") -> NonSkinContrast:
-    """Fit NonSkinContrast on descriptors of skin photos (rows of ``skin``) and of photos that are not skin.
-    Where it warns and fails comes from cross-fitted scores (each fold scored by a model fitted on the others):
-    the ``warn_quantile`` and ``fail_quantile`` of the clean photos' scores, of the source (``clean_sources``; None
-    for a skin photo that is not a clean-set photo, e.g. a thumbnail) where they are largest."""
+                 l2: float = CONTRAST_L2) -> tuple[np.ndarray, float, np.ndarray]:
+    """The contrast's weights and bias fitted on descriptors of skin photos (rows of ``skin``) and of photos that
+    are not skin, and every photo's cross-fitted log-odds (skin rows first; each fold scored by a model fitted on
+    the others), from which the caller sets where it warns and fails (photo_sets.contrast_from_descriptors)."""
     skin, nonskin = np.asarray(skin, np.float64), np.asarray(nonskin, np.float64)
     if skin.ndim != 2 or nonskin.ndim != 2 or skin.shape[1:] != (DESCRIPTOR_SIZE,) or nonskin.shape[1:] != (DESCRIPTOR_SIZE,):
         raise GateConfigError(None, f"descriptors must be (n, {DESCRIPTOR_SIZE})")
@@ -321,21 +319,8 @@ def fit_contrast(skin: np.ndarray, nonskin: np.ndarray, skin_groups: list[str], 
         if held.any():
             w, b = _logistic(x[~held], y[~held], l2)
             scores[held] = x[held] @ w + b
-    clean = np.array([s is not None for s in clean_sources])
-    names = np.array([s or "" for s in clean_sources])
-    skin_scores = scores[: len(skin)]
-
-    def worst(q: float) -> float:
-        return float(max(np.quantile(skin_scores[clean & (names == s)], q) for s in sorted(set(names[clean]))))
-
-    warn_at, fail_at = worst(warn_quantile), worst(fail_quantile)
     weights, bias = _logistic(x, y, l2)
-    failed = scores > fail_at
-    return NonSkinContrast(weights, bias, warn_at, fail_at, n_skin=len(skin), n_nonskin=len(nonskin), source=source,
-                           cross_fitted={"l2": l2, "folds": CONTRAST_FOLDS,
-                                         "nonskin_failed": round(float(failed[len(skin):].mean()), 4),
-                                         "clean_failed": {str(s): round(float(failed[: len(skin)][clean & (names == s)].mean()), 4)
-                                                          for s in sorted(set(names[clean]))}})
+    return weights, bias, scores
 
 
 # ---------------------------------------------------------------- the learned check

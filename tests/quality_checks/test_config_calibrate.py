@@ -45,7 +45,8 @@ def test_white_locus_roundtrip_and_partial_update():
 def test_white_locus_fit_and_distance():
     from types import SimpleNamespace
 
-    from mobile_derm_quality.fit_checks import fit_white_locus, worst_source_quantile
+    from mobile_derm_quality.fit_checks import fit_white_locus
+    from mobile_derm_quality.photo_sets import worst_source_quantile
     from mobile_derm_quality.gate import white_distance
 
     rng = np.random.default_rng(0)

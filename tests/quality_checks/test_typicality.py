@@ -111,11 +111,12 @@ def _scenes(n: int, seed: int = 0) -> list[np.ndarray]:
 
 def test_contrast_tells_skin_from_other_pictures_out_of_fold_and_round_trips(make_skin):
     from mobile_derm_quality.not_skin import NonSkinContrast, fit_contrast
+    from mobile_derm_quality.photo_sets import contrast_from_descriptors
 
     skins = np.stack([describe(make_skin(96, 128, seed=i)) for i in range(60)])
     others = np.stack([describe(p) for p in _scenes(60)])
-    contrast = fit_contrast(skins, others, [f"p{i // 2}" for i in range(60)], [f"r{i % 5}" for i in range(60)],
-                            ["a" if i % 2 else "b" for i in range(60)], 0.97, 0.995)
+    contrast = contrast_from_descriptors(skins, others, [f"p{i // 2}" for i in range(60)], [f"r{i % 5}" for i in range(60)],
+                                         ["a" if i % 2 else "b" for i in range(60)])
     # the cut lies among the skin photos' cross-fitted scores (it fails about 0.5% of the worst source) ...
     assert contrast.warn_at < contrast.fail_at
     assert contrast.cross_fitted["nonskin_failed"] >= 0.9 and max(contrast.cross_fitted["clean_failed"].values()) <= 0.05
@@ -130,7 +131,7 @@ def test_contrast_tells_skin_from_other_pictures_out_of_fold_and_round_trips(mak
     with pytest.raises(GateConfigError, match="123 finite weights"):
         NonSkinContrast.from_dict({**contrast.to_dict(), "weights": [0.0] * 5})
     with pytest.raises(GateConfigError, match="at least"):
-        fit_contrast(skins[:10], others, ["p"] * 10, ["r"] * 60, ["a"] * 10, 0.97, 0.995)
+        fit_contrast(skins[:10], others, ["p"] * 10, ["r"] * 60)
 
 
 def test_contrast_folds_keep_each_group_on_one_side_and_spread_a_few_groups_over_every_fold():
