@@ -42,8 +42,8 @@ from mobile_derm_quality.errors import QualityCheckError
 # the contract's sizes, named here too for the modules that speak the contract (web_app)
 from mobile_derm_quality.features import (MIN_ANALYSIS_SIDE, NATIVE_CROP_SIZE, TINY_SIZE, Measurements, analysis_copy,
                                           native_crop, shrink)
-from mobile_derm_quality.gate import (GUIDANCE, CheckResult, Verdict, _as_rgb, raw_values, read_photo_for,
-                                      reasons_and_guidance, with_photo_facts)
+from mobile_derm_quality.gate import (DESCRIPTOR_TERMS, GUIDANCE, CheckResult, Verdict, _as_rgb, raw_values,
+                                      read_photo_for, reasons_and_guidance, with_photo_facts)
 from mobile_derm_quality.not_skin import INPUT_SIZE as THUMBNAIL_SIZE
 
 CONTRACT_VERSION = 2
@@ -63,8 +63,6 @@ MEASUREMENT_NAMES = ("width", "height", "analysis_long_side", "skin_fraction", "
                      "white_cool", "nonskin_logit")
 # the names above that are gate.raw_values' values derived from the measurements, not Measurements fields
 DERIVED_NAMES = ("typicality", "cast_distance", "white_distance", "white_cool", "nonskin_logit")
-# the derived values only the graph can give (they need the descriptor, which it does not output)
-DESCRIPTOR_VALUES = ("typicality", "nonskin_logit")
 OUTPUT_NAMES = ("measurements", "scores", "passed", "warn", "applicable", "reason", "reason_flags", "decision")
 DECISIONS = ("accept", "warn", "reject")
 # every reason a check can give ("transparent" is the decoder's, not a check's)
@@ -186,7 +184,8 @@ class GateTwin:
         values = dict(zip(self.metadata["outputs"]["measurements"], (float(v) for v in out["measurements"])))
         m = measurements_from(values)
         raws = raw_values(m, self.config, min_model_input)
-        for key in DESCRIPTOR_VALUES:
+        # only the graph can give the descriptor's terms: it does not output the descriptor
+        for key in sorted(DESCRIPTOR_TERMS):
             if key in values:
                 raws["not_skin"][key] = values[key]
             else:

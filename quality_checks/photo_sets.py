@@ -97,8 +97,13 @@ def fitting_photos(root, analysis_size: int | None = None, with_groups: bool = F
             clean.append(ds if ds in CLEAN_SETS else None)
             n += 1
         used[ds] = n
-    source = "fit half of " + ", ".join(f"{k} ({v})" for k, v in used.items())
+    source = fit_half_line(used)
     return (photos, groups, clean, source) if with_groups else (photos, source)
+
+
+def fit_half_line(used: dict[str, int]) -> str:
+    """Where fitting photos came from, for a model's ``source``: "fit half of <set> (<n>), ..."."""
+    return "fit half of " + ", ".join(f"{k} ({v})" for k, v in used.items())
 
 
 def nonskin_photos(root, analysis_size: int | None = None) -> tuple[list[np.ndarray], list[str]]:
@@ -144,8 +149,7 @@ def fit_contrast_model(root) -> not_skin.NonSkinContrast:
     return contrast_from_descriptors(np.stack([not_skin.describe(photos[i]) for i in keep]),
                                      np.stack([not_skin.describe(p) for p in others]), [groups[i] for i in keep],
                                      other_groups, [clean[i] for i in keep],
-                                     source="fit half of " + ", ".join(f"{k} ({v})" for k, v in used.items())
-                                            + f" against {NONSKIN_SET} ({len(others)})")
+                                     source=f"{fit_half_line(used)} against {NONSKIN_SET} ({len(others)})")
 
 
 def main(argv=None) -> int:
