@@ -189,7 +189,10 @@ def gate_eval(
         deg_rows = {r["image"] for r in _sample(rows, n_deg, seed + 1)}
         stats = {"n_total": 0, "n_below_min_side": 0, "n": 0, "accepted": 0, "warned": 0, "reasons": {},
                  "n_report": 0, "accepted_report": 0}
-        by_skin_type: dict[str, list[bool]] = {}  # Fitzpatrick type -> accepted, where the set records it
+        # Fitzpatrick type -> accepted, where the set records it; like the pass rate, rated on the report
+        # half (patients no threshold was fitted on), with every photo's figure beside it for the record
+        by_skin_type: dict[str, list[bool]] = {}
+        by_skin_type_all: dict[str, list[bool]] = {}
         it = tqdm(rows, desc=f"gate-eval {ds}", unit="img", disable=not progress)
         for i, r in enumerate(it):
             p = folder / r["image"]
@@ -212,7 +215,10 @@ def gate_eval(
                 stats["accepted_report"] += v.decision != "reject"
             stats["warned"] += v.decision == "warn"
             if FITZPATRICK_COLUMN in r:
-                by_skin_type.setdefault(r[FITZPATRICK_COLUMN] or "unknown", []).append(v.decision != "reject")
+                skin_type = r[FITZPATRICK_COLUMN] or "unknown"
+                by_skin_type_all.setdefault(skin_type, []).append(v.decision != "reject")
+                if not in_fit[r["image"]]:
+                    by_skin_type.setdefault(skin_type, []).append(v.decision != "reject")
             for reason in v.reasons if v.decision == "reject" else []:
                 stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
             truth = r.get(label_col) if label_col else None
@@ -245,8 +251,9 @@ def gate_eval(
                         ok = classify(d)[0] == truth
                         clf["degraded_accepted" if not rej else "degraded_rejected"].append(ok)
                         clf_by_deg.setdefault(name, {"accepted": [], "rejected": []})["accepted" if not rej else "rejected"].append(ok)
-        if by_skin_type:
-            stats["by_fitzpatrick"] = {t: pass_rate_summary(by_skin_type[t]) for t in sorted(by_skin_type)}
+        if by_skin_type_all:
+            stats["by_fitzpatrick"] = {t: pass_rate_summary(by_skin_type.get(t, [])) for t in sorted(by_skin_type_all)}
+            stats["by_fitzpatrick_all"] = {t: pass_rate_summary(by_skin_type_all[t]) for t in sorted(by_skin_type_all)}
         clean[ds] = stats
 
     if not clean:
@@ -624,10 +631,13 @@ def render_markdown(rep: dict) -> str:
           f"(fit half {rep['clean_pass_rate_fit_half']}, all {rep['clean_pass_rate_all']})", ""]
     for ds, s in rep["clean"].items():
         if s.get("by_fitzpatrick"):
-            L += [f"Clean pass rate of {ds} by Fitzpatrick skin type (target >= {TARGET_CLEAN_PASS}; "
-                  f"types with n < {MIN_GROUP_N} not rated):", "", "| skin type | n | pass rate | 95% CI |", "|---|---|---|---|"]
+            L += [f"Clean pass rate of {ds} by Fitzpatrick skin type, report half (target >= {TARGET_CLEAN_PASS}; "
+                  f"types with n < {MIN_GROUP_N} not rated; all photos, fit half included, for the record):", "",
+                  "| skin type | n | pass rate | 95% CI | all photos: n | pass rate |", "|---|---|---|---|---|---|"]
             for t, g in s["by_fitzpatrick"].items():
-                L.append(f"| {t} | {g['n']} | {g['pass_rate'] if g['pass_rate'] is not None else g['note']} | {_ci(g.get('ci95'))} |")
+                a = s["by_fitzpatrick_all"][t]
+                L.append(f"| {t} | {g['n']} | {g['pass_rate'] if g['pass_rate'] is not None else g['note']} | "
+                         f"{_ci(g.get('ci95'))} | {a['n']} | {a['pass_rate'] if a['pass_rate'] is not None else '-'} |")
             L.append("")
     L += ["## Degradations", "", "| degradation | check | severity | n | reject rate | AUC (this severity) |", "|---|---|---|---|---|---|"]
     for name, d in rep["degradations"].items():

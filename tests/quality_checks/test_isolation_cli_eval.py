@@ -186,9 +186,9 @@ def test_gate_eval_phone_capture_section(tmp_path, make_skin):
     root = tmp_path / "data"
     (root / "pad_ufes20_subset" / "images").mkdir(parents=True)
     rows = ["image,label,fitzpatrick"]
-    for i in range(24):
+    for i in range(63):  # type 2: enough for 20 in the report half; type 5: too few in either
         cv2.imwrite(str(root / "pad_ufes20_subset" / "images" / f"{i}.jpg"), make_skin(320, 400, seed=i)[:, :, ::-1])
-        rows.append(f"images/{i}.jpg,mel,{2 if i < 21 else 5}")
+        rows.append(f"images/{i}.jpg,mel,{2 if i < 60 else 5}")
     (root / "pad_ufes20_subset" / "labels.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     args = _parser().parse_args(["gate-eval", "--data-root", str(root), "--out", str(out), "--quiet", "--no-plots",
@@ -210,9 +210,18 @@ def test_gate_eval_phone_capture_section(tmp_path, make_skin):
             lo, hi = retake["rejected_ci95"]
             assert lo <= retake["rejected"] <= hi
             assert per_source["all"]["retake"]["n"] == 2
-    by_type = saved["clean"]["pad_ufes20_subset"]["by_fitzpatrick"]
-    assert by_type["2"]["n"] == 21 and by_type["2"]["pass_rate"] is not None and len(by_type["2"]["ci95"]) == 2
-    assert by_type["5"] == {"n": 3, "pass_rate": None, "note": "n < 20: too few to report"}
+    # rated like the pass rate: on the report half (patients nothing was fitted on); all photos beside it
+    from mobile_derm_quality.photo_sets import fit_half, read_rows
+
+    in_fit = fit_half("pad_ufes20_subset", read_rows(root / "pad_ufes20_subset"))
+    n_report_2 = sum(not f for f in in_fit[:60])
+    assert 20 <= n_report_2 < 60
+    clean = saved["clean"]["pad_ufes20_subset"]
+    by_type, by_type_all = clean["by_fitzpatrick"], clean["by_fitzpatrick_all"]
+    assert by_type["2"]["n"] == n_report_2 and by_type["2"]["pass_rate"] is not None and len(by_type["2"]["ci95"]) == 2
+    assert by_type_all["2"]["n"] == 60 and by_type_all["2"]["pass_rate"] is not None
+    assert by_type["5"] == {"n": sum(not f for f in in_fit[60:]), "pass_rate": None, "note": "n < 20: too few to report"}
+    assert by_type_all["5"] == {"n": 3, "pass_rate": None, "note": "n < 20: too few to report"}
     md = (out / "gate_eval.md").read_text()
     assert "## Phone-capture failures" in md and "| motion_blur | pad_ufes20_subset | 2 |" in md
-    assert "Fitzpatrick" in md
+    assert "Fitzpatrick skin type, report half" in md
