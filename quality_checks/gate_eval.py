@@ -208,17 +208,19 @@ def gate_eval(
             if stats["n"] < TIMING_PHOTOS_PER_SET:  # before this photo is counted: the first few clean ones
                 timing_photos.append(rgb)
             v = verdict(rgb)
+            accepted = v.decision != "reject"
+            in_report = not in_fit[r["image"]]  # patients the skin-photo model and thresholds were not fitted on
             stats["n"] += 1
-            stats["accepted"] += v.decision != "reject"
-            if not in_fit[r["image"]]:  # patients the skin-photo model and thresholds were not fitted on
+            stats["accepted"] += accepted
+            if in_report:
                 stats["n_report"] += 1
-                stats["accepted_report"] += v.decision != "reject"
+                stats["accepted_report"] += accepted
             stats["warned"] += v.decision == "warn"
             if FITZPATRICK_COLUMN in r:
                 skin_type = r[FITZPATRICK_COLUMN] or "unknown"
-                by_skin_type_all.setdefault(skin_type, []).append(v.decision != "reject")
-                if not in_fit[r["image"]]:
-                    by_skin_type.setdefault(skin_type, []).append(v.decision != "reject")
+                by_skin_type_all.setdefault(skin_type, []).append(accepted)
+                if in_report:
+                    by_skin_type.setdefault(skin_type, []).append(accepted)
             for reason in v.reasons if v.decision == "reject" else []:
                 stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
             truth = r.get(label_col) if label_col else None
