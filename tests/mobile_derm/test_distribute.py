@@ -27,8 +27,10 @@ TINY_RUN = {"input_size": 32, "head_epochs": 2, "finetune_epochs": 2, "batch_siz
 # the workers split each global batch (same arithmetic, another summation order) but also each
 # epoch differently (each worker takes its own slice, whole global batches only), so the runs
 # see the same images in different batches; on 36 training photos that moves a validation
-# loss by a few hundredths and a balanced accuracy on 18 test photos by a few photos.
-VAL_LOSS_TOLERANCE = 0.05
+# loss by a few hundredths and a balanced accuracy on 18 test photos by a few photos. How many hundredths depends
+# on the CPU's arithmetic: within 0.05 on the machines this was written on, 0.037 and 0.071 (epochs 1, 2) on an AMD
+# EPYC VM, the same on every rerun there (docs/distributed.md). The bound covers both with a margin.
+VAL_LOSS_TOLERANCE = 0.1
 BALANCED_ACCURACY_TOLERANCE = 0.2
 
 
