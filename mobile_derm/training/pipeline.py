@@ -219,9 +219,11 @@ def training_dataset(
     Epoch e's order is a permutation seeded by (seed, e) and image i's augmentation is
     seeded by (seed, e, i) (``element_seed``): the same on every run and worker. Under a
     tf.distribute strategy (``input_context``: from ``distribute_datasets_from_function``)
-    worker w takes the w-th of ``workers`` equal slices of each epoch's permutation, in
-    batches of the per-replica size, and an epoch keeps only whole global batches when
-    there are several replicas (the few images left over differ from epoch to epoch).
+    global step k takes the k-th global batch of each epoch's permutation, as one process
+    does, and worker w the w-th of ``workers`` equal slices of it (in batches of the
+    per-replica size), so the batches do not depend on the number of workers; an epoch keeps
+    only whole global batches when there are several replicas (the few images left over
+    differ from epoch to epoch).
     A resumed run restarts the stream at epoch 0's order (BackupAndRestore restores the
     weights and the epoch count, not the input position)."""
     if isinstance(pixels, ShardImages):
@@ -229,6 +231,7 @@ def training_dataset(
                                           input_context)
     n, size = len(pixels), int(pixels.shape[1])
     workers, worker, replica_batch, several, keep = _epoch_plan(n, global_batch, input_context)
+    worker_batch = global_batch // workers
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
     pixels, labels, sample_weights = (tf.constant(a) for a in (pixels, labels, sample_weights))
@@ -239,7 +242,12 @@ def training_dataset(
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, epoch]))
-        mine = order[worker * (n // workers):][:keep]
+        if several:
+            # global step k takes the k-th global batch of the order, as one process does, each
+            # worker its own slice of it: the same batches whatever the number of workers
+            mine = tf.reshape(tf.reshape(order[:keep * workers], [-1, workers, worker_batch])[:, worker], [-1])
+        else:
+            mine = order[:keep]
         return (tf.data.Dataset.from_tensor_slices(mine)
                 .map(lambda index: prepare(epoch, index), num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(replica_batch, drop_remainder=several))

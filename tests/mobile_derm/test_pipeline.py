@@ -53,3 +53,29 @@ def test_eval_dataset_normalizes_exactly_and_keeps_order():
     np.testing.assert_allclose(x.numpy()[:, 0, 0, 0], [-127 / 128, 0.0, 1.0])
     assert y.numpy().tolist() == [0, 1, 2]
 
+
+
+def test_workers_split_each_global_batch_of_the_one_process_order():
+    """Under several workers, global step k is one process's k-th batch (the same images,
+    the same augmentation), each worker taking its slice of it: the number of workers
+    changes the summation order and BatchNorm's batches, not which images meet."""
+    n, global_batch, epochs = 36, 8, 2
+    pixels = np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    labels = np.arange(n) % 6
+    rows = np.arange(n, dtype=np.float32)  # as the per-image weights: which image each element is
+
+    def batches(context=None):
+        ds = pipeline.training_dataset(pixels, labels, rows, [0.0] * 3, [1.0] * 3, global_batch, 3, epochs, context)
+        return [(image, weight.astype(int)) for image, _, weight in ds.as_numpy_iterator()]
+
+    alone = batches()
+    workers = [batches(tf.distribute.InputContext(2, worker, 2)) for worker in (0, 1)]
+    steps = n // global_batch  # whole global batches only: 4 per epoch, 36 images leave 4 out
+    assert len(alone) == epochs * (steps + 1) and [len(w) for w in workers] == [epochs * steps] * 2
+    for epoch in range(epochs):
+        for step in range(steps):
+            image, rows_alone = alone[epoch * (steps + 1) + step]
+            parts = [w[epoch * steps + step] for w in workers]
+            assert [len(r) for _, r in parts] == [global_batch // 2] * 2
+            np.testing.assert_array_equal(np.concatenate([r for _, r in parts]), rows_alone)
+            np.testing.assert_array_equal(np.concatenate([i for i, _ in parts]), image)
