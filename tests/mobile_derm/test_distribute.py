@@ -185,7 +185,7 @@ def test_multi_worker_two_local_workers_match_one_process(demo, tmp_path):
     single = train(dataset, TrainConfig(**WHOLE_BATCHES_RUN), tmp_path / "single", cache_dir=tmp_path / "cache",
                    progress=False)
     alone = json.loads((tmp_path / "single" / "history.json").read_text())
-    assert len(history["finetune"]["val_loss"]) == len(alone["finetune"]["val_loss"]) == TINY_RUN["finetune_epochs"]
+    assert len(history["finetune"]["val_loss"]) == len(alone["finetune"]["val_loss"]) == WHOLE_BATCHES_RUN["finetune_epochs"]
     np.testing.assert_allclose(history["finetune"]["val_loss"], alone["finetune"]["val_loss"], atol=VAL_LOSS_TOLERANCE)
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["balanced_accuracy"] == pytest.approx(single.test_report["balanced_accuracy"], abs=BALANCED_ACCURACY_TOLERANCE)

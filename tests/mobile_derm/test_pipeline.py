@@ -54,7 +54,6 @@ def test_eval_dataset_normalizes_exactly_and_keeps_order():
     assert y.numpy().tolist() == [0, 1, 2]
 
 
-
 def test_workers_split_each_global_batch_of_the_one_process_order():
     """Under several workers, global step k is one process's k-th batch (the same images,
     the same augmentation), each worker taking its slice of it: the number of workers
