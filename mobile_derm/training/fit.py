@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,9 +213,14 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
                 jit_compile=distribution.jit_compile,
             )
 
+        from mobile_derm.training.resume import BACKUP_DIR, ResumableEarlyStopping, epochs_done
+
+        backup_dir = run_dir / BACKUP_DIR
+        first_epoch = epochs_done(backup_dir)  # a killed run resumes at the epoch its backup ends with
+
         def train_input(input_context=None):
             return training_dataset(x_train, y_train, weights_per_class[y_train], spec.mean, spec.std, global_batch,
-                                    config.seed, config.finetune_epochs, input_context)
+                                    config.seed, config.finetune_epochs, input_context, first_epoch=first_epoch)
 
         train_ds = train_input() if strategy is None else strategy.distribute_datasets_from_function(train_input)
         val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=weights_per_class[y_val])
@@ -222,17 +228,17 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         # validation, or the head's weights are kept (small data sets overfit).
         head_val_loss = float(trained.evaluate(val_ds, verbose=0)[0])
         head_weights = model.get_weights()
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
-            keras.callbacks.EarlyStopping(patience=config.early_stopping_patience, restore_best_weights=True),
-        ]
+        # the early-stopping state is written before BackupAndRestore saves the epoch (list order)
+        stopper = ResumableEarlyStopping(backup_dir / "early_stopping", first_epoch, write=chief,
+                                         patience=config.early_stopping_patience)
+        callbacks = [stopper, keras.callbacks.BackupAndRestore(str(backup_dir))]
         print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
               f"(head alone: val_loss {head_val_loss:.4f})")
-        fit = trained.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
+        trained.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
                           callbacks=callbacks, verbose=2 if not progress else 1)
         if trained is not model:
             model.set_weights(trained.get_weights())
-        history["finetune"] = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+        history["finetune"] = stopper.history  # every epoch's, the ones before a resume included
         history["head_val_loss"] = head_val_loss
         best_val_loss = min(history["finetune"].get("val_loss", [np.inf]))
         history["kept"] = "finetuned" if best_val_loss < head_val_loss else "head"
@@ -241,6 +247,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
             model.set_weights(head_weights)
         if chief:
             atomic_write_text(history_file, json.dumps(history))
+            shutil.rmtree(backup_dir / "early_stopping", ignore_errors=True)  # BackupAndRestore removed its own
     if chief:
         save_final_weights(model, final_file)
     return model

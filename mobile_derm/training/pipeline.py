@@ -212,6 +212,7 @@ def training_dataset(
     seed: int,
     epochs: int,
     input_context=None,
+    first_epoch: int = 0,
 ):
     """Every fine-tuning epoch as one stream of augmented, normalized batches
     (image, label, weight); ``steps_per_epoch`` batches (per replica) make an epoch.
@@ -224,11 +225,12 @@ def training_dataset(
     per-replica size), so the batches do not depend on the number of workers; an epoch keeps
     only whole global batches when there are several replicas (the few images left over
     differ from epoch to epoch).
-    A resumed run restarts the stream at epoch 0's order (BackupAndRestore restores the
-    weights and the epoch count, not the input position)."""
+    The stream holds epochs ``first_epoch`` .. ``epochs - 1``: a resumed run starts where its
+    backup ended (``mobile_derm.training.resume``) and meets the batches an uninterrupted run
+    would."""
     if isinstance(pixels, ShardImages):
         return _streamed_training_dataset(pixels, labels, sample_weights, mean, std, global_batch, seed, epochs,
-                                          input_context)
+                                          input_context, first_epoch)
     n, size = len(pixels), int(pixels.shape[1])
     workers, worker, replica_batch, several, keep = _epoch_plan(n, global_batch, input_context)
     worker_batch = global_batch // workers
@@ -252,7 +254,7 @@ def training_dataset(
                 .map(lambda index: prepare(epoch, index), num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(replica_batch, drop_remainder=several))
 
-    ds = tf.data.Dataset.range(epochs).flat_map(one_epoch)
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     return _input_options(ds.prefetch(tf.data.AUTOTUNE))
 
 
@@ -344,7 +346,7 @@ class ShardImages:
 
 
 def _streamed_training_dataset(images: ShardImages, labels, sample_weights, mean, std, global_batch: int, seed: int,
-                               epochs: int, input_context=None):
+                               epochs: int, input_context=None, first_epoch: int = 0):
     """``training_dataset`` for images in TFRecord shards: each epoch reads the shard files
     holding training images in an order seeded by (seed, epoch), ``READ_CYCLE`` at a time,
     record by record, through a shuffle buffer (``SHUFFLE_BUFFER``, seeded by (seed, epoch)),
@@ -383,5 +385,5 @@ def _streamed_training_dataset(images: ShardImages, labels, sample_weights, mean
 
     # epochs joined in Python: the shuffle seed must be a number (a tensor seed fails in
     # graph mode once a global seed is set, as training sets one)
-    ds = functools.reduce(tf.data.Dataset.concatenate, (one_epoch(epoch) for epoch in range(epochs)))
+    ds = functools.reduce(tf.data.Dataset.concatenate, (one_epoch(epoch) for epoch in range(first_epoch, epochs)))
     return _input_options(ds.prefetch(tf.data.AUTOTUNE))

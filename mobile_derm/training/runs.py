@@ -2,7 +2,7 @@
 
 Run folder layout (everything a later export/benchmark needs):
   train_config.json  the TrainConfig            split.json      the grouped split
-  head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore state
+  head_weights.h5    stage-1 result (marker)    backup/         BackupAndRestore and early-stopping state
   weights.h5         final weights              model_info.json ModelInfo (labels, norm, thresholds...)
   history.json       Keras histories            eval/           test-split report + plots, and
                                                                 test_outputs.npz (probabilities, labels, groups)

@@ -18,6 +18,7 @@ import pytest
 from mobile_derm.training.config import TrainConfig
 from mobile_derm.training.distribute import Distribution
 from mobile_derm.training.fit import train
+from mobile_derm.training.resume import epochs_done
 from mobile_derm.training.throughput import free_ports
 
 # tiny demo data (6 classes x 4 lesions x 3 views at 64 px, model input 32 px): seconds per epoch on 2 cores
@@ -218,11 +219,16 @@ def test_multi_worker_job_with_a_killed_worker_finishes_after_restart(demo, tmp_
     finally:
         _kill(workers)
     assert not (out / "weights.h5").exists()
+    done = epochs_done(backup)
+    assert 1 <= done < epochs
 
     _finish(_start_workers(data, out, config_file, tmp_path / "cache", tmp_path, "again"), tmp_path, "again")
     assert (out / "weights.h5").is_file() and (out / "model_info.json").is_file()
+    for index in (0, 1):  # each worker ran only the epochs that were left
+        log = (tmp_path / f"again_worker{index}.log").read_text()
+        assert f"Epoch {done + 1}/{epochs}" in log and f"Epoch {done}/{epochs}" not in log
     history = json.loads((out / "history.json").read_text())
-    assert 1 <= len(history["finetune"]["loss"]) < epochs  # the restart ran only the epochs that were left
+    assert len(history["finetune"]["loss"]) == epochs  # the epochs before the kill included
 
 
 def test_multi_worker_streams_from_tfrecord_shards(demo, tmp_path):

@@ -78,3 +78,24 @@ def test_workers_split_each_global_batch_of_the_one_process_order():
             assert [len(r) for _, r in parts] == [global_batch // 2] * 2
             np.testing.assert_array_equal(np.concatenate([r for _, r in parts]), rows_alone)
             np.testing.assert_array_equal(np.concatenate([i for i, _ in parts]), image)
+
+
+def test_a_resumed_stream_starts_at_the_first_epoch_not_done():
+    """A run resumed after epoch k meets the batches an uninterrupted run meets from epoch k on
+    (the same images, the same augmentation), not epoch 0's again."""
+    n, batch, epochs = 20, 8, 3
+    pixels = np.random.default_rng(1).integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    rows = np.arange(n, dtype=np.float32)
+
+    def batches(first_epoch):
+        ds = pipeline.training_dataset(pixels, np.arange(n) % 4, rows, [0.0] * 3, [1.0] * 3, batch, 5, epochs,
+                                       first_epoch=first_epoch)
+        return list(ds.as_numpy_iterator())
+
+    whole, resumed = batches(0), batches(1)
+    per_epoch = len(whole) // epochs  # 3 batches: 8, 8 and 4 images
+    assert len(resumed) == (epochs - 1) * per_epoch
+    for (image, _, row), (image_whole, _, row_whole) in zip(resumed, whole[per_epoch:]):
+        np.testing.assert_array_equal(row, row_whole)
+        np.testing.assert_array_equal(image, image_whole)
+    assert not np.array_equal(resumed[0][2], whole[0][2])  # epoch 1's order is not epoch 0's

@@ -15,6 +15,7 @@ from mobile_derm.training.config import TrainConfig
 from mobile_derm.training.runs import load_run
 from mobile_derm.model.classifier import predict_probs
 from mobile_derm.training.fit import train
+from mobile_derm.training.resume import STATE_FILE, epochs_done
 
 
 def test_train_on_a_tiny_real_ham10000_subset(ham10000_lesions, tmp_path):
@@ -68,14 +69,22 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert not (out / "weights.h5").exists()
+    done = epochs_done(backup)
+    # the early-stopping state of the epoch the backup ends with is on disk, with its history
+    before_kill = json.loads((backup / "early_stopping" / STATE_FILE).read_text())[str(done - 1)]["history"]
+    assert 1 <= done < 6 and len(before_kill["val_loss"]) == done
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert (out / "weights.h5").is_file() and (out / "model_info.json").is_file()
+    # the second process ran only the epochs that were left ...
+    assert f"Epoch {done + 1}/6" in second.stdout and f"Epoch {done}/6" not in second.stdout
+    # ... and the run's history is every epoch's, the ones before the kill as they were
     history = json.loads((out / "history.json").read_text())
-    # the second process ran only the epochs that were left
-    assert 1 <= len(history["finetune"]["loss"]) < 6
+    assert len(history["finetune"]["val_loss"]) == 6
+    assert history["finetune"]["val_loss"][:done] == before_kill["val_loss"]
     assert not backup.exists() or not any(backup.rglob("*.index"))  # cleaned up after success
+    assert not (backup / "early_stopping").exists()
 
 
 def test_a_fine_tune_that_does_not_beat_the_head_is_discarded(tmp_path):
