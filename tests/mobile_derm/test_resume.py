@@ -65,3 +65,15 @@ def test_a_worker_that_does_not_write_leaves_no_state(tmp_path):
 
 def test_no_backup_means_epoch_zero(tmp_path):
     assert epochs_done(tmp_path / "backup") == 0
+
+
+def test_a_backup_without_early_stopping_state_resumes_with_early_stopping_afresh(tmp_path, capsys):
+    """A backup written before this state was kept (or without it): the run goes on, comparing
+    only the epochs after the resume, and says so."""
+    model = _model()
+    stopper = ResumableEarlyStopping(tmp_path / "none", 3, patience=3)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    assert "no early-stopping state saved" in capsys.readouterr().out
+    _epochs(stopper, model, range(3, 5))
+    assert stopper.history["val_loss"] == VAL_LOSSES[3:5] and stopper.best_epoch == 4
