@@ -234,6 +234,8 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         callbacks = [stopper, keras.callbacks.BackupAndRestore(str(backup_dir))]
         print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
               f"(head alone: val_loss {head_val_loss:.4f})")
+        if first_epoch:
+            print(f"resuming after epoch {first_epoch} of {config.finetune_epochs} (the state in {backup_dir})")
         trained.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
                           callbacks=callbacks, verbose=2 if not progress else 1)
         if trained is not model:

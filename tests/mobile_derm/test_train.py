@@ -79,6 +79,7 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
     assert (out / "weights.h5").is_file() and (out / "model_info.json").is_file()
     # the second process ran only the epochs that were left ...
     assert f"Epoch {done + 1}/6" in second.stdout and f"Epoch {done}/6" not in second.stdout
+    assert f"resuming after epoch {done} of 6" in second.stdout
     # ... and the run's history is every epoch's, the ones before the kill as they were
     history = json.loads((out / "history.json").read_text())
     assert len(history["finetune"]["val_loss"]) == 6
