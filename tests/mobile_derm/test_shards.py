@@ -153,6 +153,26 @@ def test_the_training_stream_repeats_with_the_seed_and_shards_by_file_across_wor
     assert not set(shares[0]) & set(shares[1])
 
 
+
+def test_a_resumed_stream_from_shards_starts_at_the_first_epoch_not_done(demo):
+    from mobile_derm.training.pipeline import training_dataset
+    from mobile_derm.training.runs import training_images
+
+    _, root = demo
+    images = training_images(read_shards(root / "shards"), 32)[np.arange(0, 72, 2)]
+    labels, rows = np.arange(36) % 6, np.arange(36, dtype=np.float32)
+
+    def batches(first_epoch):
+        return list(training_dataset(images, labels, rows, [0.0] * 3, [1.0] * 3, 8, 0, 2,
+                                     first_epoch=first_epoch).as_numpy_iterator())
+
+    whole, resumed = batches(0), batches(1)
+    assert len(whole) == 2 * len(resumed) == 10  # 5 batches an epoch: 4 of 8 images and one of 4
+    for (image, _, row), (image_whole, _, row_whole) in zip(resumed, whole[5:]):
+        np.testing.assert_array_equal(row, row_whole)
+        np.testing.assert_array_equal(image, image_whole)
+
+
 # ---------------------------------------------------------------- bad input: one line naming the file
 
 def _train_cli(data, out: Path, capsys) -> tuple[int, str]:
