@@ -213,7 +213,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
                 jit_compile=distribution.jit_compile,
             )
 
-        from mobile_derm.training.resume import BACKUP_DIR, ResumableEarlyStopping, epochs_done
+        from mobile_derm.training.resume import BACKUP_DIR, STATE_DIR, ResumableEarlyStopping, epochs_done
 
         backup_dir = run_dir / BACKUP_DIR
         first_epoch = epochs_done(backup_dir)  # a killed run resumes at the epoch its backup ends with
@@ -229,7 +229,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         head_val_loss = float(trained.evaluate(val_ds, verbose=0)[0])
         head_weights = model.get_weights()
         # the early-stopping state is written before BackupAndRestore saves the epoch (list order)
-        stopper = ResumableEarlyStopping(backup_dir / "early_stopping", first_epoch, write=chief,
+        stopper = ResumableEarlyStopping(backup_dir / STATE_DIR, first_epoch, write=chief,
                                          patience=config.early_stopping_patience)
         callbacks = [stopper, keras.callbacks.BackupAndRestore(str(backup_dir))]
         print(f"stage 2: fine-tuning {len(model.trainable_weights)} tensors for up to {config.finetune_epochs} epochs "
@@ -237,7 +237,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
         if first_epoch:
             print(f"resuming after epoch {first_epoch} of {config.finetune_epochs} (the state in {backup_dir})")
         trained.fit(train_ds, validation_data=val_ds, epochs=config.finetune_epochs, steps_per_epoch=steps,
-                          callbacks=callbacks, verbose=2 if not progress else 1)
+                    callbacks=callbacks, verbose=2 if not progress else 1)
         if trained is not model:
             model.set_weights(trained.get_weights())
         history["finetune"] = stopper.history  # every epoch's, the ones before a resume included
@@ -249,7 +249,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
             model.set_weights(head_weights)
         if chief:
             atomic_write_text(history_file, json.dumps(history))
-            shutil.rmtree(backup_dir / "early_stopping", ignore_errors=True)  # BackupAndRestore removed its own
+            shutil.rmtree(backup_dir / STATE_DIR, ignore_errors=True)  # BackupAndRestore removed its own
     if chief:
         save_final_weights(model, final_file)
     return model

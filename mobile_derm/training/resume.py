@@ -22,6 +22,7 @@ from mobile_derm.io_utils import atomic_path, atomic_write_text
 from mobile_derm.tf_setup import keras, tf
 
 BACKUP_DIR = "backup"  # in the run folder: BackupAndRestore's checkpoints and this module's state
+STATE_DIR = "early_stopping"  # in the backup folder: ResumableEarlyStopping's state
 STATE_FILE = "early_stopping.json"
 # BackupAndRestore's record of the last epoch it saved (tf_keras WorkerTrainingState)
 _SAVED_EPOCH = "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"
@@ -67,6 +68,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
             return
         self._states = {str(self.start_epoch - 1): state}
         self.best, self.wait, self.best_epoch = state["best"], state["wait"], state["best_epoch"]
+        # a copy: the kept state of epoch start_epoch - 1 must not grow with the epochs after it
         self.history = {k: list(v) for k, v in state["history"].items()}
         with np.load(self.state_dir / state["best_weights"]) as stored:
             self.best_weights = [stored[f"w{i}"] for i in range(len(stored.files))]

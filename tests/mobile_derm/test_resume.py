@@ -77,3 +77,22 @@ def test_a_backup_without_early_stopping_state_resumes_with_early_stopping_afres
     assert "no early-stopping state saved" in capsys.readouterr().out
     _epochs(stopper, model, range(3, 5))
     assert stopper.history["val_loss"] == VAL_LOSSES[3:5] and stopper.best_epoch == 4
+
+
+def test_the_state_each_epoch_keeps_is_that_epoch_s_after_a_resume(tmp_path):
+    """The kept state of the epoch a run resumed from does not grow with the epochs after it."""
+    import json
+
+    from mobile_derm.training.resume import STATE_FILE
+
+    model = _model()
+    first = ResumableEarlyStopping(tmp_path, 0, patience=3)
+    first.set_model(model)
+    first.on_train_begin()
+    _epochs(first, model, range(3))
+    second = ResumableEarlyStopping(tmp_path, 3, patience=3)
+    second.set_model(model)
+    second.on_train_begin()
+    _epochs(second, model, range(3, 4))
+    states = json.loads((tmp_path / STATE_FILE).read_text())
+    assert [len(states[k]["history"]["val_loss"]) for k in ("2", "3")] == [3, 4]

@@ -15,7 +15,7 @@ from mobile_derm.training.config import TrainConfig
 from mobile_derm.training.runs import load_run
 from mobile_derm.model.classifier import predict_probs
 from mobile_derm.training.fit import train
-from mobile_derm.training.resume import STATE_FILE, epochs_done
+from mobile_derm.training.resume import STATE_DIR, STATE_FILE, epochs_done
 
 
 def test_train_on_a_tiny_real_ham10000_subset(ham10000_lesions, tmp_path):
@@ -71,7 +71,7 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
     assert not (out / "weights.h5").exists()
     done = epochs_done(backup)
     # the early-stopping state of the epoch the backup ends with is on disk, with its history
-    before_kill = json.loads((backup / "early_stopping" / STATE_FILE).read_text())[str(done - 1)]["history"]
+    before_kill = json.loads((backup / STATE_DIR / STATE_FILE).read_text())[str(done - 1)]["history"]
     assert 1 <= done < 6 and len(before_kill["val_loss"]) == done
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -85,7 +85,7 @@ def test_training_killed_mid_run_resumes_and_finishes(tmp_path):
     assert len(history["finetune"]["val_loss"]) == 6
     assert history["finetune"]["val_loss"][:done] == before_kill["val_loss"]
     assert not backup.exists() or not any(backup.rglob("*.index"))  # cleaned up after success
-    assert not (backup / "early_stopping").exists()
+    assert not (backup / STATE_DIR).exists()
 
 
 def test_a_fine_tune_that_does_not_beat_the_head_is_discarded(tmp_path):
