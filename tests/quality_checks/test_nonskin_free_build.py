@@ -1,5 +1,6 @@
 """docs/data/nonskin_free/build.py: each manifest row read from its git mirror at its commit, shrunk to at most
 600 px and checked against the recorded size; a wrong size or a missing file stops the build."""
+import csv
 import importlib.util
 import subprocess
 from pathlib import Path
@@ -55,3 +56,40 @@ def test_a_size_other_than_the_manifest_s_or_a_missing_file_stops_the_build(buil
         build.build_one(_row(commit, path="pics/b.png"), mirrors)
     with pytest.raises(SystemExit, match="no git mirror of other/repo"):
         build.build_one({**_row(commit), "source_repository": "other/repo"}, mirrors)
+
+
+def _read_manifest(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_another_manifest_builds_its_own_set_with_its_source_md(build, mirror, tmp_path):
+    mirrors, commit = mirror
+    folder = tmp_path / "other_set"
+    folder.mkdir()
+    row = {**_row(commit), "label": "nonskin_texture", "licence": "CC0 1.0", "licence_evidence": "README"}
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow(row)
+    (folder / "SOURCE.md").write_text("# other set\n")
+    out = tmp_path / "data" / "other_set"
+    assert build.main(["--manifest", str(folder / "labels.csv"), "--mirrors", str(mirrors), "--out", str(out)]) == 0
+    assert cv2.imread(str(out / "images" / "a.jpg")).shape == (300, 600, 3)
+    assert (out / "SOURCE.md").read_text() == "# other set\n"
+    assert (out / "labels.csv").read_text() == (folder / "labels.csv").read_text()
+
+
+def test_the_report_set_shares_no_photo_and_no_source_repository_with_the_set_the_check_is_built_on():
+    """nonskin_report says what the not-skin check does on photos it has not seen: none of its photos, and none of
+    its repositories (photos of one repository are alike), may be in nonskin_free; none of its names in ood."""
+    docs = BUILD.parents[1]
+    report, free = _read_manifest(docs / "nonskin_report" / "labels.csv"), _read_manifest(docs / "nonskin_free" / "labels.csv")
+    assert len(report) == len({r["image"] for r in report}) == 100
+    assert not {r["source_repository"] for r in report} & {r["source_repository"] for r in free}
+    assert not {(r["source_repository"], r["original_path"]) for r in report} & {(r["source_repository"], r["original_path"]) for r in free}
+    ood_sources = ("kodim", "mcmaster", "astronaut", "chelsea", "rocket", "hubble")
+    assert not [r["image"] for r in report if any(s in r["original_path"].lower() for s in ood_sources)]
+    for r in report:
+        assert r["licence"].strip() and r["licence_evidence"].strip() and len(r["commit"]) == 40, r["image"]
+        assert max(int(r["width"]), int(r["height"])) <= 600, r["image"]

@@ -1,12 +1,14 @@
-"""Rebuild the `nonskin_free` photo set from its sources, as SOURCE.md describes.
+"""Rebuild the `nonskin_free` photo set (or another set with a manifest like it) from its sources, as SOURCE.md describes.
 
     python docs/data/nonskin_free/build.py --mirrors MIRRORS --out ../shared/data/nonskin_free
+    python docs/data/nonskin_free/build.py --manifest docs/data/nonskin_report/labels.csv --mirrors MIRRORS \
+        --out ../shared/data/nonskin_report
 
 MIRRORS holds one git directory per source repository, at ``MIRRORS/<owner>+<name>/repo`` (a bare clone or a
-clone's ``.git``; each must hold the commit that labels.csv names). For every row of the labels.csv beside this
-script the file is read at that commit (``git show``), decoded with OpenCV (IMREAD_COLOR), shrunk with INTER_AREA so
-that its longer side is at most 600 px (never enlarged) and written as JPEG quality 90; its size must be the one
-labels.csv records. The photos stay under ``shared/``: they are never committed here. Nothing is written unless
+clone's ``.git``; each must hold the commit that the manifest names). For every row of the manifest (the labels.csv
+beside this script unless ``--manifest`` names another) the file is read at that commit (``git show``), decoded with
+OpenCV (IMREAD_COLOR), shrunk with INTER_AREA so that its longer side is at most 600 px (never enlarged) and written as
+JPEG quality 90; its size must be the one the manifest records. The photos stay under ``shared/``: they are never committed here. Nothing is written unless
 every row builds (the set is assembled in a temporary folder beside OUT, then renamed).
 """
 from __future__ import annotations
@@ -57,11 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mirrors", type=Path, required=True, help="folder of <owner>+<name>/repo git directories")
     ap.add_argument("--out", type=Path, required=True, help="the set's folder (e.g. ../shared/data/nonskin_free)")
+    ap.add_argument("--manifest", type=Path, default=MANIFEST,
+                    help="the set's labels.csv, its SOURCE.md beside it (default: nonskin_free's)")
     args = ap.parse_args(argv)
     if args.out.exists():
         print(f"error: {args.out}: already exists (remove it to rebuild)", file=sys.stderr)
         return 2
-    with MANIFEST.open(newline="", encoding="utf-8") as fh:
+    with args.manifest.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".nonskin_free.", dir=args.out.parent))
@@ -73,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"error: {tmp / row['image']}: cannot write it")
             print(f"\r{i}/{len(rows)}", end="", file=sys.stderr)
         print(file=sys.stderr)
-        shutil.copyfile(MANIFEST, tmp / "labels.csv")
-        shutil.copyfile(MANIFEST.parent / "SOURCE.md", tmp / "SOURCE.md")
+        shutil.copyfile(args.manifest, tmp / "labels.csv")
+        shutil.copyfile(args.manifest.parent / "SOURCE.md", tmp / "SOURCE.md")
         tmp.rename(args.out)
     finally:
         if tmp.exists():
