@@ -5,8 +5,8 @@ Clean photos: the skin sets under the data root whose shorter side is >= ``CLEAN
 input and test the resolution check instead. Each clean photo in a per-dataset sample is
 degraded (see ``degrade.DEGRADATIONS``) at several severities; the report gives reject rates,
 per-degradation ROC AUC of the relevant check's score (clean vs degraded, pooled over the
-"clearly bad" severities), the non-skin reject rates (``ood``, and ``nonskin_free`` where the
-data root has it), and the analysis time of a 4000x3000 photo on one core. With a classifier
+"clearly bad" severities), the non-skin reject rates (``ood``, and ``nonskin_free`` and ``nonskin_report`` where the
+data root has them), and the analysis time of a 4000x3000 photo on one core. With a classifier
 it also reports accuracy on accepted vs rejected images.
 
 The clean pass rate is reported on the report half of each skin set (``photo_sets.fit_half``:
@@ -42,7 +42,7 @@ from mobile_derm_quality.decode import decode_image_bytes, read_image
 from mobile_derm_quality.errors import ImageReadError, QualityCheckError
 from mobile_derm_quality.files import atomic_write_text, pyplot, save_figure
 from mobile_derm_quality.gate import assess, measure_for, read_photo_for, verdict_from_measurements
-from mobile_derm_quality.photo_sets import (CLEAN_MIN_SIDE, CLEAN_SETS, LOWRES_SET, NONSKIN_SET, OOD_SET, default_data_root,
+from mobile_derm_quality.photo_sets import (CLEAN_MIN_SIDE, CLEAN_SETS, LOWRES_SET, NONSKIN_SETS, OOD_SET, default_data_root,
                                             fit_half, read_rows)
 from mobile_derm_quality.roc import roc_auc
 
@@ -315,8 +315,9 @@ def gate_eval(
     ood, ood_scores = nonskin(root / OOD_SET) or (None, [])
     if ood is not None:
         ood["ood_reject_rate"] = ood["reject_rate"]  # the name the earlier reports and docs use
-    # The second non-skin set: the one to build and tune a not-skin check on, so that ``ood`` is only looked at last.
-    free, _ = nonskin(root / NONSKIN_SET) or (None, [])
+    # The second non-skin set: the one to build and tune a not-skin check on, so that ``ood`` is only looked at last;
+    # the third, never fitted on, says what the check does on freely licensed photos it has not seen.
+    free_sets = {name: (nonskin(root / name) or (None, []))[0] for name in NONSKIN_SETS}
 
     total_n = sum(s["n"] for s in clean.values())
     total_acc = sum(s["accepted"] for s in clean.values())
@@ -369,9 +370,10 @@ def gate_eval(
         "lowres": lowres,
         "ood": {k: v for k, v in (ood or {}).items() if k != "per_image"} if ood else None,
         "ood_reject_rate": ood["ood_reject_rate"] if ood else None,
-        NONSKIN_SET: ({k: v for k, v in free.items() if k != "per_image"} if free is not None
-                      else {"skipped": f"{root / NONSKIN_SET} not found (a second non-skin set; see photo_sets)"}),
-        "nonskin_free_reject_rate": free["reject_rate"] if free is not None else None,
+        **{name: ({k: v for k, v in res.items() if k != "per_image"} if res is not None
+                  else {"skipped": f"{root / name} not found ({NONSKIN_SETS[name]}; see photo_sets)"})
+           for name, res in free_sets.items()},
+        **{f"{name}_reject_rate": res["reject_rate"] if res is not None else None for name, res in free_sets.items()},
         **timing,
         "limit": limit,
         "degrade_per_set": n_deg,
@@ -397,7 +399,7 @@ def gate_eval(
             },
         }
     atomic_write_text(out_dir / "gate_eval.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
-    for name, res in ((OOD_SET, ood), (NONSKIN_SET, free)):
+    for name, res in ((OOD_SET, ood), *free_sets.items()):
         if res:
             atomic_write_text(out_dir / f"gate_eval_{name}.json", json.dumps(res["per_image"], indent=1) + "\n")
     atomic_write_text(out_dir / "gate_eval.md", render_markdown(report))
@@ -655,14 +657,15 @@ def render_markdown(rep: dict) -> str:
         L += [f"**ood_reject_rate: {rep['ood_reject_rate']}** {_ci(rep['ood']['reject_ci95'])} (n={rep['ood']['n']}; "
               f"reasons {rep['ood']['reasons']})", ""]
         L += _with_classifier(rep["ood"])
-    free = rep.get(NONSKIN_SET) or {}
-    if "skipped" in free:
-        L += [f"nonskin_free_reject_rate: not measured: {free['skipped']}", ""]
-    elif free:
-        per_label = "; ".join(f"{k} {v['reject_rate']} (n={v['n']})" for k, v in free.get("by_label", {}).items())
-        L += [f"**nonskin_free_reject_rate: {rep['nonskin_free_reject_rate']}** {_ci(free['reject_ci95'])} (n={free['n']}, "
-              f"the second non-skin set; {per_label}; reasons {free['reasons']})", ""]
-        L += _with_classifier(free)
+    for name, role in NONSKIN_SETS.items():
+        free = rep.get(name) or {}
+        if "skipped" in free:
+            L += [f"{name}_reject_rate: not measured: {free['skipped']}", ""]
+        elif free:
+            per_label = "; ".join(f"{k} {v['reject_rate']} (n={v['n']})" for k, v in free.get("by_label", {}).items())
+            L += [f"**{name}_reject_rate: {rep[f'{name}_reject_rate']}** {_ci(free['reject_ci95'])} (n={free['n']}, "
+                  f"{role}; {per_label}; reasons {free['reasons']})", ""]
+            L += _with_classifier(free)
     L += [
         f"**ms_per_image: {rep['ms_per_image']}** (analysis of an already-decoded 4000x3000 photo, 1 thread, wall time, median over "
         f"{rep.get('timing_photos')} evaluation photos grown to that size; p90 {rep['ms_per_image_p90']}; CPU time {rep.get('ms_per_image_cpu')}); "
@@ -771,12 +774,12 @@ def render_readme_table(rep: dict) -> str:
     pc = rep.get("phone_capture")
     if not pc or README_SPLIT not in pc["by_split"]:
         raise QualityCheckError(None, "gate_eval report has no phone-capture section (run gate-eval with --phone-capture N)")
-    free = rep.get(NONSKIN_SET) or {}
     line = (f"Clean photos passed (report half; target {TARGET_CLEAN_PASS}): "
             # four decimals: three would print 0.9495 as 0.950, over the target it misses
             + ", ".join(f"{_short(ds)} {_f(s['pass_rate'], 4)}" for ds, s in rep["clean"].items())
             + f"; not-skin photos rejected: ood {_f(rep['ood_reject_rate'], 2)} (n={(rep.get('ood') or {}).get('n')}), "
-            + (f"nonskin_free {_f(rep['nonskin_free_reject_rate'], 2)} (n={free['n']})" if "n" in free else "nonskin_free not measured")
+            + ", ".join(f"{name} {_f(rep[f'{name}_reject_rate'], 2)} (n={rep[name]['n']})" if "n" in (rep.get(name) or {})
+                        else f"{name} not measured" for name in NONSKIN_SETS)
             + f"; {_f(rep['ms_per_image'], 1)} ms per decoded 4000x3000 photo (1 core, "
             + (f"wall time, median over {rep['timing_photos']} photos" if "timing_photos" in rep else "CPU time, one photo")
             + "). Phone captures, held-out ranges, "

@@ -4,8 +4,9 @@ Each set is a folder with a ``labels.csv`` (column ``image``: the photo's path i
 folder). Clean photos: the skin sets whose shorter side is >= ``CLEAN_MIN_SIDE``
 (PAD-UFES-20 phone photos, SD-198, Derm7pt). HAM10000 copies (200x150) are below the
 model input and test the resolution check instead; ``ood`` holds everyday non-skin photos
-(kept for the final figure) and ``nonskin_free`` a second, freely licensed non-skin set (its
-SOURCE.md), the one to build and tune a not-skin check on.
+(kept for the final figure), ``nonskin_free`` a second, freely licensed non-skin set (its
+SOURCE.md), the one to build and tune a not-skin check on, and ``nonskin_report`` a third one, never
+fitted on, reported beside ``ood``.
 
 Each skin set is cut into two halves by group (``fit_half``): a hash of the photo's patient,
 case or lesion (``groups.set_groups``; SD-198: blocks of nearby ids), so that no patient is on
@@ -38,6 +39,12 @@ CLEAN_SETS = ("pad_ufes20_subset", "sd198_subset", "derm7pt_dermoscopic")
 LOWRES_SET = "ham10000_200px"
 OOD_SET = "ood"
 NONSKIN_SET = "nonskin_free"  # freely licensed non-skin photos (not skin close-ups), a folder under the data root
+# A third non-skin set, freely licensed like the second but never fitted on: with ``ood``, what the not-skin check
+# does on photos it has not seen (docs/data/nonskin_report/SOURCE.md)
+NONSKIN_REPORT_SET = "nonskin_report"
+# the freely licensed non-skin sets gate-eval reports beside ``ood``, and what each is for
+NONSKIN_SETS = {NONSKIN_SET: "the second non-skin set, the not-skin check is built on it",
+                NONSKIN_REPORT_SET: "the third non-skin set, never fitted on"}
 CLEAN_MIN_SIDE = 300
 # How a term fitted on the clean fit-half photos is cut (fit_checks' terms, the not-skin contrast): it warns beyond
 # this quantile of its values on the source where they are largest, so no source newly warns on more than 3% ...

@@ -88,7 +88,8 @@ def test_phone_capture_reports_the_classifier_per_category_where_labels_map(tmp_
 def _report(capture) -> dict:
     return {"clean": {"pad_ufes20_subset": {"pass_rate": 0.9704}, "sd198_subset": {"pass_rate": 0.961}},
             "ood_reject_rate": 0.66, "ood": {"n": 50}, "nonskin_free_reject_rate": 0.6695,
-            "nonskin_free": {"n": 118}, "ms_per_image": 5.917, "phone_capture": capture}
+            "nonskin_free": {"n": 118}, "nonskin_report_reject_rate": 0.75, "nonskin_report": {"n": 100},
+            "ms_per_image": 5.917, "phone_capture": capture}
 
 
 def _check_readme_table(capture):
@@ -96,7 +97,7 @@ def _check_readme_table(capture):
     text = render_readme_table(_report(capture))
     lines = text.splitlines()
     assert lines[0].startswith("Clean photos passed (report half; target 0.95): pad 0.9704, sd198 0.9610; not-skin photos "
-                               "rejected: ood 0.66 (n=50), nonskin_free 0.67 (n=118); 5.9 ms")
+                               "rejected: ood 0.66 (n=50), nonskin_free 0.67 (n=118), nonskin_report 0.75 (n=100); 5.9 ms")
     assert lines[1] == ""  # a Markdown table starts after a blank line
     head, sep, rejected, classifier = (line.strip("| ").split(" | ") for line in lines[2:])
     cats = capture["by_split"]["held_out"]

@@ -9,7 +9,7 @@ import pytest
 
 from mobile_derm_quality.gate_eval import gate_eval
 from mobile_derm_quality.groups import GROUP_COLUMNS, SD198_FOLDER, set_groups
-from mobile_derm_quality.photo_sets import NONSKIN_SET, OOD_SET, fit_half, read_rows
+from mobile_derm_quality.photo_sets import NONSKIN_REPORT_SET, NONSKIN_SET, OOD_SET, fit_half, read_rows
 
 
 def _pad_rows(n_patients=40, per_patient=3):
@@ -66,7 +66,7 @@ def _write_set(folder, labels, seed):
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
-def test_gate_eval_reports_the_second_non_skin_set_apart_from_ood(tmp_path, make_skin):
+def test_gate_eval_reports_each_non_skin_set_apart_from_ood(tmp_path, make_skin):
     root = tmp_path / "data"
     (root / "pad_ufes20_subset" / "images").mkdir(parents=True)
     for i in range(3):
@@ -87,6 +87,15 @@ def test_gate_eval_reports_the_second_non_skin_set_apart_from_ood(tmp_path, make
     assert {k: v["n"] for k, v in free["by_label"].items()} == {"nonskin_animal": 1, "nonskin_food": 2}
     assert len(json.loads((tmp_path / "b" / "gate_eval_nonskin_free.json").read_text())) == 3
     assert "**nonskin_free_reject_rate:" in (tmp_path / "b" / "gate_eval.md").read_text()
+    # the third set (never fitted on) is reported on its own, beside the others
+    assert rep["nonskin_report_reject_rate"] is None and "not found" in rep[NONSKIN_REPORT_SET]["skipped"]
+    _write_set(root / NONSKIN_REPORT_SET, ["nonskin_texture"] * 4, 20)
+    rep = gate_eval(root, tmp_path / "c", degrade_per_set=0, progress=False, plots=False)
+    held = rep[NONSKIN_REPORT_SET]
+    assert held["n"] == 4 and rep[NONSKIN_SET]["n"] == 3 and rep["ood"]["n"] == 2
+    assert held["reject_rate"] == rep["nonskin_report_reject_rate"] and set(held) >= {"reject_ci95", "reasons"}
+    assert len(json.loads((tmp_path / "c" / "gate_eval_nonskin_report.json").read_text())) == 4
+    assert "**nonskin_report_reject_rate:" in (tmp_path / "c" / "gate_eval.md").read_text()
     # the clean figures: the report half as the headline, the fit half beside it
     pad = rep["clean"]["pad_ufes20_subset"]
     assert pad["n_report"] + pad["n_fit"] == pad["n"] == 3
