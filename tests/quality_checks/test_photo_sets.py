@@ -2,6 +2,7 @@
 import csv
 import json
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -136,3 +137,14 @@ def test_default_gate_reject_rate_on_nonskin_free_is_reported(nonskin_root, tmp_
     assert free["n"] >= 100 and 0 <= free["reject_rate"] <= 1
     assert all(0 <= v["reject_rate"] <= 1 for v in free["by_label"].values())
     assert sum(v["n"] for v in free["by_label"].values()) == free["n"]
+
+
+@pytest.mark.realdata
+def test_the_report_set_on_disk_is_the_one_its_manifest_in_the_repository_lists(data_root):
+    """gate-eval's nonskin_report figure is about the photos docs/data/nonskin_report lists, no more, no fewer."""
+    folder = data_root / NONSKIN_REPORT_SET
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found (build it as docs/data/nonskin_report/SOURCE.md says)")
+    manifest = Path(__file__).resolve().parents[2] / "docs" / "data" / NONSKIN_REPORT_SET
+    assert read_rows(folder) == read_rows(manifest)
+    assert {r["image"] for r in read_rows(folder)} == {f"images/{p.name}" for p in (folder / "images").iterdir()}
