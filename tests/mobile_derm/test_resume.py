@@ -1,8 +1,10 @@
 """Resuming a killed fine-tune (mobile_derm.training.resume): early stopping as if uninterrupted."""
+import json
+
 import numpy as np
 
 from mobile_derm.tf_setup import keras
-from mobile_derm.training.resume import ResumableEarlyStopping, epochs_done
+from mobile_derm.training.resume import STATE_FILE, ResumableEarlyStopping, epochs_done
 
 VAL_LOSSES = [1.0, 0.5, 0.8, 0.9, 0.7, 0.6]  # best at epoch 1; patience 3 stops after epoch 4
 
@@ -81,10 +83,6 @@ def test_a_backup_without_early_stopping_state_resumes_with_early_stopping_afres
 
 def test_the_state_each_epoch_keeps_is_that_epoch_s_after_a_resume(tmp_path):
     """The kept state of the epoch a run resumed from does not grow with the epochs after it."""
-    import json
-
-    from mobile_derm.training.resume import STATE_FILE
-
     model = _model()
     first = ResumableEarlyStopping(tmp_path, 0, patience=3)
     first.set_model(model)

@@ -153,7 +153,6 @@ def test_the_training_stream_repeats_with_the_seed_and_shards_by_file_across_wor
     assert not set(shares[0]) & set(shares[1])
 
 
-
 def test_a_resumed_stream_from_shards_starts_at_the_first_epoch_not_done(demo):
     from mobile_derm.training.pipeline import training_dataset
     from mobile_derm.training.runs import training_images

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from mobile_derm_quality.photo_sets import read_rows
+
 BUILD = Path(__file__).resolve().parents[2] / "docs" / "data" / "nonskin_free" / "build.py"
 
 
@@ -58,11 +60,6 @@ def test_a_size_other_than_the_manifest_s_or_a_missing_file_stops_the_build(buil
         build.build_one({**_row(commit), "source_repository": "other/repo"}, mirrors)
 
 
-def _read_manifest(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_another_manifest_builds_its_own_set_with_its_source_md(build, mirror, tmp_path):
     mirrors, commit = mirror
     folder = tmp_path / "other_set"
@@ -84,7 +81,7 @@ def test_the_report_set_shares_no_photo_and_no_source_repository_with_the_set_th
     """nonskin_report says what the not-skin check does on photos it has not seen: none of its photos, and none of
     its repositories (photos of one repository are alike), may be in nonskin_free; none of its names in ood."""
     docs = BUILD.parents[1]
-    report, free = _read_manifest(docs / "nonskin_report" / "labels.csv"), _read_manifest(docs / "nonskin_free" / "labels.csv")
+    report, free = read_rows(docs / "nonskin_report"), read_rows(docs / "nonskin_free")
     assert len(report) == len({r["image"] for r in report}) == 100
     assert not {r["source_repository"] for r in report} & {r["source_repository"] for r in free}
     assert not {(r["source_repository"], r["original_path"]) for r in report} & {(r["source_repository"], r["original_path"]) for r in free}

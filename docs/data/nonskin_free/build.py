@@ -8,8 +8,9 @@ MIRRORS holds one git directory per source repository, at ``MIRRORS/<owner>+<nam
 clone's ``.git``; each must hold the commit that the manifest names). For every row of the manifest (the labels.csv
 beside this script unless ``--manifest`` names another) the file is read at that commit (``git show``), decoded with
 OpenCV (IMREAD_COLOR), shrunk with INTER_AREA so that its longer side is at most 600 px (never enlarged) and written as
-JPEG quality 90; its size must be the one the manifest records. The photos stay under ``shared/``: they are never committed here. Nothing is written unless
-every row builds (the set is assembled in a temporary folder beside OUT, then renamed).
+JPEG quality 90; its size must be the one the manifest records. The photos stay under ``shared/``: they are never
+committed here. Nothing is written unless every row builds (the set is assembled in a temporary folder beside OUT,
+then renamed).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     with args.manifest.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".nonskin_free.", dir=args.out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
     try:
         (tmp / "images").mkdir()
         for i, row in enumerate(rows, 1):
