@@ -20,6 +20,9 @@ detail over several model-input pixels, or over much of the lesion (assumed near
 centre, about a third of the frame across), asks for a retake. Each category's
 ``boundary`` says what its line is based on; between the two ranges is a gap where no
 sample is drawn, because there the right answer is not clear.
+
+Every sample ends as the phone saves it: ``sample`` encodes the generator's output as a JPEG at a
+quality drawn from ``SAVE_QUALITY`` (unless the generator ends with the phone's own processing).
 """
 from __future__ import annotations
 
@@ -449,6 +452,13 @@ def jpeg_resample(rgb: np.ndarray, params: dict, rng: np.random.Generator) -> np
     return cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR) if (w, h) != (W, H) else small
 
 
+# ------------------------------------------------------------------ the phone saves a JPEG
+# the quality a phone camera saves at (the low-light pipeline draws its own): every capture of a failure
+# is a JPEG, as the photos the failures are made from are; optics applied to those (a blur, a shift, a wider
+# view scaled down) smooth their 8x8 blocks away, which left the failures the only photos without any
+SAVE_QUALITY = (85, 95)
+
+
 # ------------------------------------------------------------------ the table
 Intervals = list  # [(lo, hi), ...] numbers (ints: inclusive whole numbers) or [str, ...] choices
 
@@ -465,6 +475,7 @@ class Category:
     held_out_param: str
     boundary: str
     flagged_is_enough: bool = False  # the target is "flagged" (warn or reject), not "rejected"
+    saves_jpeg: bool = False  # the generator ends with the phone's own processing and JPEG (else sample saves one)
 
 
 def _px(frac: float) -> str:
@@ -500,6 +511,7 @@ CATEGORIES: dict[str, Category] = {
         boundary=f"signal-to-noise ratio of mid-grey before the phone's denoiser ({FULL_WELL_E:.0f} e- at white, "
                  f"{READ_NOISE_E:.0f} e- read noise): acceptable >= ~15 (<= 2.2 stops under), retake <= ~5 "
                  "(>= 5.2 stops), where the denoiser wipes out skin texture",
+        saves_jpeg=True,
     ),
     "over_exposure": Category(
         over_exposure,
@@ -611,4 +623,9 @@ def sample(rgb: np.ndarray, category: str, split: str, rng: np.random.Generator,
     if label is None:
         label = LABELS[int(rng.integers(2))]
     params = {name: draw(iv, rng) for name, iv in ranges(category, split, label).items()}
-    return CATEGORIES[category].generate(rgb, params, rng), label, params
+    c = CATEGORIES[category]
+    img = c.generate(rgb, params, rng)
+    if c.saves_jpeg:
+        return img, label, params
+    quality = int(rng.integers(SAVE_QUALITY[0], SAVE_QUALITY[1] + 1))
+    return jpeg(img, quality), label, {**params, "save_quality": quality}

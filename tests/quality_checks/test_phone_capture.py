@@ -199,3 +199,40 @@ def test_jpeg_resample_removes_detail(make_skin):
 def test_srgb_round_trip():
     v = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
     assert np.array_equal(pc.to_srgb(pc.to_linear(v)), v)
+
+
+
+def _block_step_ratio(rgb):
+    """Mean grey step across the 8x8 JPEG block borders over the mean step elsewhere (1: no block grid)."""
+    d = np.abs(np.diff(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), axis=1))
+    border = (np.arange(d.shape[1]) % 8) == 7
+    return float(d[:, border].mean() / d[:, ~border].mean())
+
+
+@pytest.mark.parametrize("category", [c for c in pc.CATEGORIES if not pc.CATEGORIES[c].saves_jpeg])
+def test_every_capture_is_saved_as_a_jpeg(category, make_skin):
+    rgb = make_skin(240, 320)
+    img, _, params = pc.sample(rgb, category, "fit", _rng(3), label="retake")
+    rng = _rng(3)
+    drawn = {k: pc.draw(v, rng) for k, v in pc.ranges(category, "fit", "retake").items()}
+    bare = pc.CATEGORIES[category].generate(rgb, drawn, rng)
+    assert pc.SAVE_QUALITY[0] <= params["save_quality"] <= pc.SAVE_QUALITY[1]
+    assert np.array_equal(img, pc.jpeg(bare, params["save_quality"]))
+
+
+def test_a_blurred_capture_carries_the_jpeg_block_grid_its_optics_smoothed_away(make_skin):
+    src = pc.jpeg(make_skin(240, 320), 90)
+    assert _block_step_ratio(src) > 1.02  # the photo the failure is made from: a JPEG
+    img, _, params = pc.sample(src, "defocus", "fit", _rng(3), label="retake")
+    bare = pc.defocus(src, {"radius": params["radius"]}, _rng())
+    assert _block_step_ratio(bare) < 1.01  # the blur took its blocks away
+    assert _block_step_ratio(img) > 1.2  # the capture is a JPEG again
+
+
+def test_low_light_ends_with_its_own_jpeg(make_skin):
+    rgb = make_skin(120, 160)
+    img, _, params = pc.sample(rgb, "low_light", "fit", _rng(4), label="retake")
+    rng = _rng(4)
+    drawn = {k: pc.draw(v, rng) for k, v in pc.ranges("low_light", "fit", "retake").items()}
+    assert "save_quality" not in params
+    assert np.array_equal(img, pc.low_light(rgb, drawn, rng))
