@@ -453,9 +453,10 @@ def jpeg_resample(rgb: np.ndarray, params: dict, rng: np.random.Generator) -> np
 
 
 # ------------------------------------------------------------------ the phone saves a JPEG
-# the quality a phone camera saves at (the low-light pipeline draws its own): every capture of a failure
-# is a JPEG, as the photos the failures are made from are; optics applied to those (a blur, a shift, a wider
-# view scaled down) smooth their 8x8 blocks away, which left the failures the only photos without any
+# the quality a phone camera saves at (the low-light pipeline draws its own, from this range on the fit
+# split): every capture of a failure is a JPEG, as the photos the failures are made from are; optics applied
+# to those (a blur, a shift, a wider view scaled down) smooth their 8x8 blocks away, which left the failures
+# the only photos without any
 SAVE_QUALITY = (85, 95)
 
 
@@ -503,8 +504,8 @@ CATEGORIES: dict[str, Category] = {
     ),
     "low_light": Category(
         low_light,
-        fit={"acceptable": {"stops": [(0.5, 1.8)], "jpeg_quality": [(85, 95)]},
-             "retake": {"stops": [(5.2, 6.5)], "jpeg_quality": [(85, 95)]}},
+        fit={"acceptable": {"stops": [(0.5, 1.8)], "jpeg_quality": [SAVE_QUALITY]},
+             "retake": {"stops": [(5.2, 6.5)], "jpeg_quality": [SAVE_QUALITY]}},
         held_out={"acceptable": {"stops": [(1.8, 2.2)], "jpeg_quality": [(80, 85)]},
                   "retake": {"stops": [(6.5, 7.5)], "jpeg_quality": [(80, 85)]}},
         held_out_param="stops",
