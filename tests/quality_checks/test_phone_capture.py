@@ -201,7 +201,6 @@ def test_srgb_round_trip():
     assert np.array_equal(pc.to_srgb(pc.to_linear(v)), v)
 
 
-
 def _block_step_ratio(rgb):
     """Mean grey step across the 8x8 JPEG block borders over the mean step elsewhere (1: no block grid)."""
     d = np.abs(np.diff(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), axis=1))
