@@ -208,13 +208,18 @@ def _block_step_ratio(rgb):
     return float(d[:, border].mean() / d[:, ~border].mean())
 
 
+def _generated(rgb, category, seed):
+    """What the category's generator alone makes from the draws ``sample`` makes with the same seed (fit, retake)."""
+    rng = _rng(seed)
+    drawn = {k: pc.draw(v, rng) for k, v in pc.ranges(category, "fit", "retake").items()}
+    return pc.CATEGORIES[category].generate(rgb, drawn, rng)
+
+
 @pytest.mark.parametrize("category", [c for c in pc.CATEGORIES if not pc.CATEGORIES[c].saves_jpeg])
 def test_every_capture_is_saved_as_a_jpeg(category, make_skin):
     rgb = make_skin(240, 320)
     img, _, params = pc.sample(rgb, category, "fit", _rng(3), label="retake")
-    rng = _rng(3)
-    drawn = {k: pc.draw(v, rng) for k, v in pc.ranges(category, "fit", "retake").items()}
-    bare = pc.CATEGORIES[category].generate(rgb, drawn, rng)
+    bare = _generated(rgb, category, 3)
     assert pc.SAVE_QUALITY[0] <= params["save_quality"] <= pc.SAVE_QUALITY[1]
     assert np.array_equal(img, pc.jpeg(bare, params["save_quality"]))
 
@@ -231,7 +236,5 @@ def test_a_blurred_capture_carries_the_jpeg_block_grid_its_optics_smoothed_away(
 def test_low_light_ends_with_its_own_jpeg(make_skin):
     rgb = make_skin(120, 160)
     img, _, params = pc.sample(rgb, "low_light", "fit", _rng(4), label="retake")
-    rng = _rng(4)
-    drawn = {k: pc.draw(v, rng) for k, v in pc.ranges("low_light", "fit", "retake").items()}
     assert "save_quality" not in params
-    assert np.array_equal(img, pc.low_light(rgb, drawn, rng))
+    assert np.array_equal(img, _generated(rgb, "low_light", 4))
