@@ -65,6 +65,7 @@ SHAKE_GRID_STEP = 4  # _shake_blur: every 4th pixel of every 4th row (every othe
 NOISE_MIN_GREY = 6  # exclusive bounds on the grey level: clipped pixels hide noise
 NOISE_MAX_GREY = 249
 NOISE_MIN_PIXELS = 16  # fewer usable pixels: noise 0 (too few to estimate it)
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)  # Immerkaer's: the difference of two Laplacians
 
 # _blockiness
 JPEG_BLOCK = 8  # JPEG's block size: block edges every 8 px
@@ -119,12 +120,13 @@ def _quantile(values: np.ndarray, q: float, max_n: int = QUANTILE_MAX_N) -> floa
         v = v[:: v.size // max_n]
     if v.size == 0:
         return float("nan")
-    # np.percentile's linear interpolation from a two-element partition (a third of its cost)
+    # np.percentile's linear interpolation from one partition (a third of its cost): after it, the next order
+    # statistic is the smallest value above position lo
     pos = q / 100.0 * (v.size - 1)
     lo = int(pos)
-    hi = min(lo + 1, v.size - 1)
-    part = np.partition(v, (lo, hi))
-    return float(part[lo] + (pos - lo) * (part[hi] - part[lo]))
+    part = np.partition(v, lo)
+    upper = part[lo + 1 :].min() if lo + 1 < v.size else part[lo]
+    return float(part[lo] + (pos - lo) * (upper - part[lo]))
 
 
 MAX_BLUR = 12.0  # px at the analysis scale; reported when there are no edges at all
@@ -247,14 +249,23 @@ def _grid_points(sel: np.ndarray, offset: int, step: int, width: int) -> tuple[n
     return k, (offset + step * gy) * width + (offset + step * gx)
 
 
+def _neighbours(img: np.ndarray, i: np.ndarray, offsets: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """``img``'s values at flat pixel indices ``i`` moved by each (dy, dx) of ``offsets``: one row per offset,
+    from one gather (several times cheaper than a gather per neighbour)."""
+    w = img.shape[1]
+    return img.ravel().take(i[None, :] + np.array([dy * w + dx for dy, dx in offsets])[:, None])
+
+
+# the 3x3 Sobel's neighbours, as (dy, dx): the right column (up, middle, down), then the left; for y the bottom
+# row (left, middle, right), then the top
+_SOBEL_X_NEIGHBOURS = ((-1, 1), (0, 1), (1, 1), (-1, -1), (0, -1), (1, -1))
+_SOBEL_Y_NEIGHBOURS = ((1, -1), (1, 0), (1, 1), (-1, -1), (-1, 0), (-1, 1))
+
+
 def _sobel_at(img: np.ndarray, i: np.ndarray, along_x: int) -> np.ndarray:
     """|3x3 Sobel| of ``img`` at flat pixel indices ``i``, none on the border: cv2.Sobel's value there."""
-    f, w = img.ravel(), img.shape[1]
-    if along_x:
-        d = (f[i - w + 1] + 2 * f[i + 1] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - 1] + f[i + w - 1])
-    else:
-        d = (f[i + w - 1] + 2 * f[i + w] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - w] + f[i - w + 1])
-    return np.abs(d)
+    n = _neighbours(img, i, _SOBEL_X_NEIGHBOURS if along_x else _SOBEL_Y_NEIGHBOURS)
+    return np.abs((n[0] + 2 * n[1] + n[2]) - (n[3] + 2 * n[4] + n[5]))
 
 
 def _edge_blur(g: np.ndarray, sx: np.ndarray, sy: np.ndarray, mask: np.ndarray, reblur_sigma: float = REBLUR_SIGMA,
@@ -341,9 +352,9 @@ def reblurred(g: np.ndarray, reblur_sigma: float = REBLUR_SIGMA) -> np.ndarray:
 
 def _sobel_pair_at(img: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Signed 3x3 Sobel x and y of ``img`` at flat pixel indices ``i``, none on the border."""
-    f, w = img.ravel(), img.shape[1]
-    return ((f[i - w + 1] + 2 * f[i + 1] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - 1] + f[i + w - 1]),
-            (f[i + w - 1] + 2 * f[i + w] + f[i + w + 1]) - (f[i - w - 1] + 2 * f[i - w] + f[i - w + 1]))
+    # the eight neighbours: up-right, right, down-right, up-left, left, down-left, down, up
+    ur, r, dr, ul, le, dl, d, u = _neighbours(img, i, ((-1, 1), (0, 1), (1, 1), (-1, -1), (0, -1), (1, -1), (1, 0), (-1, 0)))
+    return (ur + 2 * r + dr) - (ul + 2 * le + dl), (dl + 2 * d + dr) - (ul + 2 * u + ur)
 
 
 def shake_direction(gx: np.ndarray, gy: np.ndarray) -> tuple[float, float] | None:
@@ -351,8 +362,9 @@ def shake_direction(gx: np.ndarray, gy: np.ndarray) -> tuple[float, float] | Non
     of the edge gradients scaled to unit length (each edge counts once, however strong), or None
     when their orientations are even. A shake blurs the edges across its path; the edges along it
     stay sharp, so the gradients point across the shake's path."""
-    w = 1.0 / (gx * gx + gy * gy)
-    jxx = float(np.mean(gx * gx * w))
+    gxx = gx * gx
+    w = 1.0 / (gxx + gy * gy)
+    jxx = float(np.mean(gxx * w))
     jxy = float(np.mean(gx * gy * w))
     c2, s2 = 2.0 * jxx - 1.0, 2.0 * jxy  # (jxx - jyy, 2 jxy) with jyy = 1 - jxx
     r = float(np.hypot(c2, s2))
@@ -441,18 +453,16 @@ def _detail_offset(grad_b: np.ndarray) -> float:
 def _noise_sigma(g: np.ndarray, grad_b: np.ndarray, mask: np.ndarray) -> float:
     """Immerkaer (1996) fast noise estimate, on the flattest half of the ROI (every 2nd pixel: grid B,
     ``[1:-1:2, 1:-1:2]``; ``grad_b`` is |Sobel x| + |Sobel y| there)."""
-    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = np.abs(cv2.filter2D(g, -1, k, borderType=cv2.BORDER_REFLECT)[1:-1:2, 1:-1:2])
-    gr = grad_b
+    r = np.abs(cv2.filter2D(g, -1, NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1:2, 1:-1:2])
     inner = g[1:-1:2, 1:-1:2]
-    sel = mask[1:-1:2, 1:-1:2]
-    if int(sel.sum()) < SKIN_MIN_PIXELS:
-        sel = np.ones_like(sel)
-    sel = sel & (inner > NOISE_MIN_GREY) & (inner < NOISE_MAX_GREY)  # clipped pixels hide noise
-    if int(sel.sum()) < NOISE_MIN_PIXELS:
+    sel = (inner > NOISE_MIN_GREY) & (inner < NOISE_MAX_GREY)  # clipped pixels hide noise
+    roi = mask[1:-1:2, 1:-1:2]
+    if np.count_nonzero(roi) >= SKIN_MIN_PIXELS:
+        sel &= roi
+    if np.count_nonzero(sel) < NOISE_MIN_PIXELS:
         return 0.0
-    gsel = gr[sel]
-    vals = r[sel][gsel <= _quantile(gsel, 50)]
+    # the flattest half: r where the gradient is at most its median (r[sel][grad_b[sel] <= median], one gather)
+    vals = r[sel & (grad_b <= _quantile(grad_b[sel], 50))]
     if vals.size == 0:
         return 0.0
     # |conv| of Gaussian noise sigma has std 6*sigma; mean |N(0, s)| = s*sqrt(2/pi).
@@ -474,9 +484,9 @@ def _blockiness(steps: tuple[np.ndarray, np.ndarray] | None) -> float:
     if steps is None:
         return 0.0
     dx, dy = steps
-    # float32 means of whole-number steps: their sums are exact in float32 (< 2**24), so these are
-    # bit for bit numpy's float32 means, from exact integer sums
-    on_x, on_y, all_x, all_y = (np.float32(int(a.sum(dtype=np.int64))) / np.float32(a.size)
+    # float32 means of whole-number steps: their sums (OpenCV's, exact in float64) are exact in float32 (< 2**24),
+    # so these are bit for bit numpy's float32 means, from exact integer sums
+    on_x, on_y, all_x, all_y = (np.float32(cv2.sumElems(np.ascontiguousarray(a))[0]) / np.float32(a.size)
                                 for a in (dx[:, JPEG_BLOCK - 1 :: JPEG_BLOCK], dy[JPEG_BLOCK - 1 :: JPEG_BLOCK, :], dx, dy))
     denom = all_x + all_y + 1.0
     return float(max(0.0, (on_x - all_x) + (on_y - all_y)) / denom)
@@ -490,8 +500,13 @@ def _grid_profile(p: np.ndarray) -> np.ndarray:
     p = p.ravel().astype(np.float64)
     h = p - cv2.blur(p[None, :], (GRID_HIGHPASS, 1), borderType=cv2.BORDER_REFLECT_101).ravel()
     whole = len(h) // JPEG_BLOCK * JPEG_BLOCK
-    h = h - np.resize(h[:whole].reshape(-1, JPEG_BLOCK).mean(axis=0), len(h))
-    return sum(np.roll(h, k) for k in range(-(GRID_SMOOTH // 2), GRID_SMOOTH // 2 + 1)) / GRID_SMOOTH
+    h = h - np.tile(h[:whole].reshape(-1, JPEG_BLOCK).mean(axis=0), len(h) // JPEG_BLOCK + 1)[: len(h)]
+    half = GRID_SMOOTH // 2
+    wrapped = np.concatenate((h[-half:], h, h[:half]))  # circular: the profile continues at its other end
+    total = wrapped[2 * half :]  # the sum of wrapped[i + j] over j = 2 * half .. 0, in that order
+    for j in range(2 * half - 1, -1, -1):
+        total = total + wrapped[j : j + len(h)]
+    return total / GRID_SMOOTH
 
 
 def _autocovariance(h: np.ndarray, max_lag: int) -> np.ndarray:
@@ -563,14 +578,14 @@ def measure(rgb: np.ndarray, analysis_size: int = 320, skin_check=None, descript
     sat = hsv[:, :, 1]
     val = hsv[:, :, 2]
     far_hue = (hue > FAR_HUE_RANGE[0]) & (hue < FAR_HUE_RANGE[1])  # greens, blues, purples: not skin, not lesion, not pen-free
-    colourful_fraction = float(((sat > COLOURFUL_MIN_SAT) & (val > COLOURFUL_MIN_VAL) & far_hue).mean())
+    colourful_fraction = np.count_nonzero((sat > COLOURFUL_MIN_SAT) & (val > COLOURFUL_MIN_VAL) & far_hue) / far_hue.size
 
     g32 = gray.astype(np.float32)
     sx = cv2.Sobel(g32, cv2.CV_32F, 1, 0, ksize=3)
     sy = cv2.Sobel(g32, cv2.CV_32F, 0, 1, ksize=3)
     grad_b = np.abs(sx[1:-1:2, 1:-1:2]) + np.abs(sy[1:-1:2, 1:-1:2])  # grid B: the noise and detail checks'
     coloured = sat > COLOURED_MIN_SAT
-    if int(coloured.sum()) >= HUE_ENTROPY_MIN_PIXELS:
+    if np.count_nonzero(coloured) >= HUE_ENTROPY_MIN_PIXELS:
         hist = np.bincount((hue[coloured] // HUE_BIN_WIDTH).ravel(), minlength=HUE_ENTROPY_BINS)[:HUE_ENTROPY_BINS].astype(np.float64)
         p = hist / hist.sum()
         hue_entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())

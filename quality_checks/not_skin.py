@@ -86,10 +86,10 @@ def describe(rgb: np.ndarray) -> np.ndarray:
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1)
     mag, ang = cv2.cartToPolar(gx, gy)
     # Orientation histogram: man-made scenes are full of horizontal and vertical edges.
-    bins = np.minimum(((ang % np.pi) / np.pi * ORIENTATION_BINS).astype(np.int64), ORIENTATION_BINS - 1)
+    bins = np.minimum((np.fmod(ang, np.pi) / np.pi * ORIENTATION_BINS).astype(np.int64), ORIENTATION_BINS - 1)  # ang >= 0
     orient = np.bincount(bins.ravel(), weights=mag.ravel(), minlength=ORIENTATION_BINS)
     orient = orient / (orient.sum() + 1e-6)
-    edges = [(mag > 20).mean(), (mag > 60).mean(), (mag > 150).mean()]
+    edges = [np.count_nonzero(mag > level) / mag.size for level in (20, 60, 150)]
     hsv = cv2.cvtColor(t.astype(np.uint8), cv2.COLOR_RGB2HSV)
     saturated = hsv[..., 1] > 60
     hue = np.bincount((hsv[..., 0][saturated] // (180 // HUE_BINS)).astype(np.int64), minlength=HUE_BINS)[:HUE_BINS]
