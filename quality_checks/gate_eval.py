@@ -28,6 +28,7 @@ rejects, each against the same photos clean (the issue's "gap", ``link_summary``
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -445,6 +446,17 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float] | None:
     return [round(float(centre - half), 4), round(float(centre + half), 4)]
 
 
+def paired_sign_test(lost: int, gained: int) -> float | None:
+    """Two-sided exact p-value that a classifier is as often wrong-degraded-only (``lost``) as
+    right-degraded-only (``gained``) on paired samples (McNemar's exact test: a binomial on the
+    discordant pairs). None without discordant pairs."""
+    n = lost + gained
+    if n == 0:
+        return None
+    tail = sum(math.comb(n, i) for i in range(min(lost, gained) + 1)) / 2.0 ** n
+    return round(min(1.0, 2.0 * tail), 4)
+
+
 def _rate(flags: list[bool]) -> dict:
     k, n = int(sum(flags)), len(flags)
     return {"rate": round(k / n, 4) if n else None, "ci95": wilson_interval(k, n), "n": n}
@@ -744,7 +756,26 @@ def render_classifier_link(pc: dict) -> list[str]:
                          f"{a['lost']} / {a['gained']} | {'yes' if a['meets_target'] else 'no'} | {r['n']} | "
                          f"{r['accuracy']} | {r['clean_accuracy']} | {r['gap']} |")
         L.append("")
+        L += render_link_by_label(cats)
     return L
+
+
+def render_link_by_label(cats: dict) -> list[str]:
+    """The accepted samples' gap of one split again, 'acceptable' and 'retake' samples apart (sources pooled),
+    with the paired test's p-value: a gap on the 'acceptable' samples is one no gate that passes them can
+    close (the classifier itself does not hold up to that much of the failure)."""
+    L = ["Accepted samples by label (sources pooled): gap, lost / gained, and p of McNemar's exact test that lost and gained are equally likely.", "",
+         "| category | 'acceptable' n | gap | lost / gained | p | 'retake' n | gap | lost / gained | p |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for category, per_source in cats.items():
+        cells = []
+        for label in phone_capture.LABELS:
+            a = per_source.get("all", {}).get(label, {}).get("classifier", {}).get("accepted")
+            cells += (["0", "-", "-", "-"] if not a or not a["n"] else
+                      [str(a["n"]), str(a["gap"]), f"{a['lost']} / {a['gained']}", str(paired_sign_test(a["lost"], a["gained"]))])
+        if any(c != "0" for c in cells[::4]):
+            L.append(f"| {category} | " + " | ".join(cells) + " |")
+    return L + [""]
 
 
 README_BEGIN = "<!-- gate-eval table: begin -->"

@@ -10,8 +10,8 @@ import pytest
 from mobile_derm_quality.errors import QualityCheckError
 from mobile_derm_quality.gate import GateConfig
 from mobile_derm_quality.gate_eval import (README_BEGIN, README_END, TARGET_CLASSIFIER_GAP, link_summary, main,
-                                           phone_capture_eval, render_markdown, render_phone_capture,
-                                           render_readme_table, replace_readme_block)
+                                           paired_sign_test, phone_capture_eval, render_link_by_label, render_markdown,
+                                           render_phone_capture, render_readme_table, replace_readme_block)
 from mobile_derm_quality.phone_capture import CATEGORIES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +35,25 @@ def test_link_summary_pairs_each_sample_with_its_own_clean_original():
     same = link_summary([(True, True, False, False)] * 4 + [(True, False, True, False)])
     assert same["accepted"]["gap"] == 0.0 and same["accepted"]["meets_target"] is True
     assert TARGET_CLASSIFIER_GAP == 0.03  # the "within 3 points"
+
+
+def test_paired_sign_test_is_mcnemars_exact_test():
+    assert paired_sign_test(0, 0) is None
+    assert paired_sign_test(3, 3) == 1.0
+    assert paired_sign_test(8, 0) == pytest.approx(2 / 2 ** 8, abs=1e-4)  # all eight discordant pairs one way
+    assert paired_sign_test(10, 2) == paired_sign_test(2, 10) == pytest.approx(0.0386, abs=1e-4)  # 2 * 79 / 4096
+
+
+def test_link_by_label_keeps_acceptable_and_retake_samples_apart():
+    def cell(n, gap, lost, gained):
+        return {"classifier": {"accepted": {"n": n, "gap": gap, "lost": lost, "gained": gained}}}
+
+    cats = {"distance": {"all": {"acceptable": cell(47, 0.1702, 10, 2), "retake": cell(4, 0.25, 1, 0)}},
+            "defocus": {"all": {"acceptable": cell(48, -0.0416, 0, 2), "retake": cell(0, None, 0, 0)}},
+            "glare": {"all": {"acceptable": {}, "retake": {}}}}  # no classifier link: no row
+    rows = [line for line in render_link_by_label(cats) if line.startswith("| ") and not line.startswith("| category")]
+    assert rows == ["| distance | 47 | 0.1702 | 10 / 2 | 0.0386 | 4 | 0.25 | 1 / 0 | 1.0 |",
+                    "| defocus | 48 | -0.0416 | 0 / 2 | 0.5 | 0 | - | - | - |"]
 
 
 def _classify(rgb):
