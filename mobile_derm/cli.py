@@ -218,6 +218,18 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+def cmd_capture_robustness(args) -> int:
+    from mobile_derm.api import load_dataset
+    from mobile_derm.evaluation.capture_robustness import markdown, run_capture_robustness
+
+    out = Path(args.out) if args.out else Path(args.model).parent / "capture_robustness"
+    report = run_capture_robustness(args.run, load_dataset(args.data, args.data_root), args.model, out, n=args.n,
+                                    seed=args.seed)
+    print(markdown(report))
+    print(f"wrote {out / 'capture_robustness.json'}")
+    return EXIT_OK
+
+
 def cmd_ood_eval(args) -> int:
     from mobile_derm.api import Classifier, load_dataset
     from mobile_derm.evaluation.other_sets import table
@@ -530,6 +542,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="*", help="exported .tflite files to score the same way (their own outputs, LiteRT)")
     p.add_argument("--out", help="where ood_eval.json/.md/.png go (default: RUN/ood_eval)")
     p.set_defaults(func=cmd_ood_eval)
+
+    p = sub.add_parser("capture-robustness", parents=common, epilog=EXIT_CODES,
+                       help="what each phone-capture failure costs an exported model, on its run's validation photos")
+    p.add_argument("run", help="the training run folder the model was exported from (its split.json)")
+    data_args(p)
+    p.add_argument("--model", required=True, help="the exported .tflite to score (LiteRT, its own decision rule)")
+    p.add_argument("--n", type=positive_int, help="validation photos to use (default: all), drawn with --seed")
+    p.add_argument("--seed", type=whole_number, default=0, help="photo draw and phone-capture parameters (default 0)")
+    p.add_argument("--out", help="where capture_robustness.json/.md go (default: capture_robustness beside the model)")
+    p.set_defaults(func=cmd_capture_robustness)
 
     p = sub.add_parser("fit-skin-check", parents=common, epilog=EXIT_CODES, help="fit the learned not-skin check (ImageNet Lite0 + one-class model) on good skin photos")
     p.add_argument("--out", required=True, help="folder for skin_check.tflite and its gate_config.json")

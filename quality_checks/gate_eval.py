@@ -454,7 +454,7 @@ def paired_sign_test(lost: int, gained: int) -> float | None:
     if n == 0:
         return None
     tail = sum(math.comb(n, i) for i in range(min(lost, gained) + 1)) / 2.0 ** n
-    return round(min(1.0, 2.0 * tail), 4)
+    return float(f"{min(1.0, 2.0 * tail):.3g}")  # three significant digits: a small p stays readable
 
 
 def _rate(flags: list[bool]) -> dict:
