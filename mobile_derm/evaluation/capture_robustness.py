@@ -83,13 +83,13 @@ def run_capture_robustness(run_dir: str | Path, data, model_file: str | Path, ou
     from mobile_derm.errors import DataError
     from mobile_derm.training.runs import run_arrays
 
+    predictor = Predictor(model_file, num_threads=1)  # first: a wrong file fails before the photos are read
     pixels, y, split = run_arrays(data, run_dir, progress=progress)
     val = np.asarray(split.val, dtype=np.int64)
     if val.size == 0:
         raise DataError(run_dir, "the run's split has no validation photos (a cross-validation fold?)")
     if n is not None and n < val.size:
         val = np.sort(np.random.default_rng(seed).permutation(val)[:n])
-    predictor = Predictor(model_file, num_threads=1)
     names = list(data.classes)
 
     def classify(rgb: np.ndarray) -> str:

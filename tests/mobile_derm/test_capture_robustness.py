@@ -63,3 +63,14 @@ def test_capture_robustness_command_on_the_tiny_demo_run(tiny_demo, tmp_path):
     assert report["n"] == 3 and report["split"] == "fit" and report["model"].endswith("int8.tflite")
     assert set(report["by_category"]) == set(phone_capture.CATEGORIES)
     assert (out / "capture_robustness.md").read_text().startswith("# Capture robustness: ")
+
+
+def test_capture_robustness_names_a_missing_model_in_one_line(tiny_demo, tmp_path, capsys):
+    from mobile_derm.cli import EXIT_ERROR, main
+
+    missing = tmp_path / "none.tflite"
+    code = main(["capture-robustness", str(tiny_demo / "run"), "--data", str(tiny_demo / "data" / "labels.csv"),
+                 "--model", str(missing), "--out", str(tmp_path / "cr")])
+    assert code == EXIT_ERROR
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {missing}: model file not found"]
+    assert not (tmp_path / "cr").exists()
