@@ -764,7 +764,8 @@ def render_link_by_label(cats: dict) -> list[str]:
     """The accepted samples' gap of one split again, 'acceptable' and 'retake' samples apart (sources pooled),
     with the paired test's p-value: a gap on the 'acceptable' samples is one no gate that passes them can
     close (the classifier itself does not hold up to that much of the failure)."""
-    L = ["Accepted samples by label (sources pooled): gap, lost / gained, and p of McNemar's exact test that lost and gained are equally likely.", "",
+    L = ["Accepted samples by label (sources pooled): gap, lost / gained, and p of McNemar's exact test that lost and "
+         "gained are equally likely.", "",
          "| category | 'acceptable' n | gap | lost / gained | p | 'retake' n | gap | lost / gained | p |",
          "|---|---|---|---|---|---|---|---|---|"]
     for category, per_source in cats.items():
@@ -772,7 +773,8 @@ def render_link_by_label(cats: dict) -> list[str]:
         for label in phone_capture.LABELS:
             a = per_source.get("all", {}).get(label, {}).get("classifier", {}).get("accepted")
             cells += (["0", "-", "-", "-"] if not a or not a["n"] else
-                      [str(a["n"]), str(a["gap"]), f"{a['lost']} / {a['gained']}", str(paired_sign_test(a["lost"], a["gained"]))])
+                      [str(a["n"]), str(a["gap"]), f"{a['lost']} / {a['gained']}",
+                       str(paired_sign_test(a["lost"], a["gained"]))])
         if any(c != "0" for c in cells[::4]):
             L.append(f"| {category} | " + " | ".join(cells) + " |")
     return L + [""]

@@ -54,7 +54,8 @@ def capture_robustness(classify, images: list[np.ndarray], labels: list[str], *,
                  for img, y in zip(images, labels)]
         by_category.setdefault(category, {})[label] = _paired(right_clean, right)
     k = sum(right_clean)
-    return {"n": len(images), "seed": seed, "split": SPLIT, "clean_accuracy": round(k / len(images), 4) if images else None,
+    return {"n": len(images), "seed": seed, "split": SPLIT,
+            "clean_accuracy": round(k / len(images), 4) if images else None,
             "clean_accuracy_ci95": wilson_interval(k, len(images)), "by_category": by_category}
 
 

@@ -26,11 +26,12 @@ def test_sobel_at_points_is_opencvs_sobel():
     i = (ys * img.shape[1] + xs).ravel()
     sx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)[1:-1, 1:-1].ravel()
     sy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)[1:-1, 1:-1].ravel()
-    np.testing.assert_allclose(features._sobel_at(img, i, 1), np.abs(sx), rtol=1e-6, atol=1e-3)  # float32: the sums in another order
-    np.testing.assert_allclose(features._sobel_at(img, i, 0), np.abs(sy), rtol=1e-6, atol=1e-3)  # float32: the sums in another order
+    # float32 sums in another order than OpenCV's: equal within a few units in the last place
+    np.testing.assert_allclose(features._sobel_at(img, i, 1), np.abs(sx), rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(features._sobel_at(img, i, 0), np.abs(sy), rtol=1e-6, atol=1e-3)
     px, py = features._sobel_pair_at(img, i)
-    np.testing.assert_allclose(px, sx, rtol=1e-6, atol=1e-3)  # float32: the sums in another order
-    np.testing.assert_allclose(py, sy, rtol=1e-6, atol=1e-3)  # float32: the sums in another order
+    np.testing.assert_allclose(px, sx, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(py, sy, rtol=1e-6, atol=1e-3)
 
 
 @pytest.mark.parametrize("n", [64, 255, 250])
