@@ -352,8 +352,8 @@ def reblurred(g: np.ndarray, reblur_sigma: float = REBLUR_SIGMA) -> np.ndarray:
 
 def _sobel_pair_at(img: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Signed 3x3 Sobel x and y of ``img`` at flat pixel indices ``i``, none on the border."""
-    # the eight neighbours: up-right, right, down-right, up-left, left, down-left, down, up
-    ur, r, dr, ul, le, dl, d, u = _neighbours(img, i, ((-1, 1), (0, 1), (1, 1), (-1, -1), (0, -1), (1, -1), (1, 0), (-1, 0)))
+    # the eight neighbours: x's six (up-right, right, down-right, up-left, left, down-left), then down and up
+    ur, r, dr, ul, le, dl, d, u = _neighbours(img, i, _SOBEL_X_NEIGHBOURS + ((1, 0), (-1, 0)))
     return (ur + 2 * r + dr) - (ul + 2 * le + dl), (dl + 2 * d + dr) - (ul + 2 * u + ur)
 
 
