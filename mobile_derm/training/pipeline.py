@@ -132,8 +132,11 @@ def low_light(image, seed, min_snr: float = 3.0, max_snr: float = 30.0):
     # the noise of mid-grey in pixel units (slope of the 1/2.2 curve there): what the denoiser is set to
     sigma_pixels = 255.0 / 2.2 * 0.18 ** (1 / 2.2 - 1) * 0.18 / snr
     smooth = edge_preserving_smooth(noisy, 2.0 * math.sqrt(3.0) * sigma_pixels)
+    # sharpening's blur over mirrored borders (zero padding would light up a frame round the picture)
+    padded = tf.pad(smooth, [[3, 3], [3, 3], [0, 0]], mode="REFLECT")
+    blurred = gaussian_blur(padded, tf.constant(1.0))[3:-3, 3:-3]
     amount = _uniform(s[2], 0.0, 1.0)
-    return tf.clip_by_value(smooth + amount * (smooth - gaussian_blur(smooth, tf.constant(1.0))), 0.0, 255.0)
+    return tf.clip_by_value(smooth + amount * (smooth - blurred), 0.0, 255.0)
 
 
 def augment(image, size: int, seed, low_light_probability: float = 0.0):
