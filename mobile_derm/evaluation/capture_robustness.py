@@ -82,10 +82,10 @@ def run_capture_robustness(run_dir: str | Path, data, model_file: str | Path, ou
     of the run in ``run_dir``, trained on ``data`` (a Dataset). Writes the JSON and Markdown into ``out``."""
     from mobile_derm.app.predict import Predictor
     from mobile_derm.errors import DataError
-    from mobile_derm.training.runs import run_arrays
+    from mobile_derm.training.runs import photo_pixels, run_labels
 
     predictor = Predictor(model_file, num_threads=1)  # first: a wrong file fails before the photos are read
-    pixels, y, split = run_arrays(data, run_dir, progress=progress)
+    y, split = run_labels(data, run_dir)
     val = np.asarray(split.val, dtype=np.int64)
     if val.size == 0:
         raise DataError(run_dir, "the run's split has no validation photos (a cross-validation fold?)")
@@ -96,8 +96,9 @@ def run_capture_robustness(run_dir: str | Path, data, model_file: str | Path, ou
     def classify(rgb: np.ndarray) -> str:  # the label the file's decision rule ranks first, as the app shows it
         return predictor.predict(rgb, top_k=1, gate=False).top_k[0]["label"]
 
-    report = capture_robustness(classify, [pixels[i] for i in val], [names[y[i]] for i in val], seed=seed,
-                                progress=progress)
+    # each photo at its own size, as taken: the failures happen at capture, before the app shrinks the photo
+    report = capture_robustness(classify, [photo_pixels(data, i) for i in val], [names[y[i]] for i in val],
+                                seed=seed, progress=progress)
     report = {"model": str(model_file), "run": str(run_dir), "photos": f"validation split of {data.name}", **report}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

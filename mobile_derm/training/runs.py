@@ -47,11 +47,24 @@ def _cache_key(paths: list[str], size: int, crop_bottom: float) -> str:
     return digest.hexdigest()[:16]
 
 
+def without_bottom(rgb: np.ndarray, crop_bottom: float) -> np.ndarray:
+    """The photo without its bottom ``crop_bottom`` fraction (a data set's banner)."""
+    return rgb[: max(1, int(round(rgb.shape[0] * (1.0 - crop_bottom))))] if crop_bottom else rgb
+
+
 def input_pixels(rgb: np.ndarray, size: int, crop_bottom: float = 0.0) -> np.ndarray:
     """A decoded photo as model-input pixels: the bottom crop, then the centred square at ``size``."""
-    if crop_bottom:
-        rgb = rgb[: max(1, int(round(rgb.shape[0] * (1.0 - crop_bottom))))]
-    return resize_square(rgb, size)
+    return resize_square(without_bottom(rgb, crop_bottom), size)
+
+
+def photo_pixels(dataset, index: int) -> np.ndarray:
+    """Image ``index`` of ``dataset`` at its own size, as the file holds it, less the data set's
+    bottom crop: the photo the model input is made from (the pixel cache holds it resized)."""
+    from mobile_derm.datasets.shards import ShardedDataset
+
+    if isinstance(dataset, ShardedDataset):
+        raise DataError(dataset.root, "needs the image files at their own size; a shard folder holds them re-encoded")
+    return without_bottom(load_rgb(dataset.samples[index].path), BOTTOM_CROP_BY_DATASET.get(dataset.name, 0.0))
 
 
 def _decode_one(path: str, size: int, crop_bottom: float) -> np.ndarray:
@@ -147,17 +160,22 @@ def load_run(run_dir: str | Path):
     return model, config, info
 
 
-def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = True):
-    """Pixels, label indices and the saved split of a run, for export and the
-    benchmark (the pixel cache makes this a file load, not a re-decode)."""
+def run_labels(dataset, run_dir: str | Path):
+    """Label indices (in the run's label order) and the saved split of a run trained on ``dataset``."""
     from mobile_derm.datasets.splits import Split
 
     run_dir = Path(run_dir)
-    config = TrainConfig.load(run_dir / "train_config.json")
     info = ModelInfo.load(run_dir / "model_info.json")
     split = Split.load(run_dir / "split.json", dataset)
     if list(dataset.classes) != list(info.labels):
         raise DataError(run_dir, f"dataset classes {dataset.classes} differ from the run's labels {info.labels}")
+    return np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64), split
+
+
+def run_arrays(dataset, run_dir: str | Path, cache_dir=None, progress: bool = True):
+    """Pixels, label indices and the saved split of a run, for export and the
+    benchmark (the pixel cache makes this a file load, not a re-decode)."""
+    y, split = run_labels(dataset, run_dir)
+    config = TrainConfig.load(Path(run_dir) / "train_config.json")
     pixels = dataset_pixels(dataset, config.input_size, cache_dir, progress)
-    y = np.array([info.labels.index(s.label) for s in dataset.samples], dtype=np.int64)
     return pixels, y, split

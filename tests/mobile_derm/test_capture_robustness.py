@@ -74,3 +74,21 @@ def test_capture_robustness_names_a_missing_model_in_one_line(tiny_demo, tmp_pat
     assert code == EXIT_ERROR
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {missing}: model file not found"]
     assert not (tmp_path / "cr").exists()
+
+
+def test_photos_are_read_at_their_own_size_less_the_data_sets_banner(tmp_path):
+    """The failures happen at capture, so each photo is degraded as the file holds it (not the model-size copy of the
+    pixel cache); a data set whose photos carry a banner (SD-198's) loses it, as its model input does."""
+    import cv2
+
+    from mobile_derm.datasets.sources import Dataset, Sample
+    from mobile_derm.training.runs import BOTTOM_CROP_BY_DATASET, input_pixels, photo_pixels
+
+    rgb = _photo(0)
+    cv2.imwrite(str(tmp_path / "a.png"), rgb[:, :, ::-1])
+    sample = Sample(path=tmp_path / "a.png", label="dark", group="a")
+    np.testing.assert_array_equal(photo_pixels(Dataset("plain", tmp_path, [sample]), 0), rgb)
+    with_banner = photo_pixels(Dataset("sd198", tmp_path, [sample]), 0)
+    kept = int(round(120 * (1 - BOTTOM_CROP_BY_DATASET["sd198"])))
+    np.testing.assert_array_equal(with_banner, rgb[:kept])
+    np.testing.assert_array_equal(input_pixels(with_banner, 32), input_pixels(rgb, 32, BOTTOM_CROP_BY_DATASET["sd198"]))
