@@ -1,11 +1,11 @@
 """What does each phone-capture failure cost a classifier? (``mobile-derm capture-robustness``)
 
-Each photo of a run's validation split (the model's own domain; the test split stays sealed) is made into one
-"acceptable" and one "retake" sample of every category of ``mobile_derm_quality.phone_capture`` (its fit
-parameter ranges: the held-out ones stay for the gate's report), and an exported ``.tflite`` classifies the
-photo and its samples as the app does (LiteRT, the file's own decision rule). Per category and label: accuracy
-on the samples beside the same photos clean, the gap in points, the paired counts behind it (lost: right clean,
-wrong degraded; gained: the reverse) and McNemar's exact p.
+Each photo of a run's validation split (the model's own domain; the test split stays sealed), read from its file
+at its own size, is made into one "acceptable" and one "retake" sample of every category of
+``mobile_derm_quality.phone_capture`` (its fit parameter ranges: the held-out ones stay for the gate's report), and
+an exported ``.tflite`` classifies the photo and its samples as the app does (LiteRT, the file's own decision rule).
+Per category and label: accuracy on the samples beside the same photos clean, the gap in points, the paired counts
+behind it (lost: right clean, wrong degraded; gained: the reverse) and McNemar's exact p.
 
 Why: gate-eval's classifier link holds the shipped pair to "within 3 points on what the gate accepts", and the
 gate is built to pass the suite's "acceptable" samples. Where the classifier already fails on those, no gate
