@@ -117,6 +117,12 @@ def edge_preserving_smooth(image, range_sigma, spatial_sigma: float = 1.5, radiu
     return total / norm
 
 
+# low_light works in linear light: pixel values are taken as display-encoded with this gamma, and its
+# signal-to-noise ratio is that of mid-grey (18% reflectance)
+DISPLAY_GAMMA = 2.2
+MID_GREY = 0.18
+
+
 def low_light(image, seed, min_snr: float = 3.0, max_snr: float = 30.0):
     """A dim room: the phone's gain brings back the brightness and, with it, sensor noise
     (shot noise, its variance proportional to the light, in linear light; a signal-to-
@@ -125,12 +131,12 @@ def low_light(image, seed, min_snr: float = 3.0, max_snr: float = 30.0):
     filter set to the noise) before it sharpens what is left (an unsharp mask)."""
     s = _seeds(seed, 3)
     snr = tf.exp(_uniform(s[0], math.log(min_snr), math.log(max_snr)))
-    linear = tf.pow(image / 255.0, 2.2)
-    sigma = 0.18 / snr * tf.sqrt(linear / 0.18 + 0.05)  # shot noise, and a read-noise floor in the dark
+    linear = tf.pow(image / 255.0, DISPLAY_GAMMA)
+    sigma = MID_GREY / snr * tf.sqrt(linear / MID_GREY + 0.05)  # shot noise, and a read-noise floor in the dark
     noisy = linear + sigma * tf.random.stateless_normal(tf.shape(image), s[1])
-    noisy = 255.0 * tf.pow(tf.clip_by_value(noisy, 0.0, 1.0), 1 / 2.2)
-    # the noise of mid-grey in pixel units (slope of the 1/2.2 curve there): what the denoiser is set to
-    sigma_pixels = 255.0 / 2.2 * 0.18 ** (1 / 2.2 - 1) * 0.18 / snr
+    noisy = 255.0 * tf.pow(tf.clip_by_value(noisy, 0.0, 1.0), 1 / DISPLAY_GAMMA)
+    # the noise of mid-grey in pixel units (slope of the display curve there): what the denoiser is set to
+    sigma_pixels = 255.0 / DISPLAY_GAMMA * MID_GREY ** (1 / DISPLAY_GAMMA - 1) * MID_GREY / snr
     smooth = edge_preserving_smooth(noisy, 2.0 * math.sqrt(3.0) * sigma_pixels)
     # sharpening's blur over mirrored borders (zero padding would light up a frame round the picture)
     padded = tf.pad(smooth, [[3, 3], [3, 3], [0, 0]], mode="REFLECT")
