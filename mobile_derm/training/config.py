@@ -80,9 +80,6 @@ class TrainConfig:
     # small data: batch statistics of a few hundred photos are noisy).
     train_batchnorm: bool = True
     label_smoothing: float = 0.1  # both stages
-    # Share of training pictures taken "in a dim room" (pipeline.low_light: sensor noise,
-    # the phone's denoiser and sharpening); 0 leaves the augmentation chain as it was.
-    low_light_probability: float = 0.0
     early_stopping_patience: int = 14
 
     # ---- class balance
@@ -145,9 +142,6 @@ class TrainConfig:
         if not _whole(self.ensemble_members) or not 1 <= self.ensemble_members <= MAX_ENSEMBLE_MEMBERS:
             raise ConfigError(None, f"ensemble_members must be a whole number from 1 to {MAX_ENSEMBLE_MEMBERS}, "
                                     f"not {self.ensemble_members!r}")
-        if isinstance(self.low_light_probability, bool) or not isinstance(self.low_light_probability, (int, float)) \
-                or not 0.0 <= self.low_light_probability <= 1.0:
-            raise ConfigError(None, f"low_light_probability must be a number in [0, 1], not {self.low_light_probability!r}")
         self.split_fractions = tuple(float(f) for f in self.split_fractions)
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ConfigError(None, "split_fractions must be three numbers that sum to 1")

@@ -220,8 +220,7 @@ def _fit_single(config: TrainConfig, run_dir: Path, split, x_train, y_train, x_v
 
         def train_input(input_context=None):
             return training_dataset(x_train, y_train, weights_per_class[y_train], spec.mean, spec.std, global_batch,
-                                    config.seed, config.finetune_epochs, input_context, first_epoch=first_epoch,
-                                    low_light_probability=config.low_light_probability)
+                                    config.seed, config.finetune_epochs, input_context, first_epoch=first_epoch)
 
         train_ds = train_input() if strategy is None else strategy.distribute_datasets_from_function(train_input)
         val_ds = make_dataset(x_val, y_val, spec.mean, spec.std, 64, training=False, sample_weights=weights_per_class[y_val])

@@ -98,56 +98,8 @@ def jpeg_artefacts(image, seed, min_quality: int = 40, max_quality: int = 95):
     return tf.image.adjust_jpeg_quality(image / 255.0, quality) * 255.0
 
 
-def edge_preserving_smooth(image, range_sigma, spatial_sigma: float = 1.5, radius: int = 2):
-    """Bilateral filter (5 x 5): neighbours are averaged in proportion to their nearness
-    and to how alike their colour is, so noise and fine texture go and edges stay, as
-    in a phone's denoiser. ``range_sigma``: colour difference (pixel units, over the
-    three channels) at which a neighbour's weight falls to exp(-1/2)."""
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-    padded = tf.pad(image, [[radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    total, norm = tf.zeros_like(image), tf.zeros_like(image[..., :1])
-    inverse_variance = -1.0 / (2.0 * tf.square(range_sigma))
-    for dy in range(-radius, radius + 1):  # shifted copies: 2.5x faster here than extract_patches
-        for dx in range(-radius, radius + 1):
-            neighbour = padded[radius + dy:radius + dy + h, radius + dx:radius + dx + w]
-            likeness = tf.reduce_sum(tf.square(neighbour - image), axis=-1, keepdims=True)
-            weight = math.exp(-(dy * dy + dx * dx) / (2.0 * spatial_sigma**2)) * tf.exp(inverse_variance * likeness)
-            total += weight * neighbour
-            norm += weight
-    return total / norm
-
-
-# low_light works in linear light: pixel values are taken as display-encoded with this gamma, and its
-# signal-to-noise ratio is that of mid-grey (18% reflectance)
-DISPLAY_GAMMA = 2.2
-MID_GREY = 0.18
-
-
-def low_light(image, seed, min_snr: float = 3.0, max_snr: float = 30.0):
-    """A dim room: the phone's gain brings back the brightness and, with it, sensor noise
-    (shot noise, its variance proportional to the light, in linear light; a signal-to-
-    noise ratio of mid-grey drawn log-uniformly from ``min_snr``..``max_snr``), which
-    its denoiser smooths away together with the skin's fine texture (an edge-preserving
-    filter set to the noise) before it sharpens what is left (an unsharp mask)."""
-    s = _seeds(seed, 3)
-    snr = tf.exp(_uniform(s[0], math.log(min_snr), math.log(max_snr)))
-    linear = tf.pow(image / 255.0, DISPLAY_GAMMA)
-    sigma = MID_GREY / snr * tf.sqrt(linear / MID_GREY + 0.05)  # shot noise, and a read-noise floor in the dark
-    noisy = linear + sigma * tf.random.stateless_normal(tf.shape(image), s[1])
-    noisy = 255.0 * tf.pow(tf.clip_by_value(noisy, 0.0, 1.0), 1 / DISPLAY_GAMMA)
-    # the noise of mid-grey in pixel units (slope of the display curve there): what the denoiser is set to
-    sigma_pixels = 255.0 / DISPLAY_GAMMA * MID_GREY ** (1 / DISPLAY_GAMMA - 1) * MID_GREY / snr
-    smooth = edge_preserving_smooth(noisy, 2.0 * math.sqrt(3.0) * sigma_pixels)
-    # sharpening's blur over mirrored borders (zero padding would light up a frame round the picture)
-    padded = tf.pad(smooth, [[3, 3], [3, 3], [0, 0]], mode="REFLECT")
-    blurred = gaussian_blur(padded, tf.constant(1.0))[3:-3, 3:-3]
-    amount = _uniform(s[2], 0.0, 1.0)
-    return tf.clip_by_value(smooth + amount * (smooth - blurred), 0.0, 255.0)
-
-
-def augment(image, size: int, seed, low_light_probability: float = 0.0):
-    """The training-time chain (phone capture): geometry, light, then low light, blur
-    and JPEG sometimes.
+def augment(image, size: int, seed):
+    """The training-time chain (phone capture): geometry, light, then blur/JPEG sometimes.
 
     Stateless: every random choice is a function of ``seed`` (a [2] int tensor; in
     training, derived from (TrainConfig.seed, epoch, image index) by ``element_seed``),
@@ -157,9 +109,6 @@ def augment(image, size: int, seed, low_light_probability: float = 0.0):
     image = random_resized_crop(image, s[0], size)
     image = random_rotation(image, s[1])
     image = random_lighting(image, s[2])
-    if low_light_probability > 0:  # its seeds folded in apart, so that without it the chain draws as before
-        ll = _seeds(tf.random.experimental.stateless_fold_in(seed, 7), 2)
-        image = tf.cond(_uniform(ll[0]) < low_light_probability, lambda: low_light(image, ll[1]), lambda: image)
     image = tf.cond(
         _uniform(s[3]) < 0.2,
         lambda: gaussian_blur(image, _uniform(s[4], 0.3, 1.2)),
@@ -264,7 +213,6 @@ def training_dataset(
     epochs: int,
     input_context=None,
     first_epoch: int = 0,
-    low_light_probability: float = 0.0,
 ):
     """Every fine-tuning epoch as one stream of augmented, normalized batches
     (image, label, weight); ``steps_per_epoch`` batches (per replica) make an epoch.
@@ -279,10 +227,10 @@ def training_dataset(
     differ from epoch to epoch).
     The stream holds epochs ``first_epoch`` .. ``epochs - 1``: a resumed run starts where its
     backup ended (``mobile_derm.training.resume``) and meets the batches an uninterrupted run
-    would. ``low_light_probability``: how often ``augment`` adds ``low_light``."""
+    would."""
     if isinstance(pixels, ShardImages):
         return _streamed_training_dataset(pixels, labels, sample_weights, mean, std, global_batch, seed, epochs,
-                                          input_context, first_epoch, low_light_probability)
+                                          input_context, first_epoch)
     n, size = len(pixels), int(pixels.shape[1])
     workers, worker, replica_batch, several, keep = _epoch_plan(n, global_batch, input_context)
     worker_batch = global_batch // workers
@@ -291,7 +239,7 @@ def training_dataset(
     pixels, labels, sample_weights = (tf.constant(a) for a in (pixels, labels, sample_weights))
 
     def prepare(epoch, index):
-        image = augment(tf.gather(pixels, index), size, element_seed(seed, epoch, index), low_light_probability)
+        image = augment(tf.gather(pixels, index), size, element_seed(seed, epoch, index))
         return (image - mean) / std, tf.gather(labels, index), tf.gather(sample_weights, index)
 
     def one_epoch(epoch):
@@ -398,8 +346,7 @@ class ShardImages:
 
 
 def _streamed_training_dataset(images: ShardImages, labels, sample_weights, mean, std, global_batch: int, seed: int,
-                               epochs: int, input_context=None, first_epoch: int = 0,
-                               low_light_probability: float = 0.0):
+                               epochs: int, input_context=None, first_epoch: int = 0):
     """``training_dataset`` for images in TFRecord shards: each epoch reads the shard files
     holding training images in an order seeded by (seed, epoch), ``READ_CYCLE`` at a time,
     record by record, through a shuffle buffer (``SHUFFLE_BUFFER``, seeded by (seed, epoch)),
@@ -422,7 +369,7 @@ def _streamed_training_dataset(images: ShardImages, labels, sample_weights, mean
     labels, sample_weights = tf.constant(labels), tf.constant(sample_weights)
 
     def prepare(epoch, row, encoded):
-        image = augment(images.decoded(encoded), images.size, element_seed(seed, epoch, row), low_light_probability)
+        image = augment(images.decoded(encoded), images.size, element_seed(seed, epoch, row))
         return (image - mean) / std, tf.gather(labels, row), tf.gather(sample_weights, row)
 
     def one_epoch(epoch):

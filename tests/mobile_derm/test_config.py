@@ -36,8 +36,6 @@ def test_config_round_trips_through_json(tmp_path):
     ('{"ensemble_members": true}', "ensemble_members"),
     ('{"loss_logit_adjustment": -1}', "loss_logit_adjustment"),
     ('{"loss_logit_adjustment": "yes"}', "loss_logit_adjustment"),
-    ('{"low_light_probability": 1.5}', "low_light_probability"),
-    ('{"low_light_probability": true}', "low_light_probability"),
     ("[1, 2]", "JSON object"),
     ("{oops", "not valid JSON"),
 ])
