@@ -35,7 +35,8 @@ MIN_INPUT_SIZE = 32
 # An older run's train_config.json still holds them: a neutral value is dropped on
 # loading; any other value is refused, since this code cannot repeat that run.
 RETIRED_OPTIONS = {"frozen_blocks": (0,), "oversampling": ("none",), "augment": ("phone", True),
-                   "dropout_rate": (None,)}  # dropout before the head: always the backbone spec's
+                   "dropout_rate": (None,),  # dropout before the head: always the backbone spec's
+                   "low_light_probability": (0.0, 0)}  # no low-light step in the augmentation chain
 # Retired values of options that stay (refused the same way).
 RETIRED_VALUES = {"class_weighting": ("sqrt",), "logit_adjustment": ("per_class",)}
 RETIRED_NOTE = "retired: see docs/options.md; a run that used it cannot be repeated by this version"

@@ -73,11 +73,14 @@ def test_an_older_run_config_with_retired_options_at_their_neutral_values_loads(
     assert TrainConfig.load(path) == TrainConfig()
     earliest = {**OLDER_RUN_CONFIG, "augment": True, "input_size": None}  # the on/off form; native size
     assert TrainConfig.from_dict(earliest) == TrainConfig(input_size=224)
+    with_low_light_off = {**OLDER_RUN_CONFIG, "low_light_probability": 0.0}  # stop 26's runs wrote it
+    assert TrainConfig.from_dict(with_low_light_off) == TrainConfig()
 
 
 @pytest.mark.parametrize("option, value", [
     ("frozen_blocks", 5), ("frozen_blocks", False), ("oversampling", "sqrt"), ("augment", "light"),
-    ("augment", "none"), ("augment", False), ("dropout_rate", 0.5),
+    ("augment", "none"), ("augment", False), ("dropout_rate", 0.5), ("low_light_probability", 0.25),
+    ("low_light_probability", False),
 ])
 def test_an_older_run_config_that_used_a_retired_option_is_refused_by_name(tmp_path, option, value):
     path = tmp_path / "train_config.json"
