@@ -243,10 +243,16 @@ def skin_mask(rgb: np.ndarray) -> np.ndarray:
 
 def _grid_points(sel: np.ndarray, offset: int, step: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The True points of ``sel`` (a grid ``img[offset::step, offset::step]``, C-contiguous) as flat indices
-    into the grid and into ``img`` (``width`` columns): one flatnonzero, 1-D gathers after it."""
+    into the grid and into ``img`` (``width`` columns): one flatnonzero, one gather from ``_grid_index``."""
     k = np.flatnonzero(sel)
-    gy, gx = np.divmod(k, sel.shape[1])
-    return k, (offset + step * gy) * width + (offset + step * gx)
+    return k, _grid_index(sel.shape[0], sel.shape[1], offset, step, width).take(k)
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_index(ny: int, nx: int, offset: int, step: int, width: int) -> np.ndarray:
+    """Each point of an ``ny`` x ``nx`` grid ``img[offset::step, offset::step]``'s flat index into ``img``
+    (``width`` columns), per grid (a camera gives a handful of shapes)."""
+    return ((offset + step * np.arange(ny))[:, None] * width + (offset + step * np.arange(nx))[None, :]).ravel()
 
 
 def _neighbours(img: np.ndarray, i: np.ndarray, offsets: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -452,21 +458,23 @@ def _detail_offset(grad_b: np.ndarray) -> float:
 
 def _noise_sigma(g: np.ndarray, grad_b: np.ndarray, mask: np.ndarray) -> float:
     """Immerkaer (1996) fast noise estimate, on the flattest half of the ROI (every 2nd pixel: grid B,
-    ``[1:-1:2, 1:-1:2]``; ``grad_b`` is |Sobel x| + |Sobel y| there)."""
+    ``[1:-1:2, 1:-1:2]``; ``grad_b`` is |Sobel x| + |Sobel y| there). ``g``: a uint8 grey image as float32
+    (whole numbers); ``mask``: the ROI, boolean."""
     r = np.abs(cv2.filter2D(g, -1, NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1:2, 1:-1:2])
-    inner = g[1:-1:2, 1:-1:2]
-    sel = (inner > NOISE_MIN_GREY) & (inner < NOISE_MAX_GREY)  # clipped pixels hide noise
-    roi = mask[1:-1:2, 1:-1:2]
-    if np.count_nonzero(roi) >= SKIN_MIN_PIXELS:
+    # grey levels strictly between the bounds: clipped pixels hide noise (``g`` holds whole numbers, so
+    # inRange's inclusive bounds one step inside are the same test, several times cheaper on a contiguous copy)
+    sel = cv2.inRange(np.ascontiguousarray(g[1:-1:2, 1:-1:2]), NOISE_MIN_GREY + 1, NOISE_MAX_GREY - 1).view(bool)
+    roi = np.ascontiguousarray(mask[1:-1:2, 1:-1:2])
+    if cv2.countNonZero(roi.view(np.uint8)) >= SKIN_MIN_PIXELS:
         sel &= roi
-    if np.count_nonzero(sel) < NOISE_MIN_PIXELS:
+    if cv2.countNonZero(sel.view(np.uint8)) < NOISE_MIN_PIXELS:
         return 0.0
-    # the flattest half: r where the gradient is at most its median (r[sel][grad_b[sel] <= median], one gather)
-    vals = r[sel & (grad_b <= _quantile(grad_b[sel], 50))]
-    if vals.size == 0:
+    # the flattest half: r where the gradient is at most its median
+    flat = sel & (grad_b <= _quantile(grad_b[sel], 50))
+    if not flat.any():
         return 0.0
     # |conv| of Gaussian noise sigma has std 6*sigma; mean |N(0, s)| = s*sqrt(2/pi).
-    return float(np.mean(vals) * np.sqrt(np.pi / 2.0) / 6.0)
+    return float(cv2.mean(r, flat.view(np.uint8))[0] * np.sqrt(np.pi / 2.0) / 6.0)
 
 
 def native_steps(gray_native: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -498,22 +506,26 @@ def _grid_profile(p: np.ndarray) -> np.ndarray:
     grid, whatever its phase: the mean of each phase over the whole blocks), then its GRID_SMOOTH px mean
     (circular)."""
     p = p.ravel().astype(np.float64)
+    n = len(p)
     h = p - cv2.blur(p[None, :], (GRID_HIGHPASS, 1), borderType=cv2.BORDER_REFLECT_101).ravel()
-    whole = len(h) // JPEG_BLOCK * JPEG_BLOCK
-    h = h - np.tile(h[:whole].reshape(-1, JPEG_BLOCK).mean(axis=0), len(h) // JPEG_BLOCK + 1)[: len(h)]
+    whole = n // JPEG_BLOCK * JPEG_BLOCK
+    blocks = h[:whole].reshape(-1, JPEG_BLOCK)  # a view: the subtractions below change h in place
+    periodic = blocks.sum(axis=0) / blocks.shape[0]  # each phase's mean (np.mean bit for bit, without its overhead)
+    blocks -= periodic
+    h[whole:] -= periodic[: n - whole]
     half = GRID_SMOOTH // 2
     wrapped = np.concatenate((h[-half:], h, h[:half]))  # circular: the profile continues at its other end
     total = wrapped[2 * half :]  # the sum of wrapped[i + j] over j = 2 * half .. 0, in that order
     for j in range(2 * half - 1, -1, -1):
-        total = total + wrapped[j : j + len(h)]
+        total = total + wrapped[j : j + n]
     return total / GRID_SMOOTH
 
 
 def _autocovariance(h: np.ndarray, max_lag: int) -> np.ndarray:
-    """sum(h[i] * h[i + lag]) / (n - lag) for lag 0..max_lag (zero-padded FFT: no wrap-around)."""
+    """sum(h[i] * h[i + lag]) / (n - lag) for lag 0..max_lag (no wrap-around): one correlation of ``h`` with
+    itself zero-padded (a few times cheaper than an FFT at these lengths, equal to rounding)."""
     n = len(h)
-    f = np.fft.rfft(h, 2 * n)
-    return np.fft.irfft(f * np.conj(f), 2 * n)[: max_lag + 1] / (n - np.arange(max_lag + 1))
+    return np.correlate(np.concatenate((h, np.zeros(max_lag))), h, "valid") / (n - np.arange(max_lag + 1))
 
 
 def _jpeg_grid(steps: tuple[np.ndarray, np.ndarray] | None) -> float:
