@@ -588,7 +588,7 @@ def _grid_autocovariance(tf, h, n):
 def _jpeg_grid(tf, dx, dy, ch, cw):
     """features._jpeg_grid on the native crop's steps (valid ch x cw): the column and row profiles of
     mean step (whole-number sums, exact, times the reciprocal of the count as cv2.reduce's average),
-    their autocovariance by direct masked sums instead of an FFT, and the excess of each coarse lag
+    their autocovariance by direct masked sums (as features._autocovariance), and the excess of each coarse lag
     over every finer one (a constant lower-triangular mask)."""
     c = NATIVE_CROP_SIZE
     rows = tf.range(c)
