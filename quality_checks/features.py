@@ -463,7 +463,7 @@ def _noise_sigma(g: np.ndarray, grad_b: np.ndarray, mask: np.ndarray) -> float:
     r = np.abs(cv2.filter2D(g, -1, NOISE_KERNEL, borderType=cv2.BORDER_REFLECT)[1:-1:2, 1:-1:2])
     # grey levels strictly between the bounds: clipped pixels hide noise (``g`` holds whole numbers, so
     # inRange's inclusive bounds one step inside are the same test, several times cheaper on a contiguous copy)
-    sel = cv2.inRange(np.ascontiguousarray(g[1:-1:2, 1:-1:2]), NOISE_MIN_GREY + 1, NOISE_MAX_GREY - 1).view(bool)
+    sel = cv2.inRange(np.ascontiguousarray(g[1:-1:2, 1:-1:2]), NOISE_MIN_GREY + 1, NOISE_MAX_GREY - 1) > 0
     roi = np.ascontiguousarray(mask[1:-1:2, 1:-1:2])
     if cv2.countNonZero(roi.view(np.uint8)) >= SKIN_MIN_PIXELS:
         sel &= roi
