@@ -251,8 +251,10 @@ def _grid_points(sel: np.ndarray, offset: int, step: int, width: int) -> tuple[n
 @functools.lru_cache(maxsize=16)
 def _grid_index(ny: int, nx: int, offset: int, step: int, width: int) -> np.ndarray:
     """Each point of an ``ny`` x ``nx`` grid ``img[offset::step, offset::step]``'s flat index into ``img``
-    (``width`` columns), per grid (a camera gives a handful of shapes)."""
-    return ((offset + step * np.arange(ny))[:, None] * width + (offset + step * np.arange(nx))[None, :]).ravel()
+    (``width`` columns), per grid (a camera gives a handful of shapes); read-only, as every call shares it."""
+    index = ((offset + step * np.arange(ny))[:, None] * width + (offset + step * np.arange(nx))[None, :]).ravel()
+    index.flags.writeable = False
+    return index
 
 
 def _neighbours(img: np.ndarray, i: np.ndarray, offsets: tuple[tuple[int, int], ...]) -> np.ndarray:

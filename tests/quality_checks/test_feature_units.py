@@ -34,7 +34,6 @@ def test_sobel_at_points_is_opencvs_sobel():
     np.testing.assert_allclose(py, sy, rtol=1e-6, atol=1e-3)
 
 
-
 @pytest.mark.parametrize("offset, step", [(2, 2), (2, 4), (1, 2)])
 def test_grid_points_are_the_selected_points_flat_indices(offset, step):
     img = np.zeros((37, 53))
@@ -63,6 +62,7 @@ def test_noise_sigma_is_its_definition(with_roi):
     flat = sel & (grad_b <= features._quantile(grad_b[sel], 50))
     expected = np.mean(r[flat].astype(np.float64)) * np.sqrt(np.pi / 2.0) / 6.0
     assert features._noise_sigma(g, grad_b, roi) == pytest.approx(expected, rel=1e-6)
+
 
 @pytest.mark.parametrize("n", [64, 255, 250])
 def test_grid_profile_is_its_definition(n):
